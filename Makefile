@@ -1,0 +1,31 @@
+# tupper: a btrfs proxy snapshotter and a runc-free runtime v2 shim for containerd.
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/tupper/tupper/version.Version=$(VERSION)
+export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+
+.PHONY: all build test demo demo-down bench clean deps
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+deps:
+	hack/install-deps.sh
+
+test: deps build
+	hack/test.sh
+
+demo: deps build
+	hack/demo.sh up
+
+demo-down:
+	hack/demo.sh down
+
+bench: deps build
+	hack/bench.sh
+
+clean:
+	rm -rf $(BIN)
