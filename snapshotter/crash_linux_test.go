@@ -1,0 +1,170 @@
+package snapshotter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
+	"github.com/containerd/errdefs"
+)
+
+// The crash test runs scenario() in a child process that SIGKILLs itself at
+// one step boundary, then reopens the root like a restarted daemon would.
+const (
+	envCrashRoot = "TUPPER_CRASH_ROOT"
+	envCrashStep = "TUPPER_CRASH_STEP"
+	envCrashSkip = "TUPPER_CRASH_SKIP"
+)
+
+var layerContent = bytes.Repeat([]byte("tupper layer content\n"), 4096)
+
+// scenario walks through every kind of operation with keys suffixed by tag.
+func scenario(ctx context.Context, s *Snapshotter, tag string) error {
+	k := func(name string) string { return name + "-" + tag }
+	if _, err := s.Prepare(ctx, k("layer-active"), ""); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(s.path(snapshots.KindActive, mustID(ctx, s, k("layer-active"))), "data"), layerContent, 0o644); err != nil {
+		return err
+	}
+	if err := s.Commit(ctx, k("layer"), k("layer-active")); err != nil {
+		return err
+	}
+	if _, err := s.View(ctx, k("view"), k("layer")); err != nil {
+		return err
+	}
+	if _, err := s.Prepare(ctx, k("container"), k("layer")); err != nil {
+		return err
+	}
+	if err := s.Remove(ctx, k("view")); err != nil {
+		return err
+	}
+	return s.Remove(ctx, k("container"))
+}
+
+func mustID(ctx context.Context, s *Snapshotter, key string) string {
+	var id string
+	s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
+		var err error
+		id, _, _, err = storage.GetInfo(ctx, key)
+		return err
+	})
+	return id
+}
+
+// TestCrashHelper is the child side; it does nothing unless started by TestCrashRecovery.
+func TestCrashHelper(t *testing.T) {
+	root := os.Getenv(envCrashRoot)
+	if root == "" {
+		return
+	}
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := os.Getenv(envCrashStep)
+	skip, _ := strconv.Atoi(os.Getenv(envCrashSkip))
+	s.step = func(name string) {
+		if name != step {
+			return
+		}
+		if skip > 0 {
+			skip--
+			return
+		}
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // never returns: the process dies here, mid-operation
+	}
+	if err := scenario(ctx, s, "crashed"); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatalf("crash step %s (skip %s) was never reached", step, os.Getenv(envCrashSkip))
+}
+
+func TestCrashRecovery(t *testing.T) {
+	fsRoot := newBtrfs(t, 512<<20)
+	points := []struct {
+		step string
+		skip int // crash at the (skip+1)th time the step is reached
+	}{
+		{"create:subvolume", 0}, // Prepare of the layer, before metadata commit
+		{"create:subvolume", 1}, // View
+		{"create:subvolume", 2}, // Prepare of the container
+		{"create:committed", 0},
+		{"create:committed", 1},
+		{"commit:subvolume", 0}, // read-only copy made, metadata not committed
+		{"commit:committed", 0}, // metadata committed, active subvolume not yet deleted
+		{"remove:committed", 0}, // view gone from metadata, subvolume still there
+		{"remove:committed", 1},
+	}
+	for i, p := range points {
+		t.Run(fmt.Sprintf("%s#%d", p.step, p.skip), func(t *testing.T) {
+			root := filepath.Join(fsRoot, strconv.Itoa(i))
+			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.v")
+			cmd.Env = append(os.Environ(), envCrashRoot+"="+root, envCrashStep+"="+p.step, envCrashSkip+"="+strconv.Itoa(p.skip))
+			out, err := cmd.CombinedOutput()
+			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Fatalf("child did not die at %s: %v\n%s", p.step, err, out)
+			}
+
+			ctx := testContext(t)
+			s, err := NewSnapshotter(ctx, root)
+			if err != nil {
+				t.Fatalf("restart after crash: %v", err)
+			}
+			defer s.Close()
+			if st := readState(t, s); !subset(st.known, st.onDisk) {
+				t.Fatalf("metadata names a subvolume that does not exist: %+v", st)
+			}
+			// An id whose creation was rolled back is handed out again; that
+			// must work even before Cleanup ran.
+			if _, err := s.Prepare(ctx, "before-cleanup", ""); err != nil {
+				t.Fatalf("Prepare after crash, before Cleanup: %v", err)
+			}
+			if err := s.Cleanup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if st := readState(t, s); !st.consistent() {
+				t.Fatalf("not consistent after restart + Cleanup: %+v", st)
+			}
+			// Whatever committed layer survived holds its content intact.
+			if _, err := s.Stat(ctx, "layer-crashed"); err == nil {
+				got, err := os.ReadFile(filepath.Join(s.path(snapshots.KindCommitted, mustID(ctx, s, "layer-crashed")), "data"))
+				if err != nil || !bytes.Equal(got, layerContent) {
+					t.Fatalf("committed layer content damaged: %v", err)
+				}
+			} else if !errdefs.IsNotFound(err) {
+				t.Fatal(err)
+			}
+			// And the snapshotter keeps working.
+			if err := scenario(ctx, s, "after"); err != nil {
+				t.Fatalf("operations after recovery: %v", err)
+			}
+			if st := readState(t, s); !st.consistent() {
+				t.Fatalf("not consistent after more operations: %+v", st)
+			}
+		})
+	}
+}
+
+func subset(a, b []string) bool {
+	in := map[string]bool{}
+	for _, x := range b {
+		in[x] = true
+	}
+	for _, x := range a {
+		if !in[x] {
+			return false
+		}
+	}
+	return true
+}
