@@ -27,6 +27,7 @@ import (
 	"github.com/containerd/continuity/fs"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
@@ -77,10 +78,10 @@ func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshott
 	if _, err := ParseQuotaMode(string(cfg.quota)); err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
-	if err := os.MkdirAll(root, 0o700); err != nil {
+	if err := Supported(existingAncestor(root)); err != nil {
 		return nil, err
 	}
-	if err := Supported(root); err != nil {
+	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
 	lock, err := lockRoot(root)
@@ -594,4 +595,13 @@ func (s *Snapshotter) Close() error {
 		s.lock = nil
 	}
 	return err
+}
+
+// UsageWalksCollector exports how often Usage had to walk files, which stays
+// at zero while quotas work.
+func UsageWalksCollector() prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tupper_snapshotter_usage_walks_total",
+		Help: "Usage calls answered by walking files instead of reading btrfs quota groups.",
+	}, func() float64 { return float64(walkCount.Load()) })
 }

@@ -290,7 +290,11 @@ func TestRootNotBtrfs(t *testing.T) {
 	if err := unix.Statfs(dir, &st); err != nil || st.Type == unix.BTRFS_SUPER_MAGIC {
 		t.Fatalf("temp dir %s must not be on btrfs for this test (statfs %v)", dir, err)
 	}
-	_, err := NewSnapshotter(testContext(t), filepath.Join(dir, "root"))
+	root := filepath.Join(dir, "root", "sub")
+	_, err := NewSnapshotter(testContext(t), root)
+	if _, serr := os.Stat(filepath.Join(dir, "root")); serr == nil {
+		t.Errorf("refused root %s was created anyway", root)
+	}
 	if err == nil || !strings.Contains(err.Error(), "not btrfs") || !strings.Contains(err.Error(), "hack/btrfs-loop.sh") {
 		t.Fatalf("want an error saying the root is not btrfs and how to make one, got %v", err)
 	}

@@ -2,6 +2,8 @@ package snapshotter
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -35,4 +37,16 @@ func Supported(root string) error {
 	}
 	return fmt.Errorf("snapshotter root %s is on %s, not btrfs; tupper stores layers as btrfs subvolumes, so %s: %w",
 		root, name, LoopbackHint, errdefs.ErrFailedPrecondition)
+}
+
+// existingAncestor is root or its nearest existing parent, so that a wrong
+// root is refused before anything is created there.
+func existingAncestor(root string) string {
+	p := filepath.Clean(root)
+	for {
+		if _, err := os.Stat(p); err == nil || p == filepath.Dir(p) {
+			return p
+		}
+		p = filepath.Dir(p)
+	}
 }

@@ -3,78 +3,21 @@ package snapshotter
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"testing"
-	"time"
 
-	"github.com/containerd/continuity/testutil/loopback"
 	"github.com/containerd/log/logtest"
-	"golang.org/x/sys/unix"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
-// needRoot skips a test that needs root and btrfs, loudly, unless
-// TUPPER_TEST_STRICT is set (make test sets it), in which case it fails: on
-// the project's machines these tests must run, never silently skip.
-func needRoot(t testing.TB) {
-	t.Helper()
-	var reason string
-	if os.Geteuid() != 0 {
-		reason = "needs root"
-	} else if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		reason = "needs mkfs.btrfs (apt-get install btrfs-progs)"
-	}
-	if reason == "" {
-		return
-	}
-	if os.Getenv("TUPPER_TEST_STRICT") != "" {
-		t.Fatalf("TUPPER_TEST_STRICT is set but this test %s", reason)
-	}
-	t.Skipf("SKIPPING %s: it %s", t.Name(), reason)
-}
-
-// newBtrfs makes a loopback btrfs of size bytes mounted at a fresh directory
-// and undoes all of it when the test ends.
-func newBtrfs(t testing.TB, size int64) string {
-	t.Helper()
-	needRoot(t)
-	return mountBtrfs(t, size, t.TempDir())
-}
-
-func mountBtrfs(t testing.TB, size int64, dir string) string {
-	t.Helper()
-	loop, err := loopback.New(size)
-	if err != nil {
-		t.Fatalf("loop device: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := loop.Close(); err != nil {
-			t.Errorf("detaching %s: %v", loop.Device, err)
-		}
-	})
-	if out, err := exec.Command("mkfs.btrfs", "-q", "-f", loop.Device).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.btrfs %s: %v: %s", loop.Device, err, out)
-	}
-	if err := unix.Mount(loop.Device, dir, "btrfs", 0, ""); err != nil {
-		t.Fatalf("mount %s on %s: %v", loop.Device, dir, err)
-	}
-	t.Cleanup(func() { unmountRetry(t, dir) })
-	return dir
-}
-
-// unmountRetry unmounts dir, waiting out the short EBUSY after a process that
-// used the filesystem has just exited.
-func unmountRetry(t testing.TB, dir string) {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = unix.Unmount(dir, 0); err == nil || err == unix.EINVAL || err == unix.ENOENT {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Errorf("unmounting %s: %v", dir, err)
-}
+var (
+	needRoot     = testutil.NeedRoot
+	newBtrfs     = testutil.NewBtrfs
+	mountBtrfs   = testutil.MountBtrfs
+	unmountRetry = testutil.Unmount
+)
 
 func testContext(t testing.TB) context.Context {
 	return logtest.WithT(context.Background(), t)
