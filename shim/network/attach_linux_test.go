@@ -1,0 +1,214 @@
+package network
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
+
+	"github.com/tupper/tupper/internal/testutil"
+)
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// testNetwork is a bridge and subnet private to one test; its cleanup
+// deletes the bridge.
+func testNetwork(t *testing.T, third int) Config {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testutil.Require(t, "needs root for netns, veth and bridges")
+	}
+	c := DefaultConfig()
+	c.Bridge = "tpt" + randHex(4)
+	c.Subnet = netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", third))
+	c.StateDir = t.TempDir()
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(c.Bridge); err == nil {
+			netlink.LinkDel(l)
+		}
+	})
+	return c
+}
+
+// newNetns makes a named network namespace (as a container would have) and
+// deletes it when the test ends.
+func newNetns(t *testing.T) (name, path string) {
+	t.Helper()
+	name = "tupper-test-" + randHex(4)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	return name, filepath.Join("/var/run/netns", name)
+}
+
+func inNetns(t *testing.T, ns string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func TestAttachPingDetach(t *testing.T) {
+	c := testNetwork(t, 10)
+	ns1, path1 := newNetns(t)
+	ns2, path2 := newNetns(t)
+	a1, err := Attach(c, "c1", path1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := Attach(c, "c2", path2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Subnet.Contains(a1.Addr.Addr()) || a1.Addr.Addr() == a2.Addr.Addr() {
+		t.Fatalf("addresses %s and %s", a1.Addr, a2.Addr)
+	}
+
+	out, _ := inNetns(t, ns1, "ip", "-o", "addr", "show", "dev", "eth0")
+	if !strings.Contains(out, a1.Addr.String()) {
+		t.Fatalf("eth0 in the container lacks %s: %s", a1.Addr, out)
+	}
+	out, _ = inNetns(t, ns1, "ip", "route", "show", "default")
+	if !strings.Contains(out, "via "+a1.Gateway.String()+" dev eth0") {
+		t.Fatalf("no default route via the gateway: %q", out)
+	}
+	out, _ = inNetns(t, ns1, "ip", "-o", "link", "show", "lo")
+	if !strings.Contains(out, "UP") && !strings.Contains(out, "LOOPBACK,UP") {
+		t.Fatalf("lo is not up: %s", out)
+	}
+	for _, target := range []netip.Addr{a1.Gateway, a2.Addr.Addr()} {
+		if out, err := inNetns(t, ns1, "busybox", "ping", "-c", "1", "-W", "2", target.String()); err != nil {
+			t.Fatalf("ping %s from the container: %v\n%s", target, err, out)
+		}
+	}
+
+	if err := Detach(c, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Detach(c, "c1"); err != nil {
+		t.Fatalf("second Detach: %v", err)
+	}
+	if _, err := netlink.LinkByName(a1.HostVeth); err == nil {
+		t.Fatalf("%s still exists after Detach", a1.HostVeth)
+	}
+	if out, _ := inNetns(t, ns1, "ip", "link", "show", "eth0"); !strings.Contains(out, "does not exist") {
+		t.Fatalf("eth0 still in the container after Detach: %s", out)
+	}
+	ipam, _ := NewIPAM(c.ipamDir(4), c.Subnet)
+	all, _ := ipam.Allocations()
+	if len(all) != 1 || all[a2.Addr.Addr()] != "c2" {
+		t.Fatalf("allocations after detaching c1: %v", all)
+	}
+	if _, err := netlink.LinkByName(c.Bridge); err != nil {
+		t.Fatalf("bridge gone while c2 uses it: %v", err)
+	}
+	Detach(c, "c2")
+	_ = ns2
+}
+
+func TestAttachIPv6(t *testing.T) {
+	c := testNetwork(t, 11)
+	c.Subnet6 = netip.MustParsePrefix("fd00:7a:" + randHex(2) + "::/64")
+	ns, path := newNetns(t)
+	a, err := Attach(c, "v6", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Detach(c, "v6")
+	if !a.Addr6.IsValid() || !c.Subnet6.Contains(a.Addr6.Addr()) {
+		t.Fatalf("no IPv6 address: %+v", a)
+	}
+	if out, err := inNetns(t, ns, "busybox", "ping", "-6", "-c", "1", "-W", "2", a.Gateway6.String()); err != nil {
+		t.Fatalf("ping6 gateway: %v\n%s", err, out)
+	}
+}
+
+// Errors leave nothing half-made: no veth, no allocation.
+func TestAttachErrorsLeaveNothing(t *testing.T) {
+	c := testNetwork(t, 12)
+	_, path := newNetns(t)
+
+	// A bridge that exists with another address is refused, not changed.
+	if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: c.Bridge}}); err != nil {
+		t.Fatal(err)
+	}
+	br, _ := netlink.LinkByName(c.Bridge)
+	other, _ := netlink.ParseAddr("10.213.99.1/24")
+	if err := netlink.AddrAdd(br, other); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Attach(c, "x", path)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "10.213.99.1/24") {
+		t.Fatalf("bridge with another address: %v", err)
+	}
+	assertNothingFor(t, c, "x")
+
+	// An exhausted subnet.
+	c2 := testNetwork(t, 13)
+	c2.Subnet = netip.MustParsePrefix("10.213.13.0/30") // one usable address
+	_, path2 := newNetns(t)
+	if _, err := Attach(c2, "first", path2); err != nil {
+		t.Fatal(err)
+	}
+	defer Detach(c2, "first")
+	_, path3 := newNetns(t)
+	if _, err := Attach(c2, "second", path3); !errors.Is(err, errdefs.ErrResourceExhausted) {
+		t.Fatalf("exhausted subnet: %v", err)
+	}
+	assertNothingFor(t, c2, "second")
+
+	// A netns path that does not exist.
+	if _, err := Attach(c2, "third", "/var/run/netns/does-not-exist-"+randHex(4)); err == nil {
+		t.Fatal("attach to a missing netns succeeded")
+	}
+	assertNothingFor(t, c2, "third")
+}
+
+func TestSubnetOverlappingHostRouteRefused(t *testing.T) {
+	c := testNetwork(t, 14)
+	// A route this test made stands for one of the machine's networks.
+	dummy := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "tpd" + randHex(4)}}
+	if err := netlink.LinkAdd(dummy); err != nil {
+		t.Fatal(err)
+	}
+	defer netlink.LinkDel(dummy)
+	addr, _ := netlink.ParseAddr("10.213.14.200/25")
+	netlink.AddrAdd(dummy, addr)
+	netlink.LinkSetUp(dummy)
+	_, path := newNetns(t)
+	_, err := Attach(c, "o", path)
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), dummy.Name) {
+		t.Fatalf("overlapping subnet: %v", err)
+	}
+	if _, err := netlink.LinkByName(c.Bridge); err == nil {
+		t.Fatal("bridge created despite the overlap")
+	}
+	assertNothingFor(t, c, "o")
+}
+
+func assertNothingFor(t *testing.T, c Config, id string) {
+	t.Helper()
+	if _, err := netlink.LinkByName(HostVethName(id)); err == nil {
+		t.Errorf("veth of %s left behind", id)
+	}
+	ipam, _ := NewIPAM(c.ipamDir(4), c.Subnet)
+	all, _ := ipam.Allocations()
+	for a, owner := range all {
+		if owner == id {
+			t.Errorf("address %s still allocated to %s", a, id)
+		}
+	}
+}
+
