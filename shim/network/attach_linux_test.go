@@ -211,4 +211,3 @@ func assertNothingFor(t *testing.T, c Config, id string) {
 		}
 	}
 }
-
