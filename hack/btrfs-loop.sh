@@ -58,7 +58,7 @@ cmd_up() {
 	fi
 	img=$(realpath "$img")
 	if [[ $(blkid -p -o value -s TYPE "$img" 2>/dev/null || true) != btrfs ]]; then
-		mkfs.btrfs -q "$img" >&2
+		mkfs.btrfs -q "$img" >/dev/null
 		echo "btrfs-loop: mkfs.btrfs $img" >&2
 	fi
 
