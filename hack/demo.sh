@@ -198,6 +198,10 @@ cmd_up() {
 			containerd --config "$CONFIG"
 		wait_for containerd 60 "$RUN_DIR/containerd.pid" "$RUN_DIR/containerd.log" ctr_ version
 	fi
+	# After a snapshotter restart containerd redials it with a backoff:
+	# wait until containerd reaches it again.
+	wait_for "the snapshotter through containerd" 60 "$RUN_DIR/containerd.pid" "$RUN_DIR/containerd.log" \
+		ctr_ snapshots --snapshotter tupper ls
 
 	log "importing $IMAGE into the tupper snapshotter"
 	ctr_ images import --snapshotter tupper "$REPO/_output/images/busybox.tar"
