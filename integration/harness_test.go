@@ -50,6 +50,7 @@ type Env struct {
 	// Address is containerd's gRPC socket.
 	Address string
 
+	snapSock  string
 	loopDev   string
 	loopImage string
 	procs     []*daemon
@@ -57,6 +58,8 @@ type Env struct {
 
 type daemon struct {
 	name string
+	bin  string
+	args []string
 	cmd  *exec.Cmd
 	log  string
 	done chan struct{} // closed when the process has exited
@@ -136,6 +139,7 @@ func NewEnv(t *testing.T) *Env {
 	e.Address = filepath.Join(dir, "containerd.sock")
 
 	snapSock := filepath.Join(dir, "tupper.sock")
+	e.snapSock = snapSock
 	if e.Snapshotter == "btrfs" {
 		e.SnapshotterRoot = filepath.Join(croot, "io.containerd.snapshotter.v1.btrfs")
 	} else {
@@ -248,7 +252,7 @@ func (e *Env) mountBtrfs(img string, size int64, mnt string) {
 func (e *Env) start(name, bin string, args ...string) {
 	e.t.Helper()
 	logPath := filepath.Join(e.Dir, name+".log")
-	lf, err := os.Create(logPath)
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -262,14 +266,20 @@ func (e *Env) start(name, bin string, args ...string) {
 		lf.Close()
 		e.t.Fatalf("starting %s: %v", name, err)
 	}
-	d := &daemon{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	d := &daemon{name: name, bin: bin, args: args, cmd: cmd, log: logPath, done: make(chan struct{})}
+	e.t.Logf("started %s, pid %d: %s %s", name, cmd.Process.Pid, bin, strings.Join(args, " "))
 	go func() {
 		d.err = cmd.Wait()
 		lf.Close()
 		close(d.done)
 	}()
+	for i, old := range e.procs {
+		if old.name == name {
+			e.procs[i] = d
+			return
+		}
+	}
 	e.procs = append(e.procs, d)
-	e.t.Logf("started %s, pid %d: %s %s", name, cmd.Process.Pid, bin, strings.Join(args, " "))
 }
 
 func (e *Env) daemon(name string) *daemon {
@@ -279,6 +289,34 @@ func (e *Env) daemon(name string) *daemon {
 		}
 	}
 	return nil
+}
+
+// RestartSnapshotter stops the snapshotter daemon (SIGTERM, by PID),
+// starts it again with the same arguments and waits until containerd,
+// which redials with a backoff, reaches it again.
+func (e *Env) RestartSnapshotter() {
+	e.t.Helper()
+	d := e.daemon("snapshotter")
+	if d == nil {
+		e.t.Fatal("no snapshotter daemon in this env (built-in snapshotter?)")
+	}
+	stop(e.t, d)
+	if d.err != nil {
+		e.t.Logf("snapshotter exit on SIGTERM: %v", d.err)
+	}
+	e.start(d.name, d.bin, d.args...)
+	e.waitSocket(d.name, e.snapSock, 20*time.Second)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, err := e.Ctr("snapshots", "--snapshotter="+e.Snapshotter, "ls")
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("containerd does not reach the restarted snapshotter: %v", err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }
 
 // waitSocket waits until a daemon accepts connections on a unix socket.

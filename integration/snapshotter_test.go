@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -130,4 +131,36 @@ func snapshotLines(out string) []string {
 // uniqueID names a container uniquely within this process and run.
 func uniqueID(prefix string) string {
 	return fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+}
+
+// TestSnapshotterRestart checks that snapshots survive a restart of the
+// snapshotter daemon: an image unpacked before the restart runs after it,
+// and is removed cleanly.
+func TestSnapshotterRestart(t *testing.T) {
+	if os.Getenv(envSnapshotter) == "btrfs" {
+		t.Skip("built-in snapshotter: no daemon to restart")
+	}
+	e := NewEnv(t)
+	sn := "--snapshotter=" + e.Snapshotter
+	archive, image := e.buildImage("busybox")
+	e.MustCtr("images", "import", sn, archive)
+	before := snapshotLines(e.MustCtr("snapshots", sn, "ls"))
+	if len(before) != 1 {
+		t.Fatalf("after import: %d snapshots, want 1:\n%s", len(before), strings.Join(before, "\n"))
+	}
+
+	e.RestartSnapshotter()
+
+	after := snapshotLines(e.MustCtr("snapshots", sn, "ls"))
+	if strings.Join(after, "\n") != strings.Join(before, "\n") {
+		t.Errorf("snapshots changed across a restart:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+	}
+	out := e.MustCtr("run", "--rm", sn, image, uniqueID("restart"), "/bin/sh", "-c", "echo ok > /tmp/x && cat /tmp/x")
+	if strings.TrimSpace(out) != "ok" {
+		t.Errorf("container after restart: %q, want ok", out)
+	}
+	e.MustCtr("images", "rm", "--sync", image)
+	if snaps := snapshotLines(e.MustCtr("snapshots", sn, "ls")); len(snaps) != 0 {
+		t.Errorf("snapshots left after `ctr images rm --sync`:\n%s", strings.Join(snaps, "\n"))
+	}
 }
