@@ -8,7 +8,7 @@
 #
 # Environment:
 #   GOBIN   where the Go tools go (default /usr/local/bin, on containerd's PATH)
-#   GO      go command (default: go on PATH, else /usr/local/go/bin/go)
+#   GO      go command (default: go, with /usr/local/go/bin first on PATH)
 #   INSTALL_DEPS_NO_COPY=1  always build, never copy from $(go env GOPATH)/bin
 set -euo pipefail
 
@@ -24,6 +24,11 @@ log() { printf 'install-deps: %s\n' "$*"; }
 
 if [[ $(id -u) -ne 0 ]]; then
 	echo "install-deps: must run as root" >&2
+	exit 1
+fi
+
+if ! command -v "$GO" >/dev/null; then
+	echo "install-deps: no Go toolchain ($GO); install the Go release named in go.mod into /usr/local/go" >&2
 	exit 1
 fi
 

@@ -258,7 +258,7 @@ func (e *Env) start(name, bin string, args ...string) {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(os.Environ(), "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:"+os.Getenv("PATH"))
+	cmd.Env = daemonEnv()
 	// Own process group so a terminal's ^C reaches only the test; killed
 	// if the test binary dies before its cleanup runs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -280,6 +280,20 @@ func (e *Env) start(name, bin string, args ...string) {
 		}
 	}
 	e.procs = append(e.procs, d)
+}
+
+// daemonEnv is the test's environment for a daemon, with /usr/local/bin
+// (make deps) first on PATH and without NOTIFY_SOCKET: a test run from a
+// systemd unit must not have the daemons notify that unit.
+func daemonEnv() []string {
+	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH")}
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 func (e *Env) daemon(name string) *daemon {
