@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Install what tupper's tests and demo need on a Debian 12 host.
+#
+# Idempotent and quick when everything is present: every item is checked
+# first, `apt-get update` runs only when an apt package is missing, and Go
+# binaries are rebuilt only when missing from $GOBIN or built from another
+# module version. Must run as root (apt, /usr/local/bin).
+#
+# Environment:
+#   GOBIN   where the Go tools go (default /usr/local/bin, on containerd's PATH)
+#   GO      go command (default: go, with /usr/local/go/bin first on PATH)
+#   INSTALL_DEPS_NO_COPY=1  always build, never copy from $(go env GOPATH)/bin
+set -euo pipefail
+
+export PATH="/usr/local/go/bin:$PATH"
+GO="${GO:-go}"
+GOBIN="${GOBIN:-/usr/local/bin}"
+export GOBIN
+
+CONTAINERD_VERSION=v2.4.2
+RUNC_VERSION=v1.5.3
+
+log() { printf 'install-deps: %s\n' "$*"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "install-deps: must run as root" >&2
+	exit 1
+fi
+
+if ! command -v "$GO" >/dev/null; then
+	echo "install-deps: no Go toolchain ($GO); install the Go release named in go.mod into /usr/local/go" >&2
+	exit 1
+fi
+
+# ---------------------------------------------------------------- apt packages
+APT_PACKAGES=(
+	btrfs-progs
+	busybox-static
+	libseccomp-dev
+	containernetworking-plugins
+	iproute2
+	iptables
+	pkg-config
+	gcc
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+	if ! dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
+		missing+=("$p")
+	fi
+done
+if ((${#missing[@]})); then
+	log "apt: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+	log "apt: all ${#APT_PACKAGES[@]} packages present"
+fi
+
+# ------------------------------------------------------------------ Go tools
+# go_has_module BIN MODULE VERSION [TAGS]: BIN was built from MODULE@VERSION
+# (and with -tags=TAGS when given), according to its embedded build info.
+go_has_module() {
+	local bin=$1 mod=$2 ver=$3 tags=${4:-} info
+	[[ -x $bin ]] || return 1
+	info=$("$GO" version -m "$bin" 2>/dev/null) || return 1
+	grep -Eq "^[[:space:]]+mod[[:space:]]+${mod//./\\.}[[:space:]]+${ver//./\\.}[[:space:]]" <<<"$info" || return 1
+	if [[ -n $tags ]]; then
+		grep -Eq "^[[:space:]]+build[[:space:]]+-tags=${tags}\$" <<<"$info" || return 1
+	fi
+}
+
+# go_tool NAME MODULE PACKAGE VERSION [TAGS]: make $GOBIN/NAME. A matching
+# binary already in $(go env GOPATH)/bin (an earlier manual `go install`) is
+# copied instead of rebuilt, to spare the build.
+go_tool() {
+	local name=$1 mod=$2 pkg=$3 ver=$4 tags=${5:-}
+	local dst="$GOBIN/$name" gopath_bin
+	if go_has_module "$dst" "$mod" "$ver" "$tags"; then
+		log "go: $dst is $mod@$ver${tags:+ (tags $tags)}"
+		return
+	fi
+	gopath_bin="$("$GO" env GOPATH | cut -d: -f1)/bin/$name"
+	if [[ -z ${INSTALL_DEPS_NO_COPY:-} && $gopath_bin != "$dst" ]] && go_has_module "$gopath_bin" "$mod" "$ver" "$tags"; then
+		log "go: copying $gopath_bin (built from $mod@$ver) to $dst"
+		install -m 0755 "$gopath_bin" "$dst"
+		return
+	fi
+	log "go: installing $pkg@$ver${tags:+ -tags $tags} into $GOBIN"
+	local args=(install)
+	[[ -n $tags ]] && args+=(-tags "$tags")
+	"$GO" "${args[@]}" "$pkg@$ver"
+}
+
+mkdir -p "$GOBIN"
+CTRD=github.com/containerd/containerd/v2
+go_tool containerd "$CTRD" "$CTRD/cmd/containerd" "$CONTAINERD_VERSION"
+go_tool ctr "$CTRD" "$CTRD/cmd/ctr" "$CONTAINERD_VERSION"
+go_tool containerd-shim-runc-v2 "$CTRD" "$CTRD/cmd/containerd-shim-runc-v2" "$CONTAINERD_VERSION"
+go_tool runc github.com/opencontainers/runc github.com/opencontainers/runc "$RUNC_VERSION" seccomp
+
+# --------------------------------------------------------- CRI test tooling
+# Place for crictl / critest (cri-tools) when the CRI work starts, e.g.:
+#   go_tool crictl github.com/kubernetes-sigs/cri-tools \
+#       github.com/kubernetes-sigs/cri-tools/cmd/crictl "$CRI_TOOLS_VERSION"
+
+log "done"

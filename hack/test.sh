@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Run tupper's checks: gofmt, go vet, unit tests, then the snapshotter and
+# integration tests verbosely. Run as root (via `make test`, after `make
+# deps build`) or the root-only tests skip, loudly. Every step runs; the
+# exit status is non-zero if any failed.
+#
+# Environment:
+#   TEST_TIMEOUT   go test -timeout for the verbose suites (default 30m)
+#   TEST_RUN       go test -run filter for the verbose suites (default all)
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+failed=()
+step() {
+	local name=$1
+	shift
+	printf '\n==> %s\n' "$name"
+	if ! "$@"; then
+		failed+=("$name")
+		printf '==> FAILED: %s\n' "$name"
+	fi
+}
+
+gofmt_check() {
+	local files
+	files=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*'))
+	if [[ -n $files ]]; then
+		echo "not gofmt'ed:"
+		echo "$files"
+		return 1
+	fi
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+	echo "test.sh: not root: root-only tests will skip" >&2
+fi
+
+verbose_pkgs=(./snapshotter/... ./integration/...)
+mapfile -t unit_pkgs < <(go list ./... | grep -v -e '/snapshotter$' -e '/snapshotter/' -e '/integration$' -e '/integration/')
+run_args=()
+[[ -n ${TEST_RUN:-} ]] && run_args=(-run "$TEST_RUN")
+
+step "gofmt" gofmt_check
+step "go vet" go vet ./...
+if ((${#unit_pkgs[@]})); then
+	step "unit tests" go test -count=1 "${unit_pkgs[@]}"
+fi
+step "snapshotter and integration tests" \
+	go test -count=1 -v -timeout "${TEST_TIMEOUT:-30m}" "${run_args[@]}" "${verbose_pkgs[@]}"
+
+echo
+if ((${#failed[@]})); then
+	printf 'test.sh: FAILED: %s\n' "${failed[*]}"
+	exit 1
+fi
+echo "test.sh: all passed"
