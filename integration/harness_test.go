@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 // Environment knobs.
@@ -31,8 +33,10 @@ const (
 	envKeep = "TUPPER_TEST_KEEP"
 )
 
-// testNamespace is the containerd namespace the tests work in.
-const testNamespace = "tupper-it"
+// namespacePrefix starts the containerd namespace of every Env; each Env
+// adds a random suffix so runs never share state, and its cleanup removes
+// the /<namespace> cgroups the runtime made for its containers.
+const namespacePrefix = "tupper-it-"
 
 // Env is one private containerd + snapshotter pair on a fresh loopback
 // btrfs, torn down when the test ends.
@@ -49,6 +53,8 @@ type Env struct {
 	SnapshotterRoot string
 	// Address is containerd's gRPC socket.
 	Address string
+	// Namespace is the containerd namespace this Env's ctr calls use.
+	Namespace string
 
 	snapSock  string
 	loopDev   string
@@ -82,7 +88,7 @@ func requireEnv(t *testing.T) {
 		}
 	}
 	if len(missing) > 0 {
-		t.Skipf("\n\n*** SKIPPING %s: this machine lacks %s ***\n\n", t.Name(), strings.Join(missing, "; "))
+		testutil.Require(t, "\n\n*** lacks "+strings.Join(missing, "; ")+" ***\n\n")
 	}
 	for _, bin := range []string{"mkfs.btrfs", "losetup", "btrfs", "runc", "containerd-shim-runc-v2"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -125,7 +131,7 @@ func NewEnv(t *testing.T) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Env{t: t, Dir: dir, Snapshotter: snapshotter}
+	e := &Env{t: t, Dir: dir, Snapshotter: snapshotter, Namespace: namespacePrefix + filepath.Base(dir)[len("tupper-it-"):]}
 	t.Cleanup(e.cleanup)
 	t.Logf("test env in %s, snapshotter %s", dir, e.Snapshotter)
 
@@ -379,7 +385,7 @@ func (e *Env) waitContainerd(timeout time.Duration) {
 func (e *Env) Ctr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	full := append([]string{"--address", e.Address, "--namespace", testNamespace}, args...)
+	full := append([]string{"--address", e.Address, "--namespace", e.Namespace}, args...)
 	cmd := exec.CommandContext(ctx, "ctr", full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -488,6 +494,8 @@ func (e *Env) cleanup() {
 		}
 	}
 
+	removeNamespaceCgroups(t, e.Namespace)
+
 	if e.loopDev != "" {
 		// Detach only if it still is our image's device.
 		out, err := exec.Command("losetup", "-n", "-O", "BACK-FILE", e.loopDev).Output()
@@ -584,4 +592,22 @@ func (e *Env) buildImage(kind string) (path, name string) {
 		e.t.Fatalf("building %s image: %v\n%s", kind, err, out)
 	}
 	return path, name
+}
+
+// removeNamespaceCgroups removes the /<namespace> cgroup (and any container
+// cgroup a killed runtime left under it) from every hierarchy. Runtimes
+// delete a container's own cgroup, not the namespace-level parent.
+func removeNamespaceCgroups(t *testing.T, namespace string) {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + namespace)
+	if st, err := os.Stat("/sys/fs/cgroup/" + namespace); err == nil && st.IsDir() {
+		roots = append(roots, "/sys/fs/cgroup/"+namespace) // unified v2 host
+	}
+	for _, root := range roots {
+		children, _ := filepath.Glob(root + "/*/")
+		for _, c := range append(children, root) {
+			if err := os.Remove(c); err != nil && !os.IsNotExist(err) {
+				t.Errorf("cleanup: removing cgroup %s: %v", c, err)
+			}
+		}
+	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots/testsuite"
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 // TestSnapshotterSuite runs containerd's own conformance suite, each subtest
@@ -24,12 +26,15 @@ func TestSnapshotterSuite(t *testing.T) {
 	for _, mode := range []QuotaMode{QuotaAuto, QuotaOff} {
 		t.Run(string(mode), func(t *testing.T) {
 			testsuite.SnapshotterSuite(t, "tupper", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
-				mountBtrfs(t, 128<<20, root)
-				s, err := NewSnapshotter(ctx, root, WithQuotaMode(mode))
+				undo, err := testutil.LoopbackBtrfs(128<<20, root)
 				if err != nil {
 					return nil, nil, err
 				}
-				return s, s.Close, nil
+				s, err := NewSnapshotter(ctx, root, WithQuotaMode(mode))
+				if err != nil {
+					return nil, nil, errors.Join(err, undo())
+				}
+				return s, func() error { return errors.Join(s.Close(), undo()) }, nil
 			})
 		})
 	}

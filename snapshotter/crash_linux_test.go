@@ -60,16 +60,24 @@ func mustID(ctx context.Context, s *Snapshotter, key string) string {
 	return id
 }
 
-// TestCrashHelper is the child side; it does nothing unless started by TestCrashRecovery.
-func TestCrashHelper(t *testing.T) {
-	root := os.Getenv(envCrashRoot)
-	if root == "" {
-		return
+// TestMain lets the test binary serve as the crashing child of
+// TestCrashRecovery: run with envCrashRoot set, it runs crashChild instead
+// of the tests.
+func TestMain(m *testing.M) {
+	if root := os.Getenv(envCrashRoot); root != "" {
+		crashChild(root)
 	}
-	ctx := testContext(t)
+	os.Exit(m.Run())
+}
+
+// crashChild runs scenario() and SIGKILLs itself at the chosen step. It
+// never returns: it dies, or exits 3 if the step was never reached.
+func crashChild(root string) {
+	ctx := context.Background()
 	s, err := NewSnapshotter(ctx, root)
 	if err != nil {
-		t.Fatal(err)
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
 	}
 	step := os.Getenv(envCrashStep)
 	skip, _ := strconv.Atoi(os.Getenv(envCrashSkip))
@@ -84,10 +92,9 @@ func TestCrashHelper(t *testing.T) {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {} // never returns: the process dies here, mid-operation
 	}
-	if err := scenario(ctx, s, "crashed"); err != nil {
-		t.Fatal(err)
-	}
-	t.Fatalf("crash step %s (skip %s) was never reached", step, os.Getenv(envCrashSkip))
+	err = scenario(ctx, s, "crashed")
+	fmt.Fprintf(os.Stderr, "crash step %s (skip %s) was never reached (scenario: %v)\n", step, os.Getenv(envCrashSkip), err)
+	os.Exit(3)
 }
 
 func TestCrashRecovery(t *testing.T) {
@@ -109,7 +116,7 @@ func TestCrashRecovery(t *testing.T) {
 	for i, p := range points {
 		t.Run(fmt.Sprintf("%s#%d", p.step, p.skip), func(t *testing.T) {
 			root := filepath.Join(fsRoot, strconv.Itoa(i))
-			cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$", "-test.v")
+			cmd := exec.Command(os.Args[0])
 			cmd.Env = append(os.Environ(), envCrashRoot+"="+root, envCrashStep+"="+p.step, envCrashSkip+"="+strconv.Itoa(p.skip))
 			out, err := cmd.CombinedOutput()
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {

@@ -78,9 +78,12 @@ func testConfig(t testing.TB, root string) config {
 func TestSuiteOverGRPC(t *testing.T) {
 	testutil.NeedRoot(t)
 	testsuite.SnapshotterSuite(t, "tupper", func(ctx context.Context, root string) (snapshots.Snapshotter, func() error, error) {
-		testutil.MountBtrfs(t, 128<<20, root)
+		undo, err := testutil.LoopbackBtrfs(128<<20, root)
+		if err != nil {
+			return nil, nil, err
+		}
 		sn, stop := serve(t, testConfig(t, root))
-		return sn, stop, nil
+		return sn, func() error { return errors.Join(stop(), undo()) }, nil
 	})
 }
 

@@ -4,6 +4,8 @@
 package testutil
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -51,35 +53,55 @@ func NewBtrfs(t testing.TB, size int64) string {
 // test's cleanup unmounts it and detaches the loop device.
 func MountBtrfs(t testing.TB, size int64, dir string) string {
 	t.Helper()
-	loop, err := loopback.New(size)
+	undo, err := LoopbackBtrfs(size, dir)
 	if err != nil {
-		t.Fatalf("loop device: %v", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := loop.Close(); err != nil {
-			t.Errorf("detaching %s: %v", loop.Device, err)
+		if err := undo(); err != nil {
+			t.Error(err)
 		}
 	})
+	return dir
+}
+
+// LoopbackBtrfs mounts a fresh loopback btrfs of size bytes on dir and
+// returns what undoes it: for callers, such as containerd's test suite
+// factories, that must unmount before their own cleanup removes dir.
+func LoopbackBtrfs(size int64, dir string) (undo func() error, err error) {
+	loop, err := loopback.New(size)
+	if err != nil {
+		return nil, fmt.Errorf("loop device: %w", err)
+	}
 	if out, err := exec.Command("mkfs.btrfs", "-q", "-f", loop.Device).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.btrfs %s: %v: %s", loop.Device, err, out)
+		loop.Close()
+		return nil, fmt.Errorf("mkfs.btrfs %s: %v: %s", loop.Device, err, out)
 	}
 	if err := unix.Mount(loop.Device, dir, "btrfs", 0, ""); err != nil {
-		t.Fatalf("mount %s on %s: %v", loop.Device, dir, err)
+		loop.Close()
+		return nil, fmt.Errorf("mount %s on %s: %w", loop.Device, dir, err)
 	}
-	t.Cleanup(func() { Unmount(t, dir) })
-	return dir
+	return func() error {
+		return errors.Join(unmount(dir), loop.Close())
+	}, nil
 }
 
 // Unmount unmounts dir, waiting out the short EBUSY after a process that
 // used the filesystem has just exited. Not mounted is not an error.
 func Unmount(t testing.TB, dir string) {
 	t.Helper()
+	if err := unmount(dir); err != nil {
+		t.Error(err)
+	}
+}
+
+func unmount(dir string) error {
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = unix.Unmount(dir, 0); err == nil || err == unix.EINVAL || err == unix.ENOENT {
-			return
+			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Errorf("unmounting %s: %v", dir, err)
+	return fmt.Errorf("unmounting %s: %w", dir, err)
 }
