@@ -603,7 +603,13 @@ func removeNamespaceCgroups(t *testing.T, namespace string) {
 		roots = append(roots, "/sys/fs/cgroup/"+namespace) // unified v2 host
 	}
 	for _, root := range roots {
-		children, _ := filepath.Glob(root + "/*/")
+		var children []string
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if e.IsDir() {
+				children = append(children, filepath.Join(root, e.Name()))
+			}
+		}
 		for _, c := range append(children, root) {
 			if err := os.Remove(c); err != nil && !os.IsNotExist(err) {
 				t.Errorf("cleanup: removing cgroup %s: %v", c, err)

@@ -1,0 +1,287 @@
+// Package cgroups puts a container into its cgroup and enforces, measures,
+// updates, freezes and deletes it, on cgroup v1 (and hybrid) hosts and on the
+// unified v2 hierarchy, with the cgroupfs or the systemd driver. Which
+// hierarchy is used follows what the host mounts. It knows OCI specs but
+// nothing of the shim.
+package cgroups
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Manager is one container's cgroup.
+type Manager struct {
+	path string // as the host sees it, e.g. /default/web or /kubepods.slice/.../cri-containerd-x.scope
+	v1   cgroup1.Cgroup
+	v2   *cgroup2.Manager
+}
+
+// unified reports whether the host runs the v2 hierarchy alone; on hybrid
+// hosts the controllers live in v1.
+func unified() bool { return cgroups.Mode() == cgroups.Unified }
+
+// New creates the cgroup named by an OCI cgroupsPath and applies resources.
+// Plain paths use the cgroupfs driver; "slice:prefix:name" needs systemd=true
+// and a running systemd. pid is only used by the systemd driver on v2, which
+// starts the scope with that process in it.
+func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, systemd bool, pid int) (*Manager, error) {
+	if err := Check(res); err != nil {
+		return nil, err
+	}
+	res = withoutKernelMemory(ctx, res)
+	p, err := parsePath(cgroupsPath, systemd)
+	if err != nil {
+		return nil, err
+	}
+	if unified() {
+		r := cgroup2.ToResources(res)
+		var m *cgroup2.Manager
+		if systemd {
+			m, err = cgroup2.NewSystemd(p.slice, p.unit, pid, r)
+		} else {
+			m, err = cgroup2.NewManager(mountpoint, p.path, r)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+		}
+		return &Manager{path: p.path, v2: m}, nil
+	}
+	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
+	if systemd {
+		path, hierarchy = cgroup1.Slice(p.slice, p.unit), cgroup1.Systemd
+	}
+	cg, err := cgroup1.New(path, res, cgroup1.WithHierarchy(hierarchy))
+	if err != nil {
+		return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+	}
+	return &Manager{path: p.path, v1: cg}, nil
+}
+
+// Load opens an existing container cgroup, e.g. to delete it after the shim
+// that made it died.
+func Load(cgroupsPath string, systemd bool) (*Manager, error) {
+	p, err := parsePath(cgroupsPath, systemd)
+	if err != nil {
+		return nil, err
+	}
+	if unified() {
+		m, err := cgroup2.Load(p.path)
+		if err != nil {
+			return nil, err
+		}
+		return &Manager{path: p.path, v2: m}, nil
+	}
+	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
+	if systemd {
+		path, hierarchy = cgroup1.Slice(p.slice, p.unit), cgroup1.Systemd
+	}
+	cg, err := cgroup1.Load(path, cgroup1.WithHierarchy(hierarchy))
+	if err != nil {
+		if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+			return nil, fmt.Errorf("cgroup %s: %w", cgroupsPath, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	return &Manager{path: p.path, v1: cg}, nil
+}
+
+const mountpoint = "/sys/fs/cgroup"
+
+// Path is the cgroup's path within the hierarchy.
+func (m *Manager) Path() string { return m.path }
+
+// Add moves a process into the cgroup (every v1 controller).
+func (m *Manager) Add(pid int) error {
+	if m.v2 != nil {
+		return m.v2.AddProc(uint64(pid))
+	}
+	return m.v1.Add(cgroup1.Process{Pid: pid})
+}
+
+// Update applies new resources to the running container.
+func (m *Manager) Update(ctx context.Context, res *specs.LinuxResources) error {
+	if err := Check(res); err != nil {
+		return err
+	}
+	res = withoutKernelMemory(ctx, res)
+	if m.v2 != nil {
+		return m.v2.Update(cgroup2.ToResources(res))
+	}
+	return m.v1.Update(res)
+}
+
+// Stats returns *cgroup1/stats.Metrics or *cgroup2/stats.Metrics: the types
+// containerd, CRI and the kubelet decode.
+func (m *Manager) Stats() (any, error) {
+	if m.v2 != nil {
+		return m.v2.Stat()
+	}
+	return m.v1.Stat(cgroup1.IgnoreNotExist)
+}
+
+// Freeze stops every process of the container; Thaw lets them go on.
+func (m *Manager) Freeze() error {
+	if m.v2 != nil {
+		return m.v2.Freeze()
+	}
+	return m.v1.Freeze()
+}
+
+// Thaw resumes a frozen container.
+func (m *Manager) Thaw() error {
+	if m.v2 != nil {
+		return m.v2.Thaw()
+	}
+	return m.v1.Thaw()
+}
+
+// Pids lists every process in the cgroup and its children.
+func (m *Manager) Pids() ([]int, error) {
+	var out []int
+	if m.v2 != nil {
+		procs, err := m.v2.Procs(true)
+		for _, p := range procs {
+			out = append(out, int(p))
+		}
+		return out, err
+	}
+	procs, err := m.v1.Processes(cgroup1.Devices, true)
+	for _, p := range procs {
+		out = append(out, p.Pid)
+	}
+	return out, err
+}
+
+// KillAll SIGKILLs every process in the cgroup. On v1 it freezes the cgroup
+// first so that a fork loop cannot add processes between listing and
+// killing; v2 has cgroup.kill for that.
+func (m *Manager) KillAll() error {
+	if m.v2 != nil {
+		return m.v2.Kill()
+	}
+	frozen := m.v1.Freeze() == nil
+	pids, err := m.Pids()
+	for _, p := range pids {
+		unix.Kill(p, unix.SIGKILL)
+	}
+	if frozen {
+		// Killed processes only die once they run again.
+		if terr := m.v1.Thaw(); err == nil {
+			err = terr
+		}
+	}
+	return err
+}
+
+// deleteTimeout bounds how long Delete waits for killed processes to go.
+const deleteTimeout = 5 * time.Second
+
+// Delete kills what is left in the cgroup and removes it. Deleting a cgroup
+// that is already gone is not an error.
+func (m *Manager) Delete() error {
+	if err := m.KillAll(); err != nil {
+		log.L.WithError(err).WithField("cgroup", m.path).Debug("killing leftover processes")
+	}
+	var err error
+	for deadline := time.Now().Add(deleteTimeout); ; time.Sleep(20 * time.Millisecond) {
+		if m.v2 != nil {
+			err = m.v2.Delete()
+		} else if err = m.v1.Delete(); errors.Is(err, cgroup1.ErrCgroupDeleted) {
+			err = nil
+		}
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("deleting cgroup %s: %w", m.path, err)
+	}
+	return nil
+}
+
+type cgroupPath struct {
+	path        string // full path in the hierarchy
+	slice, unit string // systemd driver only
+}
+
+// parsePath reads an OCI cgroupsPath. containerd writes /<namespace>/<id>;
+// CRI writes a plain path under the pod's parent, or slice:prefix:name when
+// the kubelet uses systemd.
+func parsePath(s string, systemd bool) (cgroupPath, error) {
+	parts := strings.Split(s, ":")
+	if systemd {
+		if len(parts) != 3 || !strings.HasSuffix(parts[0], ".slice") || parts[2] == "" {
+			return cgroupPath{}, fmt.Errorf("cgroupsPath %q: the systemd driver wants slice:prefix:name, e.g. system.slice:tupper:web: %w", s, errdefs.ErrInvalidArgument)
+		}
+		if _, err := os.Stat("/run/systemd/system"); err != nil {
+			return cgroupPath{}, fmt.Errorf("the systemd cgroup driver is configured but systemd is not running on this host: %w", errdefs.ErrFailedPrecondition)
+		}
+		unit := parts[2] + ".scope"
+		if parts[1] != "" {
+			unit = parts[1] + "-" + unit
+		}
+		return cgroupPath{path: filepath.Join(expandSlice(parts[0]), unit), slice: parts[0], unit: unit}, nil
+	}
+	if len(parts) == 3 && strings.HasSuffix(parts[0], ".slice") {
+		return cgroupPath{}, fmt.Errorf("cgroupsPath %q is in systemd form but the cgroupfs driver is in use; configure the systemd cgroup driver: %w", s, errdefs.ErrInvalidArgument)
+	}
+	if s == "" || !filepath.IsAbs(s) {
+		return cgroupPath{}, fmt.Errorf("cgroupsPath %q must be an absolute path such as /default/web: %w", s, errdefs.ErrInvalidArgument)
+	}
+	for _, e := range strings.Split(s, "/") {
+		if e == ".." {
+			return cgroupPath{}, fmt.Errorf("cgroupsPath %q must not contain '..': %w", s, errdefs.ErrInvalidArgument)
+		}
+	}
+	if filepath.Clean(s) == "/" {
+		return cgroupPath{}, fmt.Errorf("cgroupsPath %q is the root cgroup, which a container must not own: %w", s, errdefs.ErrInvalidArgument)
+	}
+	return cgroupPath{path: filepath.Clean(s)}, nil
+}
+
+// expandSlice turns a-b-c.slice into /a.slice/a-b.slice/a-b-c.slice, where
+// systemd places it.
+func expandSlice(slice string) string {
+	name := strings.TrimSuffix(slice, ".slice")
+	if name == "-" || name == "" {
+		return "/"
+	}
+	var path, prefix string
+	for _, part := range strings.Split(name, "-") {
+		prefix += part
+		path += "/" + prefix + ".slice"
+		prefix += "-"
+	}
+	return path
+}
+
+// withoutKernelMemory drops the kernel-memory limit, which the runtime spec
+// deprecates and kernels since 6.1 no longer offer, saying so in the log.
+func withoutKernelMemory(ctx context.Context, res *specs.LinuxResources) *specs.LinuxResources {
+	if res == nil || res.Memory == nil || (res.Memory.Kernel == nil && res.Memory.KernelTCP == nil) { //nolint:staticcheck // deprecated field, read to report it
+		return res
+	}
+	if _, err := os.Stat(filepath.Join(mountpoint, "memory", "memory.kmem.limit_in_bytes")); err == nil && !unified() {
+		return res
+	}
+	log.G(ctx).Warn("ignoring linux.resources.memory.kernel/kernelTCP: this kernel has no kernel-memory limit")
+	c := *res
+	mem := *res.Memory
+	mem.Kernel, mem.KernelTCP = nil, nil //nolint:staticcheck
+	c.Memory = &mem
+	return &c
+}

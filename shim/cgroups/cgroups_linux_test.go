@@ -1,0 +1,351 @@
+package cgroups
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1stats "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/internal/testutil"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// testPath is a cgroup path private to this test; cleanup removes its
+// parent from every hierarchy.
+func testPath(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testutil.Require(t, "needs root for cgroups")
+	}
+	b := make([]byte, 4)
+	rand.Read(b)
+	parent := "/tupper-test-" + hex.EncodeToString(b)
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + parent)
+		if d := "/sys/fs/cgroup" + parent; unified() {
+			dirs = append(dirs, d)
+		}
+		for _, d := range dirs {
+			for _, c := range append(subdirs(d), d) {
+				if err := os.Remove(c); err != nil && !os.IsNotExist(err) {
+					t.Errorf("removing %s: %v", c, err)
+				}
+			}
+		}
+	})
+	return parent + "/c"
+}
+
+func subdirs(dir string) (out []string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out
+}
+
+// controllerFile reads a cgroup file of the container on v1 or v2.
+func controllerFile(t *testing.T, m *Manager, v1controller, file string) string {
+	t.Helper()
+	dir := filepath.Join(mountpoint, v1controller, m.Path())
+	if unified() {
+		dir = filepath.Join(mountpoint, m.Path())
+	}
+	b, err := os.ReadFile(filepath.Join(dir, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// startHeld starts sh -c script blocked until release is called, so it can
+// be put into the cgroup before it does anything.
+func startHeld(t *testing.T, script string) (cmd *exec.Cmd, out *bytes.Buffer, exited <-chan struct{}, release func()) {
+	t.Helper()
+	cmd = exec.Command("busybox", "sh", "-c", "read go; "+script)
+	stdin, _ := cmd.StdinPipe()
+	out = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Reap as soon as it exits, as the shim's reaper does: a zombie still
+	// counts as a member of its v1 cgroup.
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	return cmd, out, done, func() { io.WriteString(stdin, "go\n"); stdin.Close() }
+}
+
+func cpuTicks(t *testing.T, pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	u, _ := strconv.Atoi(f[11])
+	s, _ := strconv.Atoi(f[12])
+	return u + s
+}
+
+func TestLimitsStatsUpdateFreezeDelete(t *testing.T) {
+	path := testPath(t)
+	ctx := context.Background()
+	m, err := New(ctx, path, &specs.LinuxResources{
+		Memory: &specs.LinuxMemory{Limit: ptr(int64(64 << 20))},
+		Pids:   &specs.LinuxPids{Limit: ptr(int64(32))},
+		CPU:    &specs.LinuxCPU{Shares: ptr(uint64(512)), Quota: ptr(int64(50000)), Period: ptr(uint64(100000))},
+	}, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if unified() {
+		if got := controllerFile(t, m, "", "memory.max"); got != strconv.Itoa(64<<20) {
+			t.Fatalf("memory.max = %s", got)
+		}
+	} else {
+		for _, c := range []struct{ ctrl, file, want string }{
+			{"memory", "memory.limit_in_bytes", strconv.Itoa(64 << 20)},
+			{"pids", "pids.max", "32"},
+			{"cpu", "cpu.shares", "512"},
+			{"cpu", "cpu.cfs_quota_us", "50000"},
+		} {
+			if got := controllerFile(t, m, c.ctrl, c.file); got != c.want {
+				t.Errorf("%s = %s, want %s", c.file, got, c.want)
+			}
+		}
+	}
+
+	// The shell holds 4 MiB it allocated inside the cgroup, then spins.
+	spin, _, spinExited, release := startHeld(t, "s=$(head -c 4194304 /dev/zero | tr '\\0' a); while :; do :; done")
+	if err := m.Add(spin.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	pids, err := m.Pids()
+	if err != nil || len(pids) != 1 || pids[0] != spin.Process.Pid {
+		t.Fatalf("Pids = %v, %v; want [%d]", pids, err, spin.Process.Pid)
+	}
+
+	time.Sleep(500 * time.Millisecond)
+	st, err := m.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch s := st.(type) {
+	case *v1stats.Metrics:
+		if s.CPU.Usage.Total == 0 || s.Memory.Usage.Usage < 4<<20 || s.Pids.Current != 1 || s.Pids.Limit != 32 {
+			t.Fatalf("v1 metrics without real numbers: cpu %d mem %d pids %d/%d", s.CPU.Usage.Total, s.Memory.Usage.Usage, s.Pids.Current, s.Pids.Limit)
+		}
+	case *v2stats.Metrics:
+		if s.CPU.UsageUsec == 0 || s.Memory.Usage < 4<<20 || s.Pids.Current != 1 {
+			t.Fatalf("v2 metrics without real numbers: %+v", s)
+		}
+	default:
+		t.Fatalf("Stats returned %T", st)
+	}
+
+	if err := m.Update(ctx, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(128 << 20))}}); err != nil {
+		t.Fatal(err)
+	}
+	if !unified() {
+		if got := controllerFile(t, m, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {
+			t.Fatalf("after Update memory.limit_in_bytes = %s", got)
+		}
+	}
+
+	if err := m.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	before := cpuTicks(t, spin.Process.Pid)
+	time.Sleep(500 * time.Millisecond)
+	if after := cpuTicks(t, spin.Process.Pid); after != before {
+		t.Fatalf("frozen process used cpu: %d -> %d ticks", before, after)
+	}
+	if err := m.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if after := cpuTicks(t, spin.Process.Pid); after == before {
+		t.Fatal("thawed process does not run")
+	}
+
+	if err := m.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	<-spinExited
+	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + path); len(dirs) != 0 || exists("/sys/fs/cgroup"+path) {
+		t.Fatalf("cgroup left after Delete: %v", dirs)
+	}
+	if _, err := Load(path, false); !errdefs.IsNotFound(err) && err == nil {
+		t.Fatalf("Load after Delete: %v", err)
+	}
+}
+
+func TestOOMKillIsReported(t *testing.T) {
+	path := testPath(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	m, err := New(ctx, path, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(32 << 20))}}, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Delete()
+	ooms := make(chan struct{}, 4)
+	if err := m.WatchOOM(ctx, func() { ooms <- struct{}{} }); err != nil {
+		t.Fatal(err)
+	}
+	// dd's 100 MiB block is one allocation the 32 MiB limit cannot hold.
+	cmd, out, exited, release := startHeld(t, "exec dd if=/dev/zero of=/dev/null bs=100M count=1")
+	if err := m.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	<-exited
+	ws := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("dd was not OOM-killed: %v\n%s", cmd.ProcessState, out)
+	}
+	select {
+	case <-ooms:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no OOM event for an OOM-killed process")
+	}
+}
+
+func TestPidsLimitStopsForks(t *testing.T) {
+	path := testPath(t)
+	m, err := New(context.Background(), path, &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr(int64(8))}}, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Delete()
+	// A fork loop: each iteration leaves a sleeper behind.
+	cmd, out, _, release := startHeld(t, "while :; do sleep 30 & done")
+	if err := m.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	time.Sleep(time.Second)
+	pids, _ := m.Pids()
+	if len(pids) == 0 || len(pids) > 8 {
+		t.Fatalf("%d processes in a cgroup limited to 8\n%s", len(pids), out)
+	}
+	if !unified() {
+		if ev := controllerFile(t, m, "pids", "pids.events"); ev == "max 0" {
+			t.Fatalf("the fork loop never hit the limit: pids.events %q", ev)
+		}
+	}
+	// The container stays manageable: it can be frozen, listed and deleted.
+	if err := m.Freeze(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Thaw(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Delete(); err != nil {
+		t.Fatalf("deleting a cgroup under a fork loop: %v", err)
+	}
+}
+
+func TestDeviceRules(t *testing.T) {
+	if unified() {
+		t.Log("unified host: device rules are enforced by eBPF; this test runs the same open calls")
+	}
+	path := testPath(t)
+	m, err := New(context.Background(), path, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{
+		{Allow: false, Access: "rwm"},
+		{Allow: true, Type: "c", Major: ptr(int64(1)), Minor: ptr(int64(3)), Access: "rwm"}, // /dev/null
+	}}, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Delete()
+	cmd, out, exited, release := startHeld(t, "echo x > /dev/null && echo null-ok; head -c1 /dev/zero >/dev/null && echo zero-ok; true")
+	if err := m.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	<-exited
+	if !strings.Contains(out.String(), "null-ok") || strings.Contains(out.String(), "zero-ok") {
+		t.Fatalf("device rules not enforced (want /dev/null allowed, /dev/zero denied):\n%s", out)
+	}
+	if !strings.Contains(out.String(), "not permitted") {
+		t.Fatalf("opening a denied device did not fail with EPERM:\n%s", out)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.Require(t, "needs root for cgroups")
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, path string
+		systemd    bool
+		res        *specs.LinuxResources
+		want       error
+		msg        string
+	}{
+		{"cpus outside the host", "/tupper-refused/a", false, &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "0-63"}}, errdefs.ErrInvalidArgument, "online"},
+		{"bad cpu list", "/tupper-refused/a", false, &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "3-1"}}, errdefs.ErrInvalidArgument, "3-1"},
+		{"net_cls", "/tupper-refused/a", false, &specs.LinuxResources{Network: &specs.LinuxNetwork{ClassID: ptr(uint32(1))}}, errdefs.ErrNotImplemented, "network"},
+		{"relative path", "tupper/a", false, nil, errdefs.ErrInvalidArgument, "absolute"},
+		{"dotdot path", "/tupper/../../a", false, nil, errdefs.ErrInvalidArgument, ".."},
+		{"root cgroup", "/", false, nil, errdefs.ErrInvalidArgument, "root"},
+		{"systemd path, cgroupfs driver", "system.slice:tupper:a", false, nil, errdefs.ErrInvalidArgument, "systemd"},
+		{"bad systemd path", "/x/y", true, nil, errdefs.ErrInvalidArgument, "slice:prefix:name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(ctx, tc.path, tc.res, tc.systemd, 0)
+			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want %v naming %q", err, tc.want, tc.msg)
+			}
+			if dirs, _ := filepath.Glob("/sys/fs/cgroup/*/tupper-refused"); len(dirs) != 0 {
+				t.Fatalf("refused cgroup was created: %v", dirs)
+			}
+		})
+	}
+	if !hasController("hugetlb") {
+		_, err := New(ctx, "/tupper-refused/a", &specs.LinuxResources{HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 1 << 21}}}, false, 0)
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "hugetlb") {
+			t.Fatalf("hugetlb on a host without it: %v", err)
+		}
+	}
+	if !exists("/run/systemd/system") {
+		_, err := New(ctx, "system.slice:tupper:a", nil, true, 0)
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "systemd is not running") {
+			t.Fatalf("systemd driver without systemd: %v", err)
+		}
+	}
+}
+
+func TestExpandSlice(t *testing.T) {
+	for in, want := range map[string]string{
+		"system.slice":                   "/system.slice",
+		"kubepods-besteffort-pod1.slice": "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice",
+		"-.slice":                        "/",
+	} {
+		if got := expandSlice(in); got != want {
+			t.Errorf("expandSlice(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
