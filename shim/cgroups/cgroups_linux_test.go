@@ -37,6 +37,10 @@ func testPath(t *testing.T) string {
 	rand.Read(b)
 	parent := "/tupper-test-" + hex.EncodeToString(b)
 	t.Cleanup(func() {
+		// Whatever a failed test left running in the cgroup goes first.
+		if m, err := Load(parent+"/c", false); err == nil {
+			m.Delete()
+		}
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + parent)
 		if d := "/sys/fs/cgroup" + parent; unified() {
 			dirs = append(dirs, d)
@@ -140,12 +144,12 @@ func TestLimitsStatsUpdateFreezeDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
+	time.Sleep(500 * time.Millisecond) // the shell's head|tr have come and gone
 	pids, err := m.Pids()
 	if err != nil || len(pids) != 1 || pids[0] != spin.Process.Pid {
 		t.Fatalf("Pids = %v, %v; want [%d]", pids, err, spin.Process.Pid)
 	}
 
-	time.Sleep(500 * time.Millisecond)
 	st, err := m.Stats()
 	if err != nil {
 		t.Fatal(err)
