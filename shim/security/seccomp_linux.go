@@ -1,0 +1,242 @@
+package security
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	libseccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// tupper builds seccomp filters with libseccomp (libseccomp-golang) rather
+// than a pure-Go BPF generator: libseccomp resolves syscall names for every
+// architecture a profile lists, splits 64-bit argument comparisons on 32-bit
+// ABIs, and is what runc and crun use, so containerd's default profile
+// blocks exactly what it blocks under them.
+
+// Seccomp is a compiled OCI seccomp profile, ready to load.
+type Seccomp struct {
+	filter     *libseccomp.ScmpFilter
+	listener   string // listenerPath for SCMP_ACT_NOTIFY, if any rule notifies
+	metadata   string
+	usesNotify bool
+}
+
+// CompileSeccomp turns a profile into a filter. Every error names the part
+// of the profile that is wrong, so Create can report it before any process
+// exists. Syscall names this libseccomp does not know are skipped, as under
+// runc, so profiles stay portable across kernels and architectures.
+func CompileSeccomp(p *specs.LinuxSeccomp) (*Seccomp, error) {
+	if p == nil {
+		return nil, nil
+	}
+	def, err := action(p.DefaultAction, p.DefaultErrnoRet)
+	if err != nil {
+		return nil, fmt.Errorf("linux.seccomp.defaultAction: %w", err)
+	}
+	f, err := libseccomp.NewFilter(def)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp filter: %w", err)
+	}
+	s := &Seccomp{filter: f, listener: p.ListenerPath, metadata: p.ListenerMetadata}
+	fail := func(err error) (*Seccomp, error) {
+		f.Release()
+		return nil, err
+	}
+	// The process sets no_new_privs itself when the spec asks for it;
+	// libseccomp must not do it behind the spec's back.
+	if err := f.SetNoNewPrivsBit(false); err != nil {
+		return fail(err)
+	}
+	for _, a := range p.Architectures {
+		arch, err := libseccomp.GetArchFromString(strings.ToLower(strings.TrimPrefix(string(a), "SCMP_ARCH_")))
+		if err != nil {
+			return fail(fmt.Errorf("linux.seccomp.architectures: %q: %v: %w", a, err, errdefs.ErrInvalidArgument))
+		}
+		if err := f.AddArch(arch); err != nil {
+			return fail(fmt.Errorf("linux.seccomp.architectures: %q: %w", a, err))
+		}
+	}
+	for _, flag := range p.Flags {
+		switch flag {
+		case specs.LinuxSeccompFlagLog:
+			err = f.SetLogBit(true)
+		case specs.LinuxSeccompFlagSpecAllow:
+			err = f.SetSSB(true)
+		case specs.LinuxSeccompFlagWaitKillableRecv:
+			err = f.SetWaitKill(true)
+		default:
+			err = fmt.Errorf("unsupported flag %q: %w", flag, errdefs.ErrNotImplemented)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("linux.seccomp.flags: %w", err))
+		}
+	}
+	for i, rule := range p.Syscalls {
+		act, err := action(rule.Action, rule.ErrnoRet)
+		if err != nil {
+			return fail(fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err))
+		}
+		if rule.Action == specs.ActNotify {
+			s.usesNotify = true
+		}
+		if act == def {
+			continue // the kernel does this anyway; libseccomp refuses such rules
+		}
+		conds, err := conditions(rule.Args)
+		if err != nil {
+			return fail(fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err))
+		}
+		for _, name := range rule.Names {
+			sc, err := libseccomp.GetSyscallFromName(name)
+			if err != nil {
+				log.L.WithField("syscall", name).Debug("seccomp: syscall unknown to libseccomp, skipped")
+				continue
+			}
+			for _, c := range conds {
+				if err := f.AddRuleConditional(sc, act, c); err != nil {
+					return fail(fmt.Errorf("linux.seccomp.syscalls[%d] %s: %w", i, name, err))
+				}
+			}
+		}
+	}
+	if s.usesNotify && s.listener == "" {
+		return fail(fmt.Errorf("linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath: %w", errdefs.ErrInvalidArgument))
+	}
+	return s, nil
+}
+
+// conditions groups a rule's argument comparisons into the rules libseccomp
+// accepts: all comparisons of one rule apply together (AND), but libseccomp
+// allows one comparison per argument in a rule, so comparisons that repeat
+// an argument become separate rules, as runc does.
+func conditions(args []specs.LinuxSeccompArg) ([][]libseccomp.ScmpCondition, error) {
+	if len(args) == 0 {
+		return [][]libseccomp.ScmpCondition{nil}, nil
+	}
+	repeated, seen := false, map[uint]bool{}
+	var all []libseccomp.ScmpCondition
+	for _, a := range args {
+		op, err := compareOp(a.Op)
+		if err != nil {
+			return nil, err
+		}
+		var c libseccomp.ScmpCondition
+		if a.Op == specs.OpMaskedEqual {
+			c, err = libseccomp.MakeCondition(a.Index, op, a.Value, a.ValueTwo)
+		} else {
+			c, err = libseccomp.MakeCondition(a.Index, op, a.Value)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("argument %d: %w", a.Index, err)
+		}
+		repeated = repeated || seen[a.Index]
+		seen[a.Index] = true
+		all = append(all, c)
+	}
+	if !repeated {
+		return [][]libseccomp.ScmpCondition{all}, nil
+	}
+	out := make([][]libseccomp.ScmpCondition, len(all))
+	for i, c := range all {
+		out[i] = []libseccomp.ScmpCondition{c}
+	}
+	return out, nil
+}
+
+func compareOp(op specs.LinuxSeccompOperator) (libseccomp.ScmpCompareOp, error) {
+	switch op {
+	case specs.OpNotEqual:
+		return libseccomp.CompareNotEqual, nil
+	case specs.OpLessThan:
+		return libseccomp.CompareLess, nil
+	case specs.OpLessEqual:
+		return libseccomp.CompareLessOrEqual, nil
+	case specs.OpEqualTo:
+		return libseccomp.CompareEqual, nil
+	case specs.OpGreaterEqual:
+		return libseccomp.CompareGreaterEqual, nil
+	case specs.OpGreaterThan:
+		return libseccomp.CompareGreater, nil
+	case specs.OpMaskedEqual:
+		return libseccomp.CompareMaskedEqual, nil
+	}
+	return 0, fmt.Errorf("unknown comparison %q: %w", op, errdefs.ErrInvalidArgument)
+}
+
+func action(a specs.LinuxSeccompAction, errnoRet *uint) (libseccomp.ScmpAction, error) {
+	ret := int16(unix.EPERM)
+	if errnoRet != nil {
+		ret = int16(*errnoRet)
+	}
+	switch a {
+	case specs.ActKill, specs.ActKillThread:
+		return libseccomp.ActKillThread, nil
+	case specs.ActKillProcess:
+		return libseccomp.ActKillProcess, nil
+	case specs.ActTrap:
+		return libseccomp.ActTrap, nil
+	case specs.ActErrno:
+		return libseccomp.ActErrno.SetReturnCode(ret), nil
+	case specs.ActTrace:
+		return libseccomp.ActTrace.SetReturnCode(ret), nil
+	case specs.ActAllow:
+		return libseccomp.ActAllow, nil
+	case specs.ActLog:
+		return libseccomp.ActLog, nil
+	case specs.ActNotify:
+		return libseccomp.ActNotify, nil
+	}
+	return 0, fmt.Errorf("unknown action %q: %w", a, errdefs.ErrInvalidArgument)
+}
+
+// Load installs the filter on the calling thread (see the package comment).
+// Without no_new_privs it needs CAP_SYS_ADMIN, so then it runs before the
+// capabilities are dropped. When the profile notifies, the listener fd is
+// sent to listenerPath together with state, as the runtime spec describes.
+func (s *Seccomp) Load(state specs.State) error {
+	if s == nil {
+		return nil
+	}
+	defer s.filter.Release()
+	if err := s.filter.Load(); err != nil {
+		return fmt.Errorf("loading seccomp filter: %w", err)
+	}
+	if !s.usesNotify {
+		return nil
+	}
+	fd, err := s.filter.GetNotifFd()
+	if err != nil {
+		return fmt.Errorf("seccomp notify fd: %w", err)
+	}
+	defer unix.Close(int(fd))
+	return sendListenerFd(s.listener, s.metadata, int(fd), state)
+}
+
+func sendListenerFd(path, metadata string, fd int, state specs.State) error {
+	msg, err := json.Marshal(specs.ContainerProcessState{
+		Version:  specs.Version,
+		Fds:      []string{specs.SeccompFdName},
+		Pid:      state.Pid,
+		Metadata: metadata,
+		State:    state,
+	})
+	if err != nil {
+		return err
+	}
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		return fmt.Errorf("seccomp listener %s: %w", path, err)
+	}
+	defer conn.Close()
+	_, _, err = conn.(*net.UnixConn).WriteMsgUnix(msg, unix.UnixRights(fd), nil)
+	if err != nil {
+		return fmt.Errorf("sending seccomp fd to %s: %w", path, err)
+	}
+	return nil
+}
