@@ -1,0 +1,157 @@
+// Package options reads the shim's runtime options from what containerd
+// passes with a task: tupper's own Options message, or CRI's generic
+// runtimeoptions.v1.Options whose ConfigBody (or ConfigPath) holds the TOML
+// of the runtime handler's options table.
+package options
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"unicode"
+
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+	"github.com/pelletier/go-toml/v2"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	optionspb "github.com/tupper/tupper/proto/options"
+	"github.com/tupper/tupper/shim/network"
+)
+
+// FromAny returns the options in a task request; nil means all defaults.
+func FromAny(a typeurl.Any) (*optionspb.Options, error) {
+	if a == nil || a.GetTypeUrl() == "" {
+		return &optionspb.Options{}, nil
+	}
+	v, err := typeurl.UnmarshalAny(a)
+	if err != nil {
+		return nil, fmt.Errorf("runtime options of type %s: %v: %w", a.GetTypeUrl(), err, errdefs.ErrInvalidArgument)
+	}
+	switch o := v.(type) {
+	case *optionspb.Options:
+		return o, Validate(o)
+	case *runtimeoptions.Options:
+		body := o.ConfigBody
+		if o.ConfigPath != "" {
+			if body, err = os.ReadFile(o.ConfigPath); err != nil {
+				return nil, fmt.Errorf("runtime options ConfigPath: %w", err)
+			}
+		}
+		return FromTOML(body)
+	}
+	return nil, fmt.Errorf("runtime options of type %s are not tupper's (want %s or CRI's runtimeoptions.v1.Options): %w",
+		a.GetTypeUrl(), (&optionspb.Options{}).ProtoReflect().Descriptor().FullName(), errdefs.ErrInvalidArgument)
+}
+
+// keyName is the TOML key of a field: its Go name, e.g. SystemdCgroup.
+func keyName(f protoreflect.FieldDescriptor) string {
+	j := []rune(f.JSONName())
+	j[0] = unicode.ToUpper(j[0])
+	return string(j)
+}
+
+// criKeys are CRI's own keys; they stay in the TOML body CRI passes on.
+var criKeys = map[string]bool{"TypeUrl": true, "ConfigPath": true}
+
+// FromTOML reads a runtime handler's options table. Keys are the CamelCase
+// field names of the Options message; any other key is an error naming it.
+func FromTOML(body []byte) (*optionspb.Options, error) {
+	o := &optionspb.Options{}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return o, nil
+	}
+	var table map[string]any
+	if err := toml.Unmarshal(body, &table); err != nil {
+		return nil, fmt.Errorf("runtime options TOML: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	fields := o.ProtoReflect().Descriptor().Fields()
+	byKey := map[string]protoreflect.FieldDescriptor{}
+	for i := 0; i < fields.Len(); i++ {
+		byKey[keyName(fields.Get(i))] = fields.Get(i)
+	}
+	keys := make([]string, 0, len(table))
+	for k := range table {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if criKeys[k] {
+			continue
+		}
+		f, ok := byKey[k]
+		if !ok {
+			return nil, fmt.Errorf("unknown runtime option %q (known: %s): %w", k, strings.Join(knownKeys(byKey), ", "), errdefs.ErrInvalidArgument)
+		}
+		var val protoreflect.Value
+		switch f.Kind() {
+		case protoreflect.StringKind:
+			s, ok := table[k].(string)
+			if !ok {
+				return nil, fmt.Errorf("runtime option %s must be a string, not %T: %w", k, table[k], errdefs.ErrInvalidArgument)
+			}
+			val = protoreflect.ValueOfString(s)
+		case protoreflect.BoolKind:
+			b, ok := table[k].(bool)
+			if !ok {
+				return nil, fmt.Errorf("runtime option %s must be true or false, not %T: %w", k, table[k], errdefs.ErrInvalidArgument)
+			}
+			val = protoreflect.ValueOfBool(b)
+		default:
+			return nil, fmt.Errorf("runtime option %s has unsupported kind %s", k, f.Kind())
+		}
+		o.ProtoReflect().Set(f, val)
+	}
+	return o, Validate(o)
+}
+
+func knownKeys(m map[string]protoreflect.FieldDescriptor) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Validate checks the values, naming the option at fault.
+func Validate(o *optionspb.Options) error {
+	_, err := Network(o)
+	return err
+}
+
+// Network is the network configuration the options ask for; annotations
+// of a container may refine it further.
+func Network(o *optionspb.Options) (network.Config, error) {
+	c := network.DefaultConfig()
+	if o.NetworkMode != "" {
+		c.Mode = o.NetworkMode
+	}
+	if o.Bridge != "" {
+		c.Bridge = o.Bridge
+	}
+	if o.NetworkStateDir != "" {
+		c.StateDir = o.NetworkStateDir
+	}
+	for name, src := range map[string]struct {
+		s   string
+		dst *netip.Prefix
+	}{"Subnet": {o.Subnet, &c.Subnet}, "Subnet6": {o.Subnet6, &c.Subnet6}} {
+		if src.s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(src.s)
+		if err != nil {
+			return c, fmt.Errorf("runtime option %s=%q is not a subnet: %w", name, src.s, errdefs.ErrInvalidArgument)
+		}
+		*src.dst = p.Masked()
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("runtime options: %w", err)
+	}
+	return c, nil
+}

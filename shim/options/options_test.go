@@ -1,0 +1,71 @@
+package options
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/typeurl/v2"
+
+	optionspb "github.com/tupper/tupper/proto/options"
+)
+
+func TestTypedOptions(t *testing.T) {
+	a, err := typeurl.MarshalAny(&optionspb.Options{Bridge: "br7", Subnet: "10.214.0.0/24", SystemdCgroup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := FromAny(a)
+	if err != nil || o.Bridge != "br7" || !o.SystemdCgroup {
+		t.Fatalf("typed options: %+v, %v", o, err)
+	}
+	c, err := Network(o)
+	if err != nil || c.Bridge != "br7" || c.Subnet.String() != "10.214.0.0/24" {
+		t.Fatalf("network config: %+v, %v", c, err)
+	}
+	if o, err := FromAny(nil); err != nil || o.Bridge != "" {
+		t.Fatalf("no options: %+v, %v", o, err)
+	}
+}
+
+// What CRI sends for a runtime handler with an options table.
+func TestCRIConfigBody(t *testing.T) {
+	body := []byte("TypeUrl = \"\"\nNetworkMode = \"none\"\nSystemdCgroup = true\nLsmOptional = true\nSubnet6 = \"fd42::/64\"\n")
+	a, _ := typeurl.MarshalAny(&runtimeoptions.Options{ConfigBody: body})
+	o, err := FromAny(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.NetworkMode != "none" || !o.SystemdCgroup || !o.LsmOptional || o.Subnet6 != "fd42::/64" {
+		t.Fatalf("ConfigBody not read: %+v", o)
+	}
+	path := filepath.Join(t.TempDir(), "tupper.toml")
+	os.WriteFile(path, []byte("Bridge = \"tp9\"\n"), 0o644)
+	a, _ = typeurl.MarshalAny(&runtimeoptions.Options{ConfigPath: path})
+	if o, err := FromAny(a); err != nil || o.Bridge != "tp9" {
+		t.Fatalf("ConfigPath: %+v, %v", o, err)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	for _, tc := range []struct{ body, msg string }{
+		{"Brigde = \"x\"", `"Brigde"`},
+		{"SystemdCgroup = \"yes\"", "SystemdCgroup"},
+		{"Bridge = 7", "Bridge"},
+		{"Subnet = \"10.0.0.0/99\"", "Subnet"},
+		{"NetworkMode = \"overlay\"", "overlay"},
+		{"this is not toml", "TOML"},
+	} {
+		_, err := FromTOML([]byte(tc.body))
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%q: got %v, want an error naming %s", tc.body, err, tc.msg)
+		}
+	}
+	a, _ := typeurl.MarshalAny(&runtimeoptions.Options{ConfigPath: "/does/not/exist.toml"})
+	if _, err := FromAny(a); err == nil || !strings.Contains(err.Error(), "ConfigPath") {
+		t.Errorf("missing ConfigPath: %v", err)
+	}
+}
