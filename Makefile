@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/tupper/tupper/version.Version=$(VERSION)
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: all build test demo demo-down bench clean deps proto
+.PHONY: all build test demo demo-down bench clean deps proto fuzz
 
 all: build
 
@@ -26,6 +26,10 @@ demo-down:
 
 bench: deps build
 	hack/bench.sh
+
+# Longer fuzzing than the bounded run inside make test.
+fuzz:
+	FUZZTIME=$${FUZZTIME:-60s} hack/test.sh fuzz
 
 # Regenerate proto/ with pinned generators (protoc-gen-go at go.mod's version).
 proto:

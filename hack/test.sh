@@ -51,6 +51,20 @@ step "go vet" go vet ./...
 if ((${#unit_pkgs[@]})); then
 	step "unit tests" go test -count=1 "${unit_pkgs[@]}"
 fi
+# Bounded fuzzing of hostile input (make fuzz runs longer).
+fuzz_all() {
+	local t
+	for t in "FuzzKey ./snapshotter" "FuzzMaxSize ./snapshotter" "FuzzFromTOML ./shim/options" "FuzzAnnotations ./shim/network"; do
+		set -- $t
+		go test -run='^$' -fuzz="^$1\$" -fuzztime="${FUZZTIME:-5s}" "$2" || return 1
+	done
+}
+if [[ ${1:-} == fuzz ]]; then
+	step "fuzz" fuzz_all
+	((${#failed[@]})) && exit 1
+	exit 0
+fi
+step "fuzz (bounded, ${FUZZTIME:-5s} each)" fuzz_all
 step "snapshotter and integration tests" \
 	go test -count=1 -v -timeout "${TEST_TIMEOUT:-30m}" "${run_args[@]}" "${verbose_pkgs[@]}"
 

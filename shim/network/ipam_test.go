@@ -94,6 +94,8 @@ func TestConfigValidation(t *testing.T) {
 		{map[string]string{AnnotationMode: "overlay"}, `"overlay"`},
 		{map[string]string{AnnotationBridge: "a-name-longer-than-15"}, "a-name-longer-than-15"},
 		{map[string]string{AnnotationBridge: "br/0"}, "br/0"},
+		{map[string]string{AnnotationBridge: "br\x00x"}, `"br\x00x"`},
+		{map[string]string{AnnotationBridge: "br\vx"}, `"br\vx"`},
 		{map[string]string{AnnotationSubnet: "10.0.0.0/33"}, "10.0.0.0/33"},
 		{map[string]string{AnnotationSubnet: "fd00::/64"}, "IPv4"},
 		{map[string]string{AnnotationSubnet: "10.1.1.0/31"}, "/30"},

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -86,7 +87,7 @@ func (c Config) Validate() error {
 	if c.Mode == ModeNone {
 		return nil
 	}
-	if c.Bridge == "" || len(c.Bridge) > 15 || strings.ContainsAny(c.Bridge, "/ \t\n:") || c.Bridge == "." || c.Bridge == ".." {
+	if !validIfName(c.Bridge) {
 		return fmt.Errorf("bridge name %q is not a valid interface name (1-15 characters, no '/', ':' or spaces): %w", c.Bridge, errdefs.ErrInvalidArgument)
 	}
 	if !c.Subnet.IsValid() || !c.Subnet.Addr().Is4() || c.Subnet.Bits() > 30 {
@@ -99,6 +100,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("network state directory %q must be an absolute path: %w", c.StateDir, errdefs.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// validIfName applies the kernel's rules for interface names (dev_valid_name).
+func validIfName(name string) bool {
+	if name == "" || len(name) > 15 || name == "." || name == ".." {
+		return false
+	}
+	for _, r := range name {
+		if r == '/' || r == ':' || r < 0x21 || r == 0x7f || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // Managed reports whether tupper should network this container: only when it
