@@ -341,25 +341,18 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		return nil, fmt.Errorf("label %s needs btrfs quotas, which are off on %s: %w", LabelMaxSize, s.root, errdefs.ErrFailedPrecondition)
 	}
 
-	var (
-		snap    storage.Snapshot
-		created string // subvolume made in this call, removed again if metadata is not committed
-	)
-	ctx, tx, err := s.ms.TransactionContext(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	err = func() error {
+	var snap storage.Snapshot
+	err = s.subvolumeTx(ctx, "create", func(ctx context.Context) (created string, err error) {
 		snap, err = storage.CreateSnapshot(ctx, kind, key, parent, opts...)
 		if err != nil {
-			return fmt.Errorf("creating %s snapshot %q: %w", kind, key, err)
+			return "", fmt.Errorf("creating %s snapshot %q: %w", kind, key, err)
 		}
 		target := s.path(kind, snap.ID)
 		// An id is handed out again after a crash rolled back its
 		// transaction, so a subvolume may already sit at target; metadata
 		// does not know it, so it is an orphan and safe to replace.
 		if err := s.removeOrphan(ctx, target); err != nil {
-			return err
+			return "", err
 		}
 		if len(snap.ParentIDs) == 0 {
 			err = btrfs.SubvolCreate(target)
@@ -367,32 +360,44 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 			err = btrfs.SubvolSnapshot(target, s.path(snapshots.KindCommitted, snap.ParentIDs[0]), kind == snapshots.KindView)
 		}
 		if err != nil {
-			return fmt.Errorf("creating subvolume for snapshot %q: %w", key, err)
+			return "", fmt.Errorf("creating subvolume for snapshot %q: %w", key, err)
 		}
-		created = target
 		s.crashPoint("create:subvolume")
 		if maxSize > 0 && kind == snapshots.KindActive {
 			if err := s.setLimit(target, maxSize); err != nil {
-				return fmt.Errorf("setting %s on snapshot %q: %w", LabelMaxSize, key, err)
+				return target, fmt.Errorf("setting %s on snapshot %q: %w", LabelMaxSize, key, err)
 			}
 		}
-		return nil
-	}()
+		return target, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.crashPoint("create:committed")
+	return s.mounts(snap), nil
+}
+
+// subvolumeTx runs fn in a write transaction. fn returns the subvolume it
+// made, also when it fails after making it; when fn or the commit fails,
+// that subvolume is deleted again, so outside of a crash no subvolume exists
+// that metadata does not name.
+func (s *Snapshotter) subvolumeTx(ctx context.Context, op string, fn func(context.Context) (created string, err error)) error {
+	ctx, tx, err := s.ms.TransactionContext(ctx, true)
+	if err != nil {
+		return err
+	}
+	created, err := fn(ctx)
 	if err == nil {
 		err = tx.Commit()
 	} else {
 		tx.Rollback()
 	}
-	if err != nil {
-		if created != "" {
-			if derr := s.deleteSubvolume(created); derr != nil {
-				log.G(ctx).WithError(derr).WithField("path", created).Warn("could not remove subvolume of failed create; Cleanup will")
-			}
+	if err != nil && created != "" {
+		if derr := s.deleteSubvolume(created); derr != nil {
+			log.G(ctx).WithError(derr).WithField("path", created).Warnf("could not remove subvolume of failed %s; Cleanup will", op)
 		}
-		return nil, err
 	}
-	s.crashPoint("create:committed")
-	return s.mounts(snap), nil
+	return err
 }
 
 func (s *Snapshotter) setLimit(path string, bytes uint64) error {
@@ -409,18 +414,14 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	if err := validateKey("snapshot name", name); err != nil {
 		return err
 	}
-	var created, activePath string
-	ctx, tx, err := s.ms.TransactionContext(ctx, true)
-	if err != nil {
-		return err
-	}
-	err = func() error {
+	var activePath string
+	err := s.subvolumeTx(ctx, "commit", func(ctx context.Context) (string, error) {
 		active, err := storage.GetSnapshot(ctx, key)
 		if err != nil {
-			return fmt.Errorf("committing %q: %w", key, err)
+			return "", fmt.Errorf("committing %q: %w", key, err)
 		}
 		if active.Kind != snapshots.KindActive {
-			return fmt.Errorf("committing %q: it is a %s snapshot, only active ones can be committed: %w", key, active.Kind, errdefs.ErrFailedPrecondition)
+			return "", fmt.Errorf("committing %q: it is a %s snapshot, only active ones can be committed: %w", key, active.Kind, errdefs.ErrFailedPrecondition)
 		}
 		parentID := ""
 		if len(active.ParentIDs) > 0 {
@@ -433,35 +434,24 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		}
 		usage, err := s.activeUsage(ctx, active.ID, parentID)
 		if err != nil {
-			return fmt.Errorf("measuring %q before commit: %w", key, err)
+			return "", fmt.Errorf("measuring %q before commit: %w", key, err)
 		}
 		id, err := storage.CommitActive(ctx, key, name, usage, opts...)
 		if err != nil {
-			return fmt.Errorf("committing %q as %q: %w", key, name, err)
+			return "", fmt.Errorf("committing %q as %q: %w", key, name, err)
 		}
 		activePath = s.path(snapshots.KindActive, active.ID)
 		target := s.path(snapshots.KindCommitted, id)
 		if err := s.removeOrphan(ctx, target); err != nil {
-			return err
+			return "", err
 		}
 		if err := btrfs.SubvolSnapshot(target, activePath, true); err != nil {
-			return fmt.Errorf("snapshotting %q read-only: %w", key, err)
+			return "", fmt.Errorf("snapshotting %q read-only: %w", key, err)
 		}
-		created = target
 		s.crashPoint("commit:subvolume")
-		return nil
-	}()
-	if err == nil {
-		err = tx.Commit()
-	} else {
-		tx.Rollback()
-	}
+		return target, nil
+	})
 	if err != nil {
-		if created != "" {
-			if derr := s.deleteSubvolume(created); derr != nil {
-				log.G(ctx).WithError(derr).WithField("path", created).Warn("could not remove subvolume of failed commit; Cleanup will")
-			}
-		}
 		return err
 	}
 	s.crashPoint("commit:committed")

@@ -165,8 +165,9 @@ func TestMaxSize(t *testing.T) {
 	}
 }
 
-func TestCleanupRemovesOnlyOrphans(t *testing.T) {
-	s := newTestSnapshotter(t)
+// baseAndContainer makes a committed layer "base" and an active "container" on it.
+func baseAndContainer(t *testing.T, s *Snapshotter) {
+	t.Helper()
 	ctx := testContext(t)
 	if _, err := s.Prepare(ctx, "base-active", ""); err != nil {
 		t.Fatal(err)
@@ -177,6 +178,12 @@ func TestCleanupRemovesOnlyOrphans(t *testing.T) {
 	if _, err := s.Prepare(ctx, "container", "base"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestCleanupRemovesOnlyOrphans(t *testing.T) {
+	s := newTestSnapshotter(t)
+	ctx := testContext(t)
+	baseAndContainer(t, s)
 	known := readState(t, s)
 
 	// Orphans as crashes leave them: subvolumes, a read-only one, a plain
@@ -226,15 +233,7 @@ func TestCleanupRemovesOnlyOrphans(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	s := newTestSnapshotter(t)
 	ctx := testContext(t)
-	if _, err := s.Prepare(ctx, "base-active", ""); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Commit(ctx, "base", "base-active"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Prepare(ctx, "container", "base"); err != nil {
-		t.Fatal(err)
-	}
+	baseAndContainer(t, s)
 	if _, err := s.View(ctx, "view", "base"); err != nil {
 		t.Fatal(err)
 	}
