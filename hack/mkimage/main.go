@@ -40,10 +40,11 @@ import (
 var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func main() {
-	kind := flag.String("kind", "busybox", "image kind: busybox or layers")
+	kind := flag.String("kind", "busybox", "image kind: busybox, layers or pause")
 	name := flag.String("name", "", "image reference stored in the archive (default tupper.local/<kind>:latest)")
 	out := flag.String("o", "", "output archive path (required)")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox binary to put into the image")
+	pauseBin = flag.String("pause", "_output/bin/pause", "static pause binary for -kind pause (hack/install-cri.sh builds it)")
 	flag.Parse()
 
 	if *out == "" {
@@ -71,18 +72,24 @@ func run(kind, name, out, busybox string) error {
 		layers = []layer{base}
 	case "layers":
 		layers = append([]layer{base}, testLayers()...)
+	case "pause":
+		return writePause(name, out, *pauseBin)
 	default:
-		return fmt.Errorf("unknown kind %q (want busybox or layers)", kind)
+		return fmt.Errorf("unknown kind %q (want busybox, layers or pause)", kind)
 	}
 	archive, err := imageArchive(name, layers)
 	if err != nil {
 		return err
 	}
+	return writeArchive(out, archive)
+}
+
+// writeArchive writes to a temporary name first so an interrupted run never
+// leaves a truncated archive behind under the final name.
+func writeArchive(out string, archive []byte) error {
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	// Write to a temporary name first so an interrupted run never leaves a
-	// truncated archive behind under the final name.
 	tmp := out + ".tmp"
 	if err := os.WriteFile(tmp, archive, 0o644); err != nil {
 		return err
@@ -209,6 +216,11 @@ func jsonBlob(mediaType string, v any) (blob, error) {
 // imageArchive builds an OCI image layout (oci-layout, index.json,
 // blobs/sha256/...) as a tar archive holding one linux/amd64 image.
 func imageArchive(name string, layers []layer) ([]byte, error) {
+	return imageArchiveCmd(name, layers, nil, []string{"/bin/sh"})
+}
+
+// imageArchiveCmd is imageArchive with the image's entrypoint and command.
+func imageArchiveCmd(name string, layers []layer, entrypoint, cmd []string) ([]byte, error) {
 	var (
 		blobs   []blob
 		diffIDs []digest.Digest
@@ -234,7 +246,8 @@ func imageArchive(name string, layers []layer) ([]byte, error) {
 		Platform: platform,
 		Config: ocispec.ImageConfig{
 			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Cmd:        []string{"/bin/sh"},
+			Entrypoint: entrypoint,
+			Cmd:        cmd,
 			WorkingDir: "/",
 		},
 		RootFS:  ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
