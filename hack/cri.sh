@@ -62,6 +62,7 @@ state = "$RUN_DIR/containerd"
 [proxy_plugins.tupper]
   type = "snapshot"
   address = "$SNAP_SOCK"
+  capabilities = ["remap-ids"]
   [proxy_plugins.tupper.exports]
     root = "$SNAP_ROOT"
 

@@ -84,6 +84,7 @@ disabled_plugins = [
   [proxy_plugins.tupper]
     type = "snapshot"
     address = "$SNAP_SOCK"
+    capabilities = ["remap-ids"]
     [proxy_plugins.tupper.exports]
       root = "$SNAP_ROOT"
 

@@ -131,6 +131,11 @@ func NewEnv(t *testing.T) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Like containerd's own state dirs: traversable by the mapped root of a
+	// user-namespaced container, which must reach its rootfs below here.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
 	e := &Env{t: t, Dir: dir, Snapshotter: snapshotter, Namespace: namespacePrefix + filepath.Base(dir)[len("tupper-it-"):]}
 	t.Cleanup(e.cleanup)
 	t.Logf("test env in %s, snapshotter %s", dir, e.Snapshotter)
@@ -208,6 +213,7 @@ disabled_plugins = [
   [proxy_plugins.tupper]
     type = "snapshot"
     address = %q
+    capabilities = ["remap-ids"]
     [proxy_plugins.tupper.exports]
       root = %q
 `, snapSock, snapRoot)

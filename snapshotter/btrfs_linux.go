@@ -40,6 +40,7 @@ type Snapshotter struct {
 
 	quota     quotaSysfs
 	quotaMode string // kernel quota mode in use ("squota", "qgroup"), "" when Usage walks files
+	remapIDs  bool   // see WithRemapIDs
 
 	walkNotice sync.Once // log the tree-walk fallback once, not on every Usage call
 	syncMu     sync.Mutex
@@ -54,11 +55,21 @@ type Snapshotter struct {
 type Opt func(*config)
 
 type config struct {
-	quota QuotaMode
+	quota    QuotaMode
+	remapIDs bool
 }
 
 // WithQuotaMode picks how Usage and max-size work (default QuotaAuto).
 func WithQuotaMode(m QuotaMode) Opt { return func(c *config) { c.quota = m } }
+
+// WithRemapIDs says whether containerd advertises the "remap-ids" capability
+// for this snapshotter (default true). Then the mounts of a snapshot labelled
+// with uid/gid mappings carry uidmap=/gidmap= options, and containerd makes
+// an idmapped bind mount of the subvolume instead of chowning a copy. It
+// must match the proxy plugin's capabilities in containerd's config: when
+// containerd does the chown itself, the labels still arrive and must not be
+// mapped a second time.
+func WithRemapIDs(on bool) Opt { return func(c *config) { c.remapIDs = on } }
 
 // walkCount counts Usage calls that walked files, for tests and metrics.
 var walkCount atomic.Int64
@@ -71,7 +82,7 @@ const usageSyncInterval = time.Second
 // NewSnapshotter opens (or creates) a snapshotter rooted at root, which must be
 // on btrfs. Only one Snapshotter may use a root at a time.
 func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshotter, retErr error) {
-	cfg := config{quota: QuotaAuto}
+	cfg := config{quota: QuotaAuto, remapIDs: true}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -105,7 +116,7 @@ func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshott
 	if err != nil {
 		return nil, fmt.Errorf("opening snapshot metadata in %s: %w", root, err)
 	}
-	s := &Snapshotter{root: root, ms: ms, lock: lock}
+	s := &Snapshotter{root: root, ms: ms, lock: lock, remapIDs: cfg.remapIDs}
 	if err := s.setupQuota(ctx, cfg.quota); err != nil {
 		ms.Close()
 		return nil, err
@@ -292,25 +303,40 @@ func (s *Snapshotter) refreshCounters(ctx context.Context) {
 
 // Mounts returns the bind mount of a snapshot's subvolume.
 func (s *Snapshotter) Mounts(ctx context.Context, key string) (mounts []mount.Mount, err error) {
-	var snap storage.Snapshot
+	var (
+		snap storage.Snapshot
+		info snapshots.Info
+	)
 	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
-		snap, err = storage.GetSnapshot(ctx, key)
+		if snap, err = storage.GetSnapshot(ctx, key); err != nil {
+			return err
+		}
+		_, info, _, err = storage.GetInfo(ctx, key)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mounts of snapshot %q: %w", key, err)
 	}
-	return s.mounts(snap), nil
+	return s.mounts(snap, info.Labels), nil
 }
 
 // mounts are plain bind mounts of the subvolume path, not "subvolid=" device
 // mounts, so that they also work inside user namespaces and need no device.
-func (s *Snapshotter) mounts(snap storage.Snapshot) []mount.Mount {
+func (s *Snapshotter) mounts(snap storage.Snapshot, labels map[string]string) []mount.Mount {
 	mode := "rw"
 	if snap.Kind == snapshots.KindView {
 		mode = "ro"
 	}
-	return []mount.Mount{{Type: "bind", Source: s.path(snap.Kind, snap.ID), Options: []string{"rbind", mode}}}
+	options := []string{"rbind", mode}
+	if s.remapIDs {
+		if v, ok := labels[snapshots.LabelSnapshotUIDMapping]; ok {
+			options = append(options, "uidmap="+v)
+		}
+		if v, ok := labels[snapshots.LabelSnapshotGIDMapping]; ok {
+			options = append(options, "gidmap="+v)
+		}
+	}
+	return []mount.Mount{{Type: "bind", Source: s.path(snap.Kind, snap.ID), Options: options}}
 }
 
 // Prepare creates a writable snapshot of parent (or an empty one).
@@ -335,6 +361,9 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	}
 	maxSize, err := parseMaxSize(base.Labels)
 	if err != nil {
+		return nil, err
+	}
+	if err := validateIDMapLabels(base.Labels); err != nil {
 		return nil, err
 	}
 	if maxSize > 0 && kind == snapshots.KindActive && s.quotaMode == "" {
@@ -374,7 +403,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		return nil, err
 	}
 	s.crashPoint("create:committed")
-	return s.mounts(snap), nil
+	return s.mounts(snap, base.Labels), nil
 }
 
 // subvolumeTx runs fn in a write transaction. fn returns the subvolume it

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
 	"github.com/docker/go-units"
 )
@@ -57,4 +58,32 @@ func parseMaxSize(labels map[string]string) (uint64, error) {
 			LabelMaxSize, labels[LabelMaxSize], errdefs.ErrInvalidArgument)
 	}
 	return uint64(n), nil
+}
+
+// validateIDMapLabels checks the uid/gid mapping labels ("ctr:host:size"
+// triples, comma separated) so that a bad one fails Prepare, not the mount.
+// A mapping needs both labels.
+func validateIDMapLabels(labels map[string]string) error {
+	uid, hasUID := labels[snapshots.LabelSnapshotUIDMapping]
+	gid, hasGID := labels[snapshots.LabelSnapshotGIDMapping]
+	if !hasUID && !hasGID {
+		return nil
+	}
+	if hasUID != hasGID {
+		return fmt.Errorf("labels %s and %s must be given together: %w", snapshots.LabelSnapshotUIDMapping, snapshots.LabelSnapshotGIDMapping, errdefs.ErrInvalidArgument)
+	}
+	for label, v := range map[string]string{snapshots.LabelSnapshotUIDMapping: uid, snapshots.LabelSnapshotGIDMapping: gid} {
+		for _, m := range strings.Split(v, ",") {
+			parts := strings.Split(m, ":")
+			ok := len(parts) == 3
+			for _, p := range parts {
+				n, err := strconv.ParseUint(p, 10, 32)
+				ok = ok && err == nil && n < 1<<32-1
+			}
+			if size, _ := strconv.ParseUint(parts[len(parts)-1], 10, 32); !ok || size == 0 {
+				return fmt.Errorf("label %s=%q: %q is not containerID:hostID:size: %w", label, v, m, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
+	return nil
 }

@@ -18,6 +18,7 @@ type config struct {
 	LogLevel       string `toml:"log_level"`
 	MetricsAddress string `toml:"metrics_address"`
 	QuotaMode      string `toml:"quota_mode"`
+	RemapIDs       bool   `toml:"remap_ids"`
 }
 
 func defaultConfig() config {
@@ -26,6 +27,7 @@ func defaultConfig() config {
 		Root:      "/var/lib/containerd-tupper",
 		LogLevel:  "info",
 		QuotaMode: "auto",
+		RemapIDs:  true,
 	}
 }
 
@@ -40,10 +42,11 @@ func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("containerd-tupper-snapshotter", flag.ContinueOnError)
 	fs.StringVar(&o.Address, "address", o.Address, "unix socket to serve containerd's snapshots API on")
 	fs.StringVar(&o.Root, "root", o.Root, "snapshotter state directory; must be on btrfs")
-	fs.StringVar(&o.configPath, "config", "", "TOML file with the same keys as these flags (address, root, log_level, metrics_address, quota_mode)")
+	fs.StringVar(&o.configPath, "config", "", "TOML file with the same keys as these flags (address, root, log_level, metrics_address, quota_mode, remap_ids)")
 	fs.StringVar(&o.LogLevel, "log-level", o.LogLevel, "trace, debug, info, warn or error")
 	fs.StringVar(&o.MetricsAddress, "metrics-address", "", "host:port for Prometheus /metrics (off when empty)")
 	fs.StringVar(&o.QuotaMode, "quota-mode", o.QuotaMode, "btrfs quotas for O(1) Usage and max-size: auto, simple, classic or off")
+	fs.BoolVar(&o.RemapIDs, "remap-ids", o.RemapIDs, "map user-namespaced snapshots with idmapped mounts; must match capabilities = [\"remap-ids\"] in containerd's proxy_plugins entry")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return o, err

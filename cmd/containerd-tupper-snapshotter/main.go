@@ -54,7 +54,7 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	sn, err := snapshotter.NewSnapshotter(ctx, c.Root, snapshotter.WithQuotaMode(quota))
+	sn, err := snapshotter.NewSnapshotter(ctx, c.Root, snapshotter.WithQuotaMode(quota), snapshotter.WithRemapIDs(c.RemapIDs))
 	if err != nil {
 		return err
 	}

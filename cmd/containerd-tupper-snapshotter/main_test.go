@@ -166,13 +166,16 @@ func TestMetrics(t *testing.T) {
 
 func TestFlagsAndConfig(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "config.toml")
-	os.WriteFile(file, []byte("root = \"/from/file\"\nlog_level = \"debug\"\nquota_mode = \"off\"\n"), 0o644)
+	os.WriteFile(file, []byte("root = \"/from/file\"\nlog_level = \"debug\"\nquota_mode = \"off\"\nremap_ids = false\n"), 0o644)
 	o, err := parseFlags([]string{"--config", file, "--log-level", "warn"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Root != "/from/file" || o.LogLevel != "warn" || o.QuotaMode != "off" || o.Address != defaultConfig().Address {
+	if o.Root != "/from/file" || o.LogLevel != "warn" || o.QuotaMode != "off" || o.RemapIDs || o.Address != defaultConfig().Address {
 		t.Fatalf("flag over file over defaults broken: %+v", o.config)
+	}
+	if o, _ := parseFlags([]string{"--config", file, "--remap-ids"}); !o.RemapIDs {
+		t.Fatal("--remap-ids does not win over remap_ids = false in the file")
 	}
 
 	os.WriteFile(file, []byte("root = \"/x\"\nroots = \"/typo\"\n"), 0o644)

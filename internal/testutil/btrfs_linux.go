@@ -86,7 +86,7 @@ func LoopbackBtrfs(size int64, dir string) (undo func() error, err error) {
 	}, nil
 }
 
-// Unmount unmounts dir, waiting out the short EBUSY after a process that
+// Unmount unmounts everything on dir, waiting out the short EBUSY after a process that
 // used the filesystem has just exited. Not mounted is not an error.
 func Unmount(t testing.TB, dir string) {
 	t.Helper()
@@ -95,12 +95,19 @@ func Unmount(t testing.TB, dir string) {
 	}
 }
 
+// unmount removes every mount stacked on dir (an idmapped mount sits on
+// top of its bind mount), retrying a busy one for a few seconds.
 func unmount(dir string) error {
 	var err error
-	for i := 0; i < 50; i++ {
-		if err = unix.Unmount(dir, 0); err == nil || err == unix.EINVAL || err == unix.ENOENT {
-			return nil
+	for i := 0; i < 50; {
+		err = unix.Unmount(dir, 0)
+		switch {
+		case err == nil:
+			continue // there may be another one underneath
+		case err == unix.EINVAL || err == unix.ENOENT:
+			return nil // nothing (more) mounted there
 		}
+		i++
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("unmounting %s: %w", dir, err)
