@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/tupper/tupper/version.Version=$(VERSION)
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: all build test demo demo-down bench clean deps proto fuzz
+.PHONY: all build test demo demo-down bench clean deps proto fuzz stress
 
 all: build
 
@@ -30,6 +30,10 @@ bench: deps build
 # Longer fuzzing than the bounded run inside make test.
 fuzz:
 	FUZZTIME=$${FUZZTIME:-60s} hack/test.sh fuzz
+
+# The long snapshotter crash stress run (make test runs 300 operations).
+stress:
+	TUPPER_STRESS_OPS=$${TUPPER_STRESS_OPS:-2000} $(GO) test -count=1 -v -timeout 30m -run 'TestStressKilledDaemon' ./snapshotter/
 
 # Regenerate proto/ with pinned generators (protoc-gen-go at go.mod's version).
 proto:

@@ -60,12 +60,15 @@ func mustID(ctx context.Context, s *Snapshotter, key string) string {
 	return id
 }
 
-// TestMain lets the test binary serve as the crashing child of
-// TestCrashRecovery: run with envCrashRoot set, it runs crashChild instead
-// of the tests.
+// TestMain lets the test binary serve as the children of the crash and
+// stress tests: with envCrashRoot it runs crashChild, with envServeRoot it
+// serves the snapshotter over gRPC, instead of running the tests.
 func TestMain(m *testing.M) {
 	if root := os.Getenv(envCrashRoot); root != "" {
 		crashChild(root)
+	}
+	if root := os.Getenv(envServeRoot); root != "" {
+		serveChild(root) // the stress test's daemon
 	}
 	os.Exit(m.Run())
 }
