@@ -82,26 +82,33 @@ func ReadExit(dir string) (Exit, error) {
 // StartTime returns the start time of pid in clock ticks since boot
 // (field 22 of /proc/<pid>/stat).
 func StartTime(pid int) (uint64, error) {
+	st, _, err := stat(pid)
+	return st, err
+}
+
+// stat returns the start time and the state letter of pid.
+func stat(pid int) (uint64, string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, "", err
 	}
 	s := string(b)
 	// comm may contain spaces and parentheses: split after the last ')'.
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("bad /proc/%d/stat", pid)
+		return 0, "", fmt.Errorf("bad /proc/%d/stat", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 20 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+		return 0, "", fmt.Errorf("short /proc/%d/stat", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	return st, f[0], err
 }
 
-// Alive reports whether the recorded init still runs (same pid, same
-// start time).
+// Alive reports whether the recorded init still runs: same pid, same
+// start time, and not a zombie waiting for its new parent to reap it.
 func (i Init) Alive() bool {
-	st, err := StartTime(i.Pid)
-	return err == nil && st == i.StartTime
+	st, state, err := stat(i.Pid)
+	return err == nil && st == i.StartTime && state != "Z" && state != "X"
 }
