@@ -22,6 +22,7 @@ type preparedProcess struct {
 	uid    int
 	gid    int
 	groups []int
+	caps   *capSets
 }
 
 // prepareProcess runs in the helper after the container's root is in
@@ -39,6 +40,11 @@ func prepareProcess(p *specs.Process, create bool) (*preparedProcess, error) {
 	for _, g := range p.User.AdditionalGids {
 		pp.groups = append(pp.groups, int(g))
 	}
+	caps, err := parseCaps(p.Capabilities)
+	if err != nil {
+		return nil, err
+	}
+	pp.caps = caps
 	if err := checkCwd(p.Cwd, create); err != nil {
 		return nil, err
 	}
@@ -154,6 +160,16 @@ func (p *preparedProcess) exec() error {
 	if err := unix.Chdir(s.Cwd); err != nil {
 		return fmt.Errorf("chdir %s: %w", s.Cwd, err)
 	}
+	if p.caps != nil {
+		if err := p.caps.dropBounding(); err != nil {
+			return err
+		}
+		// Keep the permitted set across the uid change; apply() then
+		// sets exactly what the spec asks for.
+		if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set keepcaps: %w", err)
+		}
+	}
 	if err := unix.Setgroups(p.groups); err != nil {
 		return fmt.Errorf("setgroups %v: %w", p.groups, err)
 	}
@@ -162,6 +178,11 @@ func (p *preparedProcess) exec() error {
 	}
 	if err := unix.Setresuid(p.uid, p.uid, p.uid); err != nil {
 		return fmt.Errorf("setuid %d: %w", p.uid, err)
+	}
+	if p.caps != nil {
+		if err := p.caps.apply(); err != nil {
+			return err
+		}
 	}
 	umask := 0o022
 	if s.User.Umask != nil {

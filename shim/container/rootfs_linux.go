@@ -72,13 +72,15 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool) error {
 	if err := enterRoot(rootfs, noPivot); err != nil {
 		return err
 	}
-	for _, p := range spec.Linux.MaskedPaths {
-		if err := maskPath(p); err != nil {
+	// Read-only paths first, then masks (runc's order, so that the mount
+	// tables of the two runtimes compare equal).
+	for _, p := range spec.Linux.ReadonlyPaths {
+		if err := readonlyPath(p); err != nil {
 			return err
 		}
 	}
-	for _, p := range spec.Linux.ReadonlyPaths {
-		if err := readonlyPath(p); err != nil {
+	for _, p := range spec.Linux.MaskedPaths {
+		if err := maskPath(p); err != nil {
 			return err
 		}
 	}
