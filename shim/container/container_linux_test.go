@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -32,7 +32,7 @@ func needRoot(t *testing.T) {
 
 // newBundle makes a bundle whose rootfs holds a static busybox and its
 // applet links, plus a passwd/group file.
-func newBundle(t *testing.T) string {
+func newBundle(t testing.TB) string {
 	t.Helper()
 	bundle := t.TempDir()
 	rootfs := filepath.Join(bundle, "rootfs")
