@@ -311,7 +311,8 @@ func (e *env) cleanup() {
 }
 
 // writeBusyboxImage writes an OCI image layout archive holding a static
-// busybox with its applet links, a passwd and a group file.
+// busybox with its applet links, a passwd and a group file, and /escape,
+// a symlink pointing above the root.
 func writeBusyboxImage(path, name string) error {
 	applets, err := exec.Command("/bin/busybox", "--list").Output()
 	if err != nil {
@@ -337,6 +338,8 @@ func writeBusyboxImage(path, name string) error {
 			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", Mode: 0o777})
 		}
 	}
+	// A link that climbs out of any rootfs, for the escape test.
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "escape", Linkname: "../../../../../../../../tmp", Mode: 0o777})
 	for n, data := range map[string]string{
 		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/tmp:/bin/sh\n",
 		"etc/group":  "root:x:0:\nalice:x:1000:\n",

@@ -146,6 +146,10 @@ func TestShim(t *testing.T) {
 		if code == 0 || !strings.Contains(out, `executable "no-such-cmd" not found`) {
 			t.Fatalf("code %d output %q", code, out)
 		}
+		out, code = e.run("bad2", []string{"--mount", "type=tmpfs,src=tmpfs,dst=/escape/x"}, "true")
+		if code == 0 || !strings.Contains(out, `mount /escape/x: path "/escape/x" escapes the rootfs through a symlink`) {
+			t.Fatalf("code %d output %q", code, out)
+		}
 		waitFor(t, func() bool { return len(e.shimPids()) == 0 }, "no shim left")
 		if ms := mountsUnder(e.dir + "/state"); len(ms) != 0 {
 			t.Fatalf("mounts left: %v", ms)
