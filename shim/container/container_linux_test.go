@@ -454,3 +454,29 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("non-root caps:\n%s", out)
 	}
 }
+
+// TestRlimitNofile checks the spec's RLIMIT_NOFILE reaches the program
+// even when the helper's Go runtime raised its own soft limit (it does
+// when soft < hard, and restores the original at execve).
+func TestRlimitNofile(t *testing.T) {
+	needRoot(t)
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Max < 2048 {
+		t.Skip("hard RLIMIT_NOFILE too low for the test")
+	}
+	low := unix.Rlimit{Cur: 512, Max: old.Max}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &old)
+	spec := testSpec("sh", "-c", "ulimit -n; ulimit -Hn")
+	// Keep the hard limit: restoring the original then needs no
+	// CAP_SYS_RESOURCE, so a wrongly restored limit would show.
+	spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1000, Hard: old.Max}}
+	if out := runOK(t, spec); out != fmt.Sprintf("1000\n%d\n", old.Max) {
+		t.Fatalf("nofile %q", out)
+	}
+}

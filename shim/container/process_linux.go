@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/moby/sys/user"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -144,8 +145,11 @@ func lookPath(file, cwd, pathEnv string) (string, error) {
 func (p *preparedProcess) exec() error {
 	s := p.spec
 	for _, rl := range s.Rlimits {
-		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
-		if err := unix.Prlimit(0, rlimitNames[rl.Type], &lim, nil); err != nil {
+		// syscall.Setrlimit, not a raw prlimit: the Go runtime raised our
+		// soft RLIMIT_NOFILE at startup and syscall.Exec puts the
+		// original back unless RLIMIT_NOFILE was set through it.
+		lim := syscall.Rlimit{Cur: rl.Soft, Max: rl.Hard}
+		if err := syscall.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
 			if err == unix.EPERM {
 				return fmt.Errorf("set %s soft=%d hard=%d: %w (raising a hard limit needs CAP_SYS_RESOURCE)", rl.Type, rl.Soft, rl.Hard, err)
 			}
