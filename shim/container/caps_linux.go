@@ -25,6 +25,16 @@ var capNames = map[string]int{
 	"CAP_CHECKPOINT_RESTORE": 40,
 }
 
+// CapabilityNames lists the capabilities the package knows, in number
+// order.
+func CapabilityNames() []string {
+	names := make([]string, len(capNames))
+	for n, c := range capNames {
+		names[c] = n
+	}
+	return names
+}
+
 // capSets is a process' capabilities as bit masks.
 type capSets struct {
 	bounding, effective, permitted, inheritable, ambient uint64

@@ -5,6 +5,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"github.com/tupper/tupper/shim/container"
 )
 
 // Features lists what tupper really implements today. CRI reads it (for
@@ -20,6 +21,7 @@ func Features() *features.Features {
 	}
 	sort.Strings(opts)
 	no := false
+	caps := container.CapabilityNames()
 	return &features.Features{
 		OCIVersionMin: "1.0.0",
 		OCIVersionMax: specs.Version,
@@ -30,6 +32,7 @@ func Features() *features.Features {
 				string(specs.PIDNamespace), string(specs.NetworkNamespace), string(specs.MountNamespace),
 				string(specs.IPCNamespace), string(specs.UTSNamespace), string(specs.CgroupNamespace),
 			},
+			Capabilities:    caps,
 			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &no}},
 		},
 	}
