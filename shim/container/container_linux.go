@@ -327,6 +327,23 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 		return fail(fmt.Errorf("send config to init helper: %w", err))
 	}
 	m, fds, err := recvMsg(parentSock)
+	if err == nil && m.Type == msgHooks && cfg.Spec != nil {
+		// The container's namespaces and mounts exist; the runtime's
+		// hooks run now, before the helper pivots.
+		state := &specs.State{Version: specs.Version, ID: c.ID, Status: specs.StateCreating, Pid: p.pid,
+			Bundle: c.Bundle, Annotations: cfg.Spec.Annotations}
+		h := cfg.Spec.Hooks
+		if err := RunHooks(h.Prestart, state, c.starter); err != nil { //nolint:staticcheck // Prestart is deprecated but still part of the spec
+			return fail(fmt.Errorf("prestart %w", err))
+		}
+		if err := RunHooks(h.CreateRuntime, state, c.starter); err != nil {
+			return fail(fmt.Errorf("createRuntime %w", err))
+		}
+		if err := sendMsg(parentSock, &message{Type: msgContinue, State: state}); err != nil {
+			return fail(err)
+		}
+		m, fds, err = recvMsg(parentSock)
+	}
 	if err == io.EOF {
 		unix.Kill(p.pid, unix.SIGKILL)
 		st, _, _ := p.Wait()

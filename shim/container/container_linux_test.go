@@ -2,6 +2,7 @@ package container
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -478,5 +479,69 @@ func TestRlimitNofile(t *testing.T) {
 	spec.Process.Rlimits = []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Soft: 1000, Hard: old.Max}}
 	if out := runOK(t, spec); out != fmt.Sprintf("1000\n%d\n", old.Max) {
 		t.Fatalf("nofile %q", out)
+	}
+}
+
+func TestHooks(t *testing.T) {
+	needRoot(t)
+	bundle := newBundle(t)
+	out := t.TempDir()
+	hook := func(name, where string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c",
+			fmt.Sprintf("cat > %[1]s/%[2]s.json; readlink /proc/self/ns/mnt > %[1]s/%[2]s.mnt; echo $FOO >> %[1]s/%[2]s.mnt", where, name)},
+			Env: []string{"FOO=bar"}}
+	}
+	spec := testSpec("true")
+	spec.Hooks = &specs.Hooks{
+		CreateRuntime:   []specs.Hook{hook("createRuntime", out)},
+		CreateContainer: []specs.Hook{hook("createContainer", out)},
+		StartContainer:  []specs.Hook{hook("startContainer", "/tmp")},
+	}
+	spec.Annotations = map[string]string{"a": "b"}
+	r, err := create(t, bundle, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostMnt, _ := os.Readlink("/proc/self/ns/mnt")
+	ctrMnt, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", r.c.Pid()))
+	check := func(dir, name, mnt string, status specs.ContainerState) {
+		t.Helper()
+		var st specs.State
+		b, err := os.ReadFile(filepath.Join(dir, name+".json"))
+		if err != nil {
+			t.Fatalf("%s did not run: %v", name, err)
+		}
+		if err := json.Unmarshal(b, &st); err != nil || st.ID != "t" || st.Pid != r.c.Pid() || st.Status != status || st.Bundle != bundle || st.Annotations["a"] != "b" {
+			t.Errorf("%s state %+v %v", name, st, err)
+		}
+		m, _ := os.ReadFile(filepath.Join(dir, name+".mnt"))
+		if string(m) != mnt+"\nbar\n" {
+			t.Errorf("%s ran in %q, want %q", name, m, mnt)
+		}
+	}
+	check(out, "createRuntime", hostMnt, specs.StateCreating)
+	check(out, "createContainer", ctrMnt, specs.StateCreating)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.wait(t)
+	check(filepath.Join(bundle, "rootfs/tmp"), "startContainer", ctrMnt, specs.StateCreated)
+}
+
+func TestFailingHook(t *testing.T) {
+	needRoot(t)
+	bundle := newBundle(t)
+	spec := testSpec("true")
+	one := 1
+	spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "echo nope; exit 3"}}}}
+	if _, err := create(t, bundle, spec); err == nil || !strings.Contains(err.Error(), "createRuntime hook #0 (/bin/sh): exit status 3: nope") {
+		t.Fatalf("create: %v", err)
+	}
+	spec.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/bin/sleep", Args: []string{"sleep", "10"}, Timeout: &one}}}
+	if _, err := create(t, bundle, spec); err == nil || !strings.Contains(err.Error(), "timed out after 1s") {
+		t.Fatalf("create: %v", err)
+	}
+	if ms := mountsUnder(t, bundle); len(ms) != 0 {
+		t.Fatalf("left mounts behind: %v", ms)
 	}
 }

@@ -57,8 +57,30 @@ func helperMain() int {
 			return fail(err)
 		}
 	}
+	var state *specs.State
 	if !cfg.Exec {
-		if err := setupContainer(cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot); err != nil {
+		hooks := cfg.Spec.Hooks
+		beforePivot := func() error {
+			if hooks == nil || len(hooks.Prestart)+len(hooks.CreateRuntime)+len(hooks.CreateContainer)+len(hooks.StartContainer) == 0 { //nolint:staticcheck // Prestart is deprecated but still part of the spec
+				return nil
+			}
+			if err := sendMsg(sock, &message{Type: msgHooks}); err != nil {
+				return err
+			}
+			m, _, err := recvMsg(sock)
+			if err != nil {
+				return fmt.Errorf("wait for runtime hooks: %w", err)
+			}
+			if m.Type != msgContinue || m.State == nil {
+				return fmt.Errorf("runtime hooks: unexpected %q %s", m.Type, m.Error)
+			}
+			state = m.State
+			if err := RunHooks(hooks.CreateContainer, state, nil); err != nil {
+				return fmt.Errorf("createContainer %w", err)
+			}
+			return nil
+		}
+		if err := setupContainer(cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, beforePivot); err != nil {
 			return fail(err)
 		}
 	}
@@ -88,6 +110,13 @@ func helperMain() int {
 	if err != nil || m.Type != msgStart {
 		return fail(fmt.Errorf("init helper: expected start, got %v %v", m, err))
 	}
+	if !cfg.Exec && cfg.Spec.Hooks != nil && len(cfg.Spec.Hooks.StartContainer) > 0 && state != nil {
+		st := *state
+		st.Status = specs.StateCreated
+		if err := RunHooks(cfg.Spec.Hooks.StartContainer, &st, nil); err != nil {
+			return fail(fmt.Errorf("startContainer %w", err))
+		}
+	}
 	err = p.exec()
 	// Only reached when something failed before or in execve.
 	sendMsg(sock, &message{Type: msgError, Error: err.Error()})
@@ -96,8 +125,8 @@ func helperMain() int {
 
 // setupContainer builds the container's world from inside its new
 // namespaces: root filesystem, hostname, sysctls.
-func setupContainer(spec *specs.Spec, rootfs string, noPivot bool) error {
-	if err := setupRootfs(spec, rootfs, noPivot); err != nil {
+func setupContainer(spec *specs.Spec, rootfs string, noPivot bool, beforePivot func() error) error {
+	if err := setupRootfs(spec, rootfs, noPivot, beforePivot); err != nil {
 		return err
 	}
 	if spec.Hostname != "" {

@@ -13,7 +13,7 @@ import (
 
 // setupRootfs runs in the helper, in its own mount namespace, and leaves
 // it chrooted (pivoted) into the container's root.
-func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool) error {
+func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot func() error) error {
 	prop := unix.MS_PRIVATE | unix.MS_REC
 	if p := spec.Linux.RootfsPropagation; p != "" {
 		f, ok := propagationFlags[p]
@@ -67,6 +67,11 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool) error {
 					return fmt.Errorf("symlink /dev/ptmx: %w", err)
 				}
 			}
+		}
+	}
+	if beforePivot != nil {
+		if err := beforePivot(); err != nil {
+			return err
 		}
 	}
 	if err := enterRoot(rootfs, noPivot); err != nil {

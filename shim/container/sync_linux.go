@@ -21,12 +21,18 @@ const (
 	msgReady  = "ready"  // helper -> parent: created, waiting for start
 	msgStart  = "start"  // parent -> helper: exec now
 	msgError  = "error"  // helper -> parent: failed, the helper exits
+	// msgHooks asks the parent to run the prestart and createRuntime
+	// hooks; msgContinue answers with the container state the helper
+	// hands to its own createContainer and startContainer hooks.
+	msgHooks    = "hooks"
+	msgContinue = "continue"
 )
 
 type message struct {
-	Type   string      `json:"type"`
-	Error  string      `json:"error,omitempty"`
-	Config *initConfig `json:"config,omitempty"`
+	Type   string       `json:"type"`
+	Error  string       `json:"error,omitempty"`
+	Config *initConfig  `json:"config,omitempty"`
+	State  *specs.State `json:"state,omitempty"`
 }
 
 type initConfig struct {

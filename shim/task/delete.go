@@ -12,6 +12,8 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
 )
 
@@ -81,6 +83,11 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 	if c.Rootfs != "" {
 		if err := mount.UnmountRecursive(c.Rootfs, 0); err != nil {
 			log.G(ctx).WithError(err).Warn("unmount rootfs")
+		}
+	}
+	if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststop) > 0 {
+		for _, err := range container.RunHooksWarn(h.Poststop, c.ctr.State(specs.StateStopped), reaperStart) {
+			log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop")
 		}
 	}
 	if err := p.SetDeleted(); err != nil {

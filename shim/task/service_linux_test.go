@@ -101,13 +101,17 @@ func newService(t *testing.T) (*service, *recorder, context.Context) {
 }
 
 func newBundle(t *testing.T, args ...string) string {
+	return newBundleHooks(t, nil, args...)
+}
+
+func newBundleHooks(t *testing.T, hooks *specs.Hooks, args ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	rootfs := filepath.Join(dir, "rootfs")
 	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
 	bb, _ := os.ReadFile("/bin/busybox")
 	os.WriteFile(filepath.Join(rootfs, "bin/busybox"), bb, 0o755)
-	for _, a := range []string{"sh", "sleep", "echo", "cat"} {
+	for _, a := range []string{"sh", "sleep", "echo", "cat", "true"} {
 		os.Symlink("busybox", filepath.Join(rootfs, "bin", a))
 	}
 	spec := specs.Spec{
@@ -119,6 +123,7 @@ func newBundle(t *testing.T, args ...string) string {
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "mode=755"}},
 		},
 		Linux: &specs.Linux{Namespaces: []specs.LinuxNamespace{{Type: specs.PIDNamespace}, {Type: specs.MountNamespace}}},
+		Hooks: hooks,
 	}
 	b, _ := json.Marshal(spec)
 	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
@@ -277,4 +282,33 @@ func TestCreateInvalid(t *testing.T) {
 		}
 	}
 	rec.wait(t, nil)
+}
+
+func TestPostHooks(t *testing.T) {
+	s, _, ctx := newService(t)
+	out := t.TempDir()
+	hook := func(name string) []specs.Hook {
+		return []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(out, name)}}}
+	}
+	bundle := newBundleHooks(t, &specs.Hooks{Poststart: hook("poststart"), Poststop: hook("poststop")}, "true")
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "c5", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "c5"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "poststart")); err != nil {
+		t.Fatal("poststart did not run before Start returned")
+	}
+	s.Wait(ctx, &taskAPI.WaitRequest{ID: "c5"})
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c5"}); err != nil {
+		t.Fatal(err)
+	}
+	for name, status := range map[string]specs.ContainerState{"poststart": specs.StateRunning, "poststop": specs.StateStopped} {
+		var st specs.State
+		b, _ := os.ReadFile(filepath.Join(out, name))
+		if err := json.Unmarshal(b, &st); err != nil || st.ID != "c5" || st.Status != status {
+			t.Errorf("%s got state %s (%v)", name, b, err)
+		}
+	}
 }

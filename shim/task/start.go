@@ -9,6 +9,9 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
 )
 
@@ -28,6 +31,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			return nil, errgrpc.ToGRPC(err)
 		}
 		p.SetRunning()
+		if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststart) > 0 {
+			for _, err := range container.RunHooksWarn(h.Poststart, c.ctr.State(specs.StateRunning), reaperStart) {
+				log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststart")
+			}
+		}
 		s.events.send(&eventstypes.TaskStart{ContainerID: c.ID, Pid: uint32(p.Pid())})
 		return &taskAPI.StartResponse{Pid: uint32(p.Pid())}, nil
 	}
