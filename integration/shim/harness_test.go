@@ -104,7 +104,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 	e.cd = exec.Command(containerd, "--config", filepath.Join(dir, "config.toml"))
 	e.cd.Env = append(os.Environ(), "PATH="+e.path)
 	e.cd.Stdout, e.cd.Stderr = logf, logf
-	e.cd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: a test binary killed by a timeout takes containerd along.
+	e.cd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := e.cd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -175,15 +176,28 @@ func (e *env) underPty(cmdline string, stdin string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "script", "-qec", cmdline, "/dev/null")
 	cmd.Env = append(os.Environ(), "PATH="+e.path)
-	pr, pw := io.Pipe()
+	// An *os.File stdin: os/exec then copies nothing and Wait does not
+	// wait for our writer. Without input, stdin stays open until the
+	// command is done, so that script(1) passes no EOF to the container.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer pr.Close()
 	cmd.Stdin = pr
+	writerDone := make(chan struct{})
 	go func() {
-		time.Sleep(time.Second)
-		io.WriteString(pw, stdin)
-		time.Sleep(3 * time.Second)
-		pw.Close()
+		defer close(writerDone)
+		if stdin != "" {
+			time.Sleep(time.Second)
+			io.WriteString(pw, stdin)
+			time.Sleep(3 * time.Second)
+			pw.Close()
+		}
 	}()
 	out, err := cmd.CombinedOutput()
+	<-writerDone
+	pw.Close()
 	return strings.ReplaceAll(clean(string(out)), "\r", ""), err
 }
 

@@ -79,6 +79,16 @@ func TestShim(t *testing.T) {
 			e.ctr("task", "delete", "x1")
 			e.ctr("containers", "rm", "x1")
 		}()
+		shims := e.shimPids()
+		fds := func() int {
+			n := 0
+			for _, p := range shims {
+				ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+				n += len(ents)
+			}
+			return n
+		}
+		before := fds()
 		out, err := e.ctr("task", "exec", "--exec-id", "e1", "x1", "sh", "-c", "hostname; cat /proc/1/cmdline; echo; exit 5")
 		if code := exitCode(t, err); code != 5 || strings.ReplaceAll(out, "\x00", "") != "ex\nsleep1000\n" {
 			t.Fatalf("exec: code %d output %q", code, strings.ReplaceAll(out, "\x00", ""))
@@ -86,6 +96,15 @@ func TestShim(t *testing.T) {
 		out, err = e.underPty("stty rows 30 cols 90; "+e.ctrLine("task", "exec", "-t", "--exec-id", "e2", "x1", "sh", "-c", "'tty; sleep 1; stty size; exit 4'"), "")
 		if code := exitCode(t, err); code != 4 || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "30 90") {
 			t.Fatalf("exec -t: code %d output %q", code, out)
+		}
+		for i := 0; i < 3; i++ {
+			e.mustCtr("task", "exec", "--exec-id", fmt.Sprint("n", i), "x1", "true")
+			e.underPty(e.ctrLine("task", "exec", "-t", "--exec-id", fmt.Sprint("t", i), "x1", "true"), "")
+		}
+		// Exec'd processes leave no fd behind in the shim (pty masters,
+		// FIFOs, pidfds).
+		if after := fds(); after != before {
+			t.Errorf("shim fds %d before the execs, %d after", before, after)
 		}
 	})
 
