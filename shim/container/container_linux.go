@@ -196,7 +196,7 @@ func Create(opts Options) (*Container, error) {
 		}
 		f, err := openNs(ns.Path, ns.Type)
 		if err != nil {
-			return nil, err
+			return nil, invalid("%v", err)
 		}
 		joins = append(joins, nsJoin{typ: ns.Type, f: f})
 	}
@@ -355,6 +355,9 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 	switch m.Type {
 	case msgReady:
 	case msgError:
+		if m.Invalid {
+			return fail(&ValidationError{Msg: m.Error})
+		}
 		return fail(errors.New(m.Error))
 	default:
 		return fail(fmt.Errorf("unexpected sync message %q", m.Type))

@@ -414,6 +414,9 @@ func TestInvalidSpecs(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q lacks %q", err, tc.want)
 			}
+			if !IsInvalidSpec(err) {
+				t.Errorf("error %q is not marked as an invalid spec", err)
+			}
 			if ms := mountsUnder(t, bundle); len(ms) != 0 {
 				t.Fatalf("left mounts behind: %v", ms)
 			}

@@ -37,7 +37,12 @@ func helperMain() int {
 	sock := os.NewFile(3, "sync")
 	unix.CloseOnExec(3)
 	fail := func(err error) int {
-		sendMsg(sock, &message{Type: msgError, Error: err.Error()})
+		var v *ValidationError
+		if errors.As(err, &v) {
+			sendMsg(sock, &message{Type: msgError, Error: v.Msg, Invalid: true})
+		} else {
+			sendMsg(sock, &message{Type: msgError, Error: err.Error()})
+		}
 		return 1
 	}
 	m, _, err := recvMsg(sock)

@@ -64,7 +64,7 @@ func lookupUser(name string) (user.User, error) {
 		return user.User{}, fmt.Errorf("read /etc/passwd in the container: %w", err)
 	}
 	if len(users) == 0 {
-		return user.User{}, fmt.Errorf("unknown user %q: no matching entry in the container's /etc/passwd", name)
+		return user.User{}, invalid("unknown user %q: no matching entry in the container's /etc/passwd", name)
 	}
 	return users[0], nil
 }
@@ -118,7 +118,7 @@ func lookPath(file, cwd, pathEnv string) (string, error) {
 			p = filepath.Join(cwd, p)
 		}
 		if err := check(p); err != nil {
-			return "", fmt.Errorf("executable %q: %w", file, err)
+			return "", invalid("executable %q: %v", file, err)
 		}
 		return p, nil
 	}
@@ -137,7 +137,7 @@ func lookPath(file, cwd, pathEnv string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("executable %q not found in $PATH (%s) in the container", file, pathEnv)
+	return "", invalid("executable %q not found in $PATH (%s) in the container", file, pathEnv)
 }
 
 // exec applies the process attributes and execve's. It returns only on

@@ -41,7 +41,7 @@ func resolveInRoot(root, unsafe string) (string, error) {
 		case "..":
 			if len(cur) == 0 {
 				if c.link {
-					return "", fmt.Errorf("path %q escapes the rootfs through a symlink", unsafe)
+					return "", invalid("path %q escapes the rootfs through a symlink", unsafe)
 				}
 				continue
 			}
@@ -56,7 +56,7 @@ func resolveInRoot(root, unsafe string) (string, error) {
 		}
 		links++
 		if links > 255 {
-			return "", fmt.Errorf("path %q: too many levels of symbolic links", unsafe)
+			return "", invalid("path %q: too many levels of symbolic links", unsafe)
 		}
 		target, err := os.Readlink(full)
 		if err != nil {

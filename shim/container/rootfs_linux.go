@@ -165,6 +165,9 @@ func parseOptions(opts []string) (flags int, prop []int, data string) {
 func mountOne(rootfs string, m specs.Mount) error {
 	dest, err := resolveInRoot(rootfs, m.Destination)
 	if err != nil {
+		if IsInvalidSpec(err) {
+			return invalid("mount %s: %s", m.Destination, err.(*ValidationError).Msg)
+		}
 		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
 	flags, prop, data := parseOptions(m.Options)

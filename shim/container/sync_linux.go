@@ -29,10 +29,12 @@ const (
 )
 
 type message struct {
-	Type   string       `json:"type"`
-	Error  string       `json:"error,omitempty"`
-	Config *initConfig  `json:"config,omitempty"`
-	State  *specs.State `json:"state,omitempty"`
+	Type  string `json:"type"`
+	Error string `json:"error,omitempty"`
+	// Invalid marks an error as a spec error (ValidationError).
+	Invalid bool         `json:"invalid,omitempty"`
+	Config  *initConfig  `json:"config,omitempty"`
+	State   *specs.State `json:"state,omitempty"`
 }
 
 type initConfig struct {
