@@ -171,6 +171,7 @@ echo keys=$(wc -c < /proc/keys)
 echo firmware=$(ls /sys/firmware | wc -l)
 echo > /proc/sys/kernel/domainname && echo procsys=rw || echo procsys=ro
 echo nnp=$(grep NoNewPrivs /proc/self/status | tr -d ' \t')
+echo ports=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start) domain=$(cat /proc/sys/kernel/domainname)
 echo nprocs=$(ls -d /proc/[0-9]* | wc -l)
 ls /dev | tr '\n' ' '; echo
 cat /proc/self/mountinfo`)
@@ -179,9 +180,11 @@ cat /proc/self/mountinfo`)
 	um := uint32(0o027)
 	spec.Process.User.Umask = &um
 	spec.Process.Cwd = "/tmp"
+	spec.Domainname = "example.org"
+	spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"}
 	out := runOK(t, spec)
 	for _, want := range []string{"pid=1\n", "host=tupper-test\n", "ids=1000:1000:1000 5 7\n", "nofile=1024\n", "umask=0027\n",
-		"keys=0\n", "firmware=0\n", "procsys=ro\n", "nnp=NoNewPrivs:1\n"} {
+		"keys=0\n", "firmware=0\n", "procsys=ro\n", "nnp=NoNewPrivs:1\n", "ports=0 domain=example.org\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

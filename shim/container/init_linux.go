@@ -131,9 +131,12 @@ func helperMain() int {
 // setupContainer builds the container's world from inside its new
 // namespaces: root filesystem, hostname, sysctls.
 func setupContainer(spec *specs.Spec, rootfs string, noPivot bool, beforePivot func() error) error {
-	if err := setupRootfs(spec, rootfs, noPivot, beforePivot); err != nil {
-		return err
-	}
+	return setupRootfs(spec, rootfs, noPivot, beforePivot, func() error { return setupSystem(spec) })
+}
+
+// setupSystem sets hostname, domainname and sysctls, inside the new root
+// and before /proc/sys is made read-only.
+func setupSystem(spec *specs.Spec) error {
 	if spec.Hostname != "" {
 		if err := unix.Sethostname([]byte(spec.Hostname)); err != nil {
 			return fmt.Errorf("set hostname: %w", err)

@@ -13,7 +13,7 @@ import (
 
 // setupRootfs runs in the helper, in its own mount namespace, and leaves
 // it chrooted (pivoted) into the container's root.
-func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot func() error) error {
+func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, afterPivot func() error) error {
 	prop := unix.MS_PRIVATE | unix.MS_REC
 	if p := spec.Linux.RootfsPropagation; p != "" {
 		f, ok := propagationFlags[p]
@@ -76,6 +76,12 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot func
 	}
 	if err := enterRoot(rootfs, noPivot); err != nil {
 		return err
+	}
+	// Sysctls go through /proc/sys, which is about to become read-only.
+	if afterPivot != nil {
+		if err := afterPivot(); err != nil {
+			return err
+		}
 	}
 	// Read-only paths first, then masks (runc's order, so that the mount
 	// tables of the two runtimes compare equal).
