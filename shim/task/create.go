@@ -56,6 +56,9 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if spec.Process != nil {
 		spec.Process.Terminal = r.Terminal
 	}
+	if ign := container.Ignored(spec); len(ign) > 0 {
+		log.G(ctx).WithField("id", r.ID).Warnf("not enforced by this tupper version: %v", ign)
+	}
 
 	c := &Container{ID: r.ID, Bundle: r.Bundle, execs: map[string]*process.Process{}}
 	if mounts := mount.FromProto(r.Rootfs); len(mounts) > 0 {
