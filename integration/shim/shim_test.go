@@ -150,7 +150,14 @@ func TestShim(t *testing.T) {
 		if n := len(e.shimPids()) - before; n != 1 {
 			t.Errorf("%d shims for a group of two", n)
 		}
-		for _, id := range []string{"g1", "g2"} {
+		// CRI's pod annotation groups the same way.
+		for _, id := range []string{"g3", "g4"} {
+			e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", "--annotation", "io.kubernetes.cri.sandbox-id=sb1", image, id, "sleep", "1000")
+		}
+		if n := len(e.shimPids()) - before; n != 2 {
+			t.Errorf("%d shims for two groups of two", n)
+		}
+		for _, id := range []string{"g1", "g2", "g3", "g4"} {
 			e.mustCtr("task", "kill", "-s", "KILL", id)
 			e.waitStopped(id)
 			e.mustCtr("task", "delete", id)
