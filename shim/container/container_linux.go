@@ -75,6 +75,7 @@ type Container struct {
 // Process is the container's init or an exec'd process.
 type Process struct {
 	pid     int
+	proc    *os.Process // signals go through its pidfd: no recycled pid
 	console *os.File
 	sync    *os.File
 
@@ -103,13 +104,15 @@ func (p *Process) Wait() (int, time.Time, error) {
 }
 
 // Signal sends sig to the process unless it has already been reaped.
+// It goes through the process' pidfd, so a pid recycled between the reap
+// and this call is never signalled.
 func (p *Process) Signal(sig unix.Signal) error {
 	select {
 	case <-p.done:
 		return os.ErrProcessDone
 	default:
 	}
-	return unix.Kill(p.pid, sig)
+	return p.proc.Signal(sig)
 }
 
 // start releases a created process: it sends "start" and waits for the
@@ -312,14 +315,17 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 	if err != nil {
 		return nil, fmt.Errorf("start init helper: %w", err)
 	}
-	p := &Process{pid: cmd.Process.Pid, sync: parentSock, done: make(chan struct{})}
+	p := &Process{pid: cmd.Process.Pid, proc: cmd.Process, sync: parentSock, done: make(chan struct{})}
 	go func() {
 		st, err := wait()
 		p.status, p.waitErr, p.exited = st, err, time.Now()
 		close(p.done)
+		// Only now: Signal must not find a released handle while the
+		// process still counts as running.
+		cmd.Process.Release()
 	}()
 	fail := func(err error) (*Process, error) {
-		unix.Kill(p.pid, unix.SIGKILL)
+		p.Signal(unix.SIGKILL)
 		<-p.done
 		return nil, err
 	}
@@ -345,7 +351,7 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 		m, fds, err = recvMsg(parentSock)
 	}
 	if err == io.EOF {
-		unix.Kill(p.pid, unix.SIGKILL)
+		p.Signal(unix.SIGKILL)
 		st, _, _ := p.Wait()
 		return nil, fmt.Errorf("init helper exited before it was ready (status %d)", st)
 	}

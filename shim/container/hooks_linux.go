@@ -96,7 +96,7 @@ func runHook(h specs.Hook, state *specs.State, start Starter) error {
 		err    error
 	}
 	done := make(chan result, 1)
-	go func() { s, err := wait(); done <- result{s, err} }()
+	go func() { s, err := wait(); cmd.Process.Release(); done <- result{s, err} }()
 	var timeout <-chan time.Time
 	if h.Timeout != nil {
 		if *h.Timeout <= 0 {

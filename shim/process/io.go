@@ -238,7 +238,7 @@ func (i *IO) startLogger(ctx context.Context, id, ns string, u *url.URL, start S
 		errW.Close()
 		return fmt.Errorf("start logging binary %s: %w", u.Path, err)
 	}
-	go wait()
+	go func() { wait(); cmd.Process.Release() }()
 	i.logger = cmd
 	b := make([]byte, 1)
 	n, _ := readyR.Read(b)

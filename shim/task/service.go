@@ -65,13 +65,9 @@ func reaperStart(cmd *exec.Cmd) (func() (int, error), error) {
 	if err != nil {
 		return nil, err
 	}
-	return func() (int, error) {
-		st, err := reaper.Default.Wait(cmd, ec)
-		// Nobody calls cmd.Wait: drop the process handle (its pidfd)
-		// now rather than at garbage collection.
-		cmd.Process.Release()
-		return st, err
-	}, nil
+	// Callers Release cmd.Process after wait returns (nobody calls
+	// cmd.Wait), which closes its pidfd.
+	return func() (int, error) { return reaper.Default.Wait(cmd, ec) }, nil
 }
 
 var (
