@@ -100,8 +100,19 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
   address = ""
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), e.sock, e.sock)
 	os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644)
-	logf, _ := os.Create(filepath.Join(dir, "containerd.log"))
-	e.cd = exec.Command(containerd, "--config", filepath.Join(dir, "config.toml"))
+	e.startContainerd(containerd)
+	tarPath := filepath.Join(dir, "tbox.tar")
+	if err := writeBusyboxImage(tarPath, "docker.io/library/tshim:latest"); err != nil {
+		t.Fatal(err)
+	}
+	e.mustCtr("images", "import", tarPath)
+	return e
+}
+
+func (e *env) startContainerd(containerd string) {
+	t := e.t
+	logf, _ := os.OpenFile(filepath.Join(e.dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	e.cd = exec.Command(containerd, "--config", filepath.Join(e.dir, "config.toml"))
 	e.cd.Env = append(os.Environ(), "PATH="+e.path)
 	e.cd.Stdout, e.cd.Stderr = logf, logf
 	// Pdeathsig: a test binary killed by a timeout takes containerd along.
@@ -109,8 +120,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 	if err := e.cd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	e.cdDone = make(chan struct{})
-	go func() { e.cd.Wait(); logf.Close(); close(e.cdDone) }()
+	done := make(chan struct{})
+	cd := e.cd
+	go func() { cd.Wait(); logf.Close(); close(done) }()
+	e.cdDone = done
 	for i := 0; ; i++ {
 		if _, err := e.ctr("version"); err == nil {
 			break
@@ -120,12 +133,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	tarPath := filepath.Join(dir, "tbox.tar")
-	if err := writeBusyboxImage(tarPath, "docker.io/library/tshim:latest"); err != nil {
-		t.Fatal(err)
+}
+
+// stopContainerd stops containerd by pid; shims keep running.
+func (e *env) stopContainerd() {
+	e.cd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.cdDone:
+	case <-time.After(10 * time.Second):
+		e.cd.Process.Kill()
+		<-e.cdDone
 	}
-	e.mustCtr("images", "import", tarPath)
-	return e
+	e.cd = nil
 }
 
 func (e *env) log() string {
@@ -301,13 +320,7 @@ func (e *env) cleanup() {
 		}
 	}
 	if e.cd != nil && e.cd.Process != nil {
-		e.cd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-e.cdDone:
-		case <-time.After(10 * time.Second):
-			e.cd.Process.Kill()
-			<-e.cdDone
-		}
+		e.stopContainerd()
 	}
 	for _, pid := range e.shimPids() {
 		e.t.Errorf("shim %d left running; killing it", pid)

@@ -204,6 +204,26 @@ func TestShim(t *testing.T) {
 		}
 	})
 
+	t.Run("containerd-restart", func(t *testing.T) {
+		e.t = t
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "r1", "sleep", "1000")
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "r2", "sh", "-c", "sleep 1; exit 6")
+		e.stopContainerd()
+		time.Sleep(2 * time.Second) // r2 exits while containerd is away
+		e.startContainerd(lookBin("containerd"))
+		e.waitStopped("r2")
+		if out := e.mustCtr("task", "delete", "r2"); !strings.Contains(out, "exit code 6") {
+			t.Errorf("r2 exit status lost: %q", out)
+		}
+		if out := e.mustCtr("task", "exec", "--exec-id", "e1", "r1", "echo", "again"); out != "again\n" {
+			t.Errorf("exec after restart: %q", out)
+		}
+		e.mustCtr("task", "kill", "-s", "KILL", "r1")
+		e.waitStopped("r1")
+		e.mustCtr("task", "delete", "r1")
+		e.mustCtr("containers", "rm", "r1", "r2")
+	})
+
 	t.Run("dead-shim-cleanup", func(t *testing.T) {
 		e.t = t
 		before := e.shimPids()
