@@ -260,6 +260,12 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 		}
 		joins = append(joins, nsJoin{typ: ns.Type, f: f})
 	}
+	// The files were opened by pid. Signal 0 through init's pidfd proves
+	// init was not reaped meanwhile, so they are its namespaces and not
+	// those of a process that recycled the pid.
+	if err := c.init.Signal(0); err != nil {
+		return nil, fmt.Errorf("container init has exited: %w", err)
+	}
 	cfg := &initConfig{Exec: true, Process: proc, NsFds: nsFds}
 	p, err := c.spawn(cfg, 0, joins, helperFds, stdio)
 	if err != nil {
