@@ -96,7 +96,7 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		pio.Close()
 		if container.IsInvalidSpec(err) {
-			return nil, fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err)
+			return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
 		}
 		return nil, err
 	}
