@@ -1,0 +1,266 @@
+package shim
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestShim runs the acceptance scenarios of the shim against one private
+// containerd.
+func TestShim(t *testing.T) {
+	e := newEnv(t)
+
+	t.Run("hello", func(t *testing.T) {
+		e.t = t
+		if out, code := e.run("hello", nil, "echo", "hello"); code != 0 || out != "hello\n" {
+			t.Fatalf("code %d output %q", code, out)
+		}
+	})
+
+	t.Run("exit-status", func(t *testing.T) {
+		e.t = t
+		if out, code := e.run("exit7", nil, "sh", "-c", "exit 7"); code != 7 {
+			t.Fatalf("code %d output %q", code, out)
+		}
+	})
+
+	t.Run("inside", func(t *testing.T) {
+		e.t = t
+		out, code := e.run("inside", []string{"--hostname", "box1"}, "sh", "-c",
+			"hostname; wc -c < /proc/keys; (echo x > /proc/sys/kernel/domainname) 2>/dev/null && echo rw || echo ro; ps -o pid,comm; true")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if code != 0 || len(lines) != 6 || lines[0] != "box1" || lines[1] != "0" || lines[2] != "ro" {
+			t.Fatalf("code %d output %q", code, out)
+		}
+		// Only the container's own processes: sh as PID 1, and ps.
+		if f := strings.Fields(lines[4]); f[0] != "1" || f[1] != "sh" {
+			t.Errorf("pid 1 is %q", lines[4])
+		}
+		if f := strings.Fields(lines[5]); f[1] != "ps" {
+			t.Errorf("unexpected process %q", lines[5])
+		}
+	})
+
+	t.Run("detached-kill-ps", func(t *testing.T) {
+		e.t = t
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "d1", "sh", "-c",
+			`trap "exit 3" TERM; while true; do sleep 1; done`)
+		pid := e.taskPid("d1")
+		ps := e.mustCtr("task", "ps", "d1")
+		if !strings.Contains(ps, fmt.Sprint(pid)) || len(strings.Split(strings.TrimSpace(ps), "\n")) < 2 {
+			t.Fatalf("task ps:\n%s", ps)
+		}
+		e.mustCtr("task", "kill", "-s", "TERM", "d1")
+		e.waitStopped("d1")
+		if out := e.mustCtr("task", "delete", "d1"); !strings.Contains(out, "exit code 3") {
+			t.Errorf("delete after TERM: %q", out)
+		}
+		e.mustCtr("containers", "rm", "d1")
+
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "d2", "sleep", "1000")
+		e.mustCtr("task", "kill", "-s", "KILL", "d2")
+		e.waitStopped("d2")
+		if out := e.mustCtr("task", "delete", "d2"); !strings.Contains(out, "exit code 137") {
+			t.Errorf("delete after KILL: %q", out)
+		}
+		e.mustCtr("containers", "rm", "d2")
+	})
+
+	t.Run("exec", func(t *testing.T) {
+		e.t = t
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", "--hostname", "ex", image, "x1", "sleep", "1000")
+		defer func() {
+			e.ctr("task", "kill", "-s", "KILL", "x1")
+			e.waitStopped("x1")
+			e.ctr("task", "delete", "x1")
+			e.ctr("containers", "rm", "x1")
+		}()
+		shims := e.shimPids()
+		fds := func() int {
+			n := 0
+			for _, p := range shims {
+				ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+				n += len(ents)
+			}
+			return n
+		}
+		before := fds()
+		out, err := e.ctr("task", "exec", "--exec-id", "e1", "x1", "sh", "-c", "hostname; cat /proc/1/cmdline; echo; exit 5")
+		if code := exitCode(t, err); code != 5 || strings.ReplaceAll(out, "\x00", "") != "ex\nsleep1000\n" {
+			t.Fatalf("exec: code %d output %q", code, strings.ReplaceAll(out, "\x00", ""))
+		}
+		out, err = e.underPty("stty rows 30 cols 90; "+e.ctrLine("task", "exec", "-t", "--exec-id", "e2", "x1", "sh", "-c", "'tty; sleep 1; stty size; exit 4'"), "")
+		if code := exitCode(t, err); code != 4 || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "30 90") {
+			t.Fatalf("exec -t: code %d output %q", code, out)
+		}
+		for i := 0; i < 3; i++ {
+			e.mustCtr("task", "exec", "--exec-id", fmt.Sprint("n", i), "x1", "true")
+			e.underPty(e.ctrLine("task", "exec", "-t", "--exec-id", fmt.Sprint("t", i), "x1", "true"), "")
+		}
+		// Exec'd processes leave no fd behind in the shim (pty masters,
+		// FIFOs, pidfds).
+		if after := fds(); after != before {
+			t.Errorf("shim fds %d before the execs, %d after", before, after)
+		}
+	})
+
+	t.Run("run-tty", func(t *testing.T) {
+		e.t = t
+		line := "stty rows 40 cols 100; " + e.ctrLine("run", "-t", "--rm", "--runtime", "io.containerd.tupper.v2", image, "t1", "sh")
+		// Interactive: the commands arrive once the shell is up, and
+		// stdin stays open until it has exited.
+		out, err := e.underPty(line, "sleep 1; stty size; tty\nexit 3\n")
+		if code := exitCode(t, err); code != 3 || !strings.Contains(out, "40 100") || !strings.Contains(out, "/dev/pts/0") {
+			t.Fatalf("run -t: code %d output %q", code, out)
+		}
+	})
+
+	t.Run("join-by-path", func(t *testing.T) {
+		e.t = t
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "j1", "sleep", "1000")
+		defer func() {
+			e.ctr("task", "kill", "-s", "KILL", "j1")
+			e.waitStopped("j1")
+			e.ctr("task", "delete", "j1")
+			e.ctr("containers", "rm", "j1")
+		}()
+		pid := e.taskPid("j1")
+		var extra, want []string
+		for _, n := range []struct{ oci, proc string }{{"network", "net"}, {"ipc", "ipc"}, {"uts", "uts"}, {"pid", "pid"}} {
+			extra = append(extra, "--with-ns", fmt.Sprintf("%s:/proc/%d/ns/%s", n.oci, pid, n.proc))
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, n.proc))
+			want = append(want, l)
+		}
+		out, code := e.run("j2", extra, "sh", "-c", "for n in net ipc uts pid; do readlink /proc/self/ns/$n; done; cat /proc/1/cmdline")
+		if code != 0 || out != strings.Join(want, "\n")+"\nsleep\x001000\x00" {
+			t.Fatalf("code %d output %q want %q", code, out, want)
+		}
+	})
+
+	t.Run("group", func(t *testing.T) {
+		e.t = t
+		before := len(e.shimPids())
+		for _, id := range []string{"g1", "g2"} {
+			e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", "--annotation", "io.containerd.tupper.v2.group=pod1", image, id, "sleep", "1000")
+		}
+		if n := len(e.shimPids()) - before; n != 1 {
+			t.Errorf("%d shims for a group of two", n)
+		}
+		// CRI's pod annotation groups the same way.
+		for _, id := range []string{"g3", "g4"} {
+			e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", "--annotation", "io.kubernetes.cri.sandbox-id=sb1", image, id, "sleep", "1000")
+		}
+		if n := len(e.shimPids()) - before; n != 2 {
+			t.Errorf("%d shims for two groups of two", n)
+		}
+		for _, id := range []string{"g1", "g2", "g3", "g4"} {
+			e.mustCtr("task", "kill", "-s", "KILL", id)
+			e.waitStopped(id)
+			e.mustCtr("task", "delete", id)
+			e.mustCtr("containers", "rm", id)
+		}
+		waitFor(t, func() bool { return len(e.shimPids()) == before }, "the group's shim to exit")
+	})
+
+	t.Run("invalid", func(t *testing.T) {
+		e.t = t
+		out, code := e.run("bad1", nil, "no-such-cmd")
+		if code == 0 || !strings.Contains(out, `executable "no-such-cmd" not found`) {
+			t.Fatalf("code %d output %q", code, out)
+		}
+		out, code = e.run("bad2", []string{"--mount", "type=tmpfs,src=tmpfs,dst=/escape/x"}, "true")
+		if code == 0 || !strings.Contains(out, `mount /escape/x: path "/escape/x" escapes the rootfs through a symlink`) {
+			t.Fatalf("code %d output %q", code, out)
+		}
+		waitFor(t, func() bool { return len(e.shimPids()) == 0 }, "no shim left")
+		if ms := mountsUnder(e.dir + "/state"); len(ms) != 0 {
+			t.Fatalf("mounts left: %v", ms)
+		}
+		if out := e.mustCtr("containers", "ls", "-q"); strings.TrimSpace(out) != "" {
+			t.Fatalf("containers left: %q", out)
+		}
+	})
+
+	t.Run("differential-runc", func(t *testing.T) {
+		e.t = t
+		if lookBin("containerd-shim-runc-v2") == "" || lookBin("runc") == "" {
+			t.Skip("needs runc and containerd-shim-runc-v2")
+		}
+		cmd := `grep -E "^(Cap|NoNewPrivs)" /proc/self/status; ulimit -n; ulimit -Hn; id; ls -la /dev | awk '{print $1, $3, $4, $NF}'; awk '{print $5, $4, $6}' /proc/self/mountinfo; umask; cat /proc/1/cmdline`
+		outs := map[string]string{}
+		for _, rt := range []string{"tupper", "runc"} {
+			out, err := e.ctr("run", "--rm", "--runtime", "io.containerd."+rt+".v2", "--user", "1000:1000", image, "diff-"+rt, "sh", "-c", cmd)
+			if err != nil {
+				t.Fatalf("%s: %v %s", rt, err, out)
+			}
+			outs[rt] = out
+		}
+		if outs["tupper"] != outs["runc"] {
+			t.Fatalf("tupper and runc differ\ntupper:\n%s\nrunc:\n%s", outs["tupper"], outs["runc"])
+		}
+	})
+
+	t.Run("containerd-restart", func(t *testing.T) {
+		e.t = t
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "r1", "sleep", "1000")
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "r2", "sh", "-c", "sleep 1; exit 6")
+		e.stopContainerd()
+		time.Sleep(2 * time.Second) // r2 exits while containerd is away
+		e.startContainerd(lookBin("containerd"))
+		e.waitStopped("r2")
+		if out := e.mustCtr("task", "delete", "r2"); !strings.Contains(out, "exit code 6") {
+			t.Errorf("r2 exit status lost: %q", out)
+		}
+		if out := e.mustCtr("task", "exec", "--exec-id", "e1", "r1", "echo", "again"); out != "again\n" {
+			t.Errorf("exec after restart: %q", out)
+		}
+		e.mustCtr("task", "kill", "-s", "KILL", "r1")
+		e.waitStopped("r1")
+		e.mustCtr("task", "delete", "r1")
+		e.mustCtr("containers", "rm", "r1", "r2")
+	})
+
+	t.Run("dead-shim-cleanup", func(t *testing.T) {
+		e.t = t
+		before := e.shimPids()
+		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "k1", "sleep", "1000")
+		pid := e.taskPid("k1")
+		var shim int
+		for _, p := range e.shimPids() {
+			if !contains(before, p) {
+				shim = p
+			}
+		}
+		if shim == 0 {
+			t.Fatal("no shim found")
+		}
+		syscall.Kill(shim, syscall.SIGKILL)
+		waitFor(t, func() bool { return syscall.Kill(pid, 0) != nil }, "the container's init to be killed by shim delete")
+		waitFor(t, func() bool { return len(mountsUnder(e.dir+"/state")) == 0 }, "the rootfs to be unmounted")
+		e.ctr("containers", "rm", "k1")
+	})
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, ok func() bool, what string) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		if ok() {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}

@@ -1,0 +1,446 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// Starter starts cmd and returns a function that waits for it and returns
+// its exit status (128+signal when killed). The shim passes one backed by
+// its reaper, so that os/exec never races the subreaper's wait4(-1).
+type Starter func(cmd *exec.Cmd) (wait func() (int, error), err error)
+
+// DefaultStarter starts cmd with os/exec and waits with cmd.Wait. Use it
+// only in processes that do not reap children on their own.
+func DefaultStarter(cmd *exec.Cmd) (func() (int, error), error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() (int, error) {
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			return -1, err
+		}
+		return ExitStatus(cmd.ProcessState.Sys().(syscall.WaitStatus)), nil
+	}, nil
+}
+
+// ExitStatus converts a wait status to a shell-style exit status.
+func ExitStatus(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+// Options describe a container to create.
+type Options struct {
+	ID     string
+	Bundle string // absolute; relative root.path and bind sources resolve against it
+	Spec   *specs.Spec
+	Stdio  Stdio
+	// Starter starts the helper process; nil means DefaultStarter.
+	Starter Starter
+	// NoPivotRoot uses MS_MOVE + chroot instead of pivot_root, for hosts
+	// whose root is an initramfs (runc's --no-pivot).
+	NoPivotRoot bool
+	// InitPath is the binary re-executed as the init helper; it must call
+	// MaybeInit. Empty means /proc/self/exe.
+	InitPath string
+}
+
+// Container is a created (and possibly started) container.
+type Container struct {
+	ID       string
+	Bundle   string
+	spec     *specs.Spec
+	rootfs   string
+	starter  Starter
+	initPath string
+	init     *Process
+}
+
+// Process is the container's init or an exec'd process.
+type Process struct {
+	pid     int
+	proc    *os.Process // signals go through its pidfd: no recycled pid
+	console *os.File
+	sync    *os.File
+
+	mu      sync.Mutex
+	started bool
+	done    chan struct{}
+	status  int
+	waitErr error
+	exited  time.Time
+}
+
+// Pid is the process id in the caller's pid namespace.
+func (p *Process) Pid() int { return p.pid }
+
+// Console is the pty master when the process has a terminal, else nil.
+// The caller owns it.
+func (p *Process) Console() *os.File { return p.console }
+
+// Done is closed when the process has exited and was reaped.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Wait blocks until the process exits and returns its exit status.
+func (p *Process) Wait() (int, time.Time, error) {
+	<-p.done
+	return p.status, p.exited, p.waitErr
+}
+
+// Signal sends sig to the process unless it has already been reaped.
+// It goes through the process' pidfd, so a pid recycled between the reap
+// and this call is never signalled.
+func (p *Process) Signal(sig unix.Signal) error {
+	select {
+	case <-p.done:
+		return os.ErrProcessDone
+	default:
+	}
+	return p.proc.Signal(sig)
+}
+
+// start releases a created process: it sends "start" and waits for the
+// helper's execve, seen as EOF on the sync socket.
+func (p *Process) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.started {
+		return errors.New("process already started")
+	}
+	if p.sync == nil {
+		return errors.New("process has no sync channel")
+	}
+	defer func() {
+		p.sync.Close()
+		p.sync = nil
+	}()
+	if err := sendMsg(p.sync, &message{Type: msgStart}); err != nil {
+		return fmt.Errorf("signal start: %w", err)
+	}
+	m, _, err := recvMsg(p.sync)
+	if err == io.EOF {
+		p.started = true
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("wait for exec: %w", err)
+	}
+	if m.Type == msgError {
+		return errors.New(m.Error)
+	}
+	return fmt.Errorf("unexpected sync message %q", m.Type)
+}
+
+// Create builds the container and leaves its init blocked before exec.
+// On error nothing is left behind: the helper is killed and reaped, and
+// its mounts lived only in its own mount namespace.
+func Create(opts Options) (*Container, error) {
+	spec := opts.Spec
+	if spec == nil {
+		return nil, invalid("no spec")
+	}
+	if err := validate(spec); err != nil {
+		return nil, err
+	}
+	rootfs, err := rootfsPath(opts.Bundle, spec)
+	if err != nil {
+		return nil, err
+	}
+	c := &Container{
+		ID:       opts.ID,
+		Bundle:   opts.Bundle,
+		spec:     spec,
+		rootfs:   rootfs,
+		starter:  opts.Starter,
+		initPath: opts.InitPath,
+	}
+	if c.starter == nil {
+		c.starter = DefaultStarter
+	}
+	if c.initPath == "" {
+		c.initPath = "/proc/self/exe"
+	}
+	// Bind sources relative to the bundle become absolute here, because
+	// the helper's working directory is not something to rely on.
+	sp := *spec
+	sp.Mounts = append([]specs.Mount(nil), spec.Mounts...)
+	for i, m := range sp.Mounts {
+		if isBind(m) && m.Source != "" && !filepath.IsAbs(m.Source) {
+			sp.Mounts[i].Source = filepath.Join(opts.Bundle, m.Source)
+		}
+	}
+	var cloneFlags uintptr
+	var joins []nsJoin
+	defer func() {
+		for _, j := range joins {
+			j.f.Close()
+		}
+	}()
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path == "" {
+			cloneFlags |= nsFlags[ns.Type]
+			continue
+		}
+		f, err := openNs(ns.Path, ns.Type)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		joins = append(joins, nsJoin{typ: ns.Type, f: f})
+	}
+	cfg := &initConfig{Spec: &sp, Process: spec.Process, Rootfs: rootfs, NoPivotRoot: opts.NoPivotRoot}
+	p, err := c.spawn(cfg, cloneFlags, joins, nil, opts.Stdio)
+	if err != nil {
+		return nil, err
+	}
+	c.init = p
+	return c, nil
+}
+
+// Init returns the container's init process.
+func (c *Container) Init() *Process { return c.init }
+
+// Pid is the init process id.
+func (c *Container) Pid() int { return c.init.pid }
+
+// Spec returns the spec the container was created from.
+func (c *Container) Spec() *specs.Spec { return c.spec }
+
+// Start execs the container's program.
+func (c *Container) Start() error { return c.init.start() }
+
+// Exec runs proc inside the running container, joining all of its
+// namespaces, and returns once the program has been exec'd.
+func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
+	if err := validateProcess(proc); err != nil {
+		return nil, err
+	}
+	select {
+	case <-c.init.done:
+		return nil, errors.New("container init has exited")
+	default:
+	}
+	var joins []nsJoin
+	var helperFds []*os.File
+	defer func() {
+		for _, j := range joins {
+			j.f.Close()
+		}
+		for _, f := range helperFds {
+			f.Close()
+		}
+	}()
+	nsFds := map[specs.LinuxNamespaceType]int{}
+	for _, ns := range c.spec.Linux.Namespaces {
+		path := fmt.Sprintf("/proc/%d/ns/%s", c.init.pid, procNsName[ns.Type])
+		f, err := openNs(path, ns.Type)
+		if err != nil {
+			return nil, err
+		}
+		if ns.Type == specs.MountNamespace {
+			// fd 3 is the sync socket; joined-by-helper fds follow it.
+			nsFds[ns.Type] = 4 + len(helperFds)
+			helperFds = append(helperFds, f)
+			continue
+		}
+		joins = append(joins, nsJoin{typ: ns.Type, f: f})
+	}
+	// The files were opened by pid. Signal 0 through init's pidfd proves
+	// init was not reaped meanwhile, so they are its namespaces and not
+	// those of a process that recycled the pid.
+	if err := c.init.Signal(0); err != nil {
+		return nil, fmt.Errorf("container init has exited: %w", err)
+	}
+	cfg := &initConfig{Exec: true, Process: proc, NsFds: nsFds}
+	p, err := c.spawn(cfg, 0, joins, helperFds, stdio)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.start(); err != nil {
+		p.Signal(unix.SIGKILL)
+		p.Wait()
+		return nil, err
+	}
+	return p, nil
+}
+
+// spawn starts the helper, sends cfg and waits until it is ready.
+func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, extra []*os.File, stdio Stdio) (_ *Process, retErr error) {
+	parentSock, childSock, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			parentSock.Close()
+		}
+	}()
+	cmd := &exec.Cmd{
+		Path:       c.initPath,
+		Args:       []string{"tupper-init", c.ID},
+		Env:        []string{initEnv + "=1"},
+		ExtraFiles: append([]*os.File{childSock}, extra...),
+		SysProcAttr: &syscall.SysProcAttr{
+			Cloneflags: cloneFlags,
+			Setsid:     true,
+		},
+	}
+	if c.Bundle != "" {
+		cmd.Dir = c.Bundle
+	}
+	if !cfg.Process.Terminal {
+		// Only *os.File values: anything else would make os/exec start
+		// copying goroutines that call Wait-like logic behind our back.
+		if stdio.Stdin != nil {
+			cmd.Stdin = stdio.Stdin
+		}
+		if stdio.Stdout != nil {
+			cmd.Stdout = stdio.Stdout
+		}
+		if stdio.Stderr != nil {
+			cmd.Stderr = stdio.Stderr
+		}
+	}
+	wait, err := startJoined(cmd, c.starter, joins)
+	childSock.Close()
+	if err != nil {
+		return nil, fmt.Errorf("start init helper: %w", err)
+	}
+	p := &Process{pid: cmd.Process.Pid, proc: cmd.Process, sync: parentSock, done: make(chan struct{})}
+	go func() {
+		st, err := wait()
+		p.status, p.waitErr, p.exited = st, err, time.Now()
+		close(p.done)
+		// Only now: Signal must not find a released handle while the
+		// process still counts as running.
+		cmd.Process.Release()
+	}()
+	fail := func(err error) (*Process, error) {
+		p.Signal(unix.SIGKILL)
+		<-p.done
+		return nil, err
+	}
+	if err := sendMsg(parentSock, &message{Type: msgConfig, Config: cfg}); err != nil {
+		return fail(fmt.Errorf("send config to init helper: %w", err))
+	}
+	m, fds, err := recvMsg(parentSock)
+	if err == nil && m.Type == msgHooks && cfg.Spec != nil {
+		// The container's namespaces and mounts exist; the runtime's
+		// hooks run now, before the helper pivots.
+		state := &specs.State{Version: specs.Version, ID: c.ID, Status: specs.StateCreating, Pid: p.pid,
+			Bundle: c.Bundle, Annotations: cfg.Spec.Annotations}
+		h := cfg.Spec.Hooks
+		if err := RunHooks(h.Prestart, state, c.starter); err != nil { //nolint:staticcheck // Prestart is deprecated but still part of the spec
+			return fail(fmt.Errorf("prestart %w", err))
+		}
+		if err := RunHooks(h.CreateRuntime, state, c.starter); err != nil {
+			return fail(fmt.Errorf("createRuntime %w", err))
+		}
+		if err := sendMsg(parentSock, &message{Type: msgContinue, State: state}); err != nil {
+			return fail(err)
+		}
+		m, fds, err = recvMsg(parentSock)
+	}
+	if err == io.EOF {
+		p.Signal(unix.SIGKILL)
+		st, _, _ := p.Wait()
+		return nil, fmt.Errorf("init helper exited before it was ready (status %d)", st)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	switch m.Type {
+	case msgReady:
+	case msgError:
+		if m.Invalid {
+			return fail(&ValidationError{Msg: m.Error})
+		}
+		return fail(errors.New(m.Error))
+	default:
+		return fail(fmt.Errorf("unexpected sync message %q", m.Type))
+	}
+	if cfg.Process.Terminal {
+		if len(fds) != 1 {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return fail(errors.New("init helper sent no pty master"))
+		}
+		p.console = os.NewFile(uintptr(fds[0]), "pty-master")
+	}
+	return p, nil
+}
+
+// Pids lists the processes in the container's pid namespace, init first.
+// Without a pid namespace of its own only init is known.
+func (c *Container) Pids() ([]int, error) {
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", c.init.pid))
+	if err != nil {
+		return nil, err
+	}
+	own := false
+	for _, n := range c.spec.Linux.Namespaces {
+		if n.Type == specs.PIDNamespace && n.Path == "" {
+			own = true
+		}
+	}
+	pids := []int{c.init.pid}
+	if !own {
+		return pids, nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == c.init.pid {
+			continue
+		}
+		if l, err := os.Readlink("/proc/" + e.Name() + "/ns/pid"); err == nil && l == ns {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}
+
+// KillAll sends sig to every process of the container.
+func (c *Container) KillAll(sig unix.Signal) error {
+	pids, err := c.Pids()
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
+			return err
+		}
+	}
+	return nil
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,12 @@
+// Package container builds and runs Linux containers from an OCI runtime
+// spec without runc. It knows nothing about containerd or the shim API: a
+// shim, a tiny CLI or a benchmark can drive it.
+//
+// A container is created in two steps. Create re-executes the current binary
+// (/proc/self/exe) as an "init" helper inside fresh namespaces; the helper
+// prepares the root filesystem, pivots into it, resolves the user and the
+// executable, then blocks on its sync socket. Start tells the helper to
+// drop to the process' credentials and execve the container's program, so
+// the program is PID 1 of its pid namespace. Every binary that uses this
+// package must call MaybeInit first thing in main (or TestMain).
+package container

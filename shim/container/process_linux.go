@@ -1,0 +1,205 @@
+package container
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/moby/sys/user"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// preparedProcess is a process whose user and executable have been
+// resolved inside the container, so that Create can fail on them.
+type preparedProcess struct {
+	spec   *specs.Process
+	path   string
+	env    []string
+	uid    int
+	gid    int
+	groups []int
+	caps   *capSets
+}
+
+// prepareProcess runs in the helper after the container's root is in
+// place (or after joining it). create is true for a new container's init,
+// which may create its working directory.
+func prepareProcess(p *specs.Process, create bool) (*preparedProcess, error) {
+	pp := &preparedProcess{spec: p, env: p.Env, uid: int(p.User.UID), gid: int(p.User.GID)}
+	if p.User.Username != "" {
+		u, err := lookupUser(p.User.Username)
+		if err != nil {
+			return nil, err
+		}
+		pp.uid, pp.gid = u.Uid, u.Gid
+	}
+	for _, g := range p.User.AdditionalGids {
+		pp.groups = append(pp.groups, int(g))
+	}
+	caps, err := parseCaps(p.Capabilities)
+	if err != nil {
+		return nil, err
+	}
+	pp.caps = caps
+	if err := checkCwd(p.Cwd, create); err != nil {
+		return nil, err
+	}
+	path, err := lookPath(p.Args[0], p.Cwd, envValue(p.Env, "PATH"))
+	if err != nil {
+		return nil, err
+	}
+	pp.path = path
+	return pp, nil
+}
+
+// lookupUser resolves a user name through the container's /etc/passwd.
+func lookupUser(name string) (user.User, error) {
+	users, err := user.ParsePasswdFileFilter("/etc/passwd", func(u user.User) bool { return u.Name == name })
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return user.User{}, fmt.Errorf("read /etc/passwd in the container: %w", err)
+	}
+	if len(users) == 0 {
+		return user.User{}, invalid("unknown user %q: no matching entry in the container's /etc/passwd", name)
+	}
+	return users[0], nil
+}
+
+func checkCwd(cwd string, create bool) error {
+	st, err := os.Stat(cwd)
+	if err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("process.cwd %s is not a directory", cwd)
+		}
+		return nil
+	}
+	if !create || !os.IsNotExist(err) {
+		return fmt.Errorf("process.cwd: %w", err)
+	}
+	if err := os.MkdirAll(cwd, 0o755); err != nil {
+		return fmt.Errorf("create process.cwd: %w", err)
+	}
+	return nil
+}
+
+func envValue(env []string, key string) string {
+	v := ""
+	for _, e := range env {
+		if k, val, ok := strings.Cut(e, "="); ok && k == key {
+			v = val
+		}
+	}
+	return v
+}
+
+// lookPath finds the executable the way execvp would, inside the
+// container's root (the helper has already pivoted or joined it).
+func lookPath(file, cwd, pathEnv string) (string, error) {
+	check := func(p string) error {
+		st, err := os.Stat(p)
+		if err != nil {
+			return err
+		}
+		if st.IsDir() {
+			return fmt.Errorf("%s is a directory", p)
+		}
+		if st.Mode()&0o111 == 0 {
+			return fmt.Errorf("%s is not executable", p)
+		}
+		return nil
+	}
+	if strings.Contains(file, "/") {
+		p := file
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(cwd, p)
+		}
+		if err := check(p); err != nil {
+			return "", invalid("executable %q: %v", file, err)
+		}
+		return p, nil
+	}
+	if pathEnv == "" {
+		pathEnv = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		if dir == "" {
+			dir = "."
+		}
+		if !filepath.IsAbs(dir) {
+			dir = filepath.Join(cwd, dir)
+		}
+		p := filepath.Join(dir, file)
+		if check(p) == nil {
+			return p, nil
+		}
+	}
+	return "", invalid("executable %q not found in $PATH (%s) in the container", file, pathEnv)
+}
+
+// exec applies the process attributes and execve's. It returns only on
+// failure.
+func (p *preparedProcess) exec() error {
+	s := p.spec
+	for _, rl := range s.Rlimits {
+		// syscall.Setrlimit, not a raw prlimit: the Go runtime raised our
+		// soft RLIMIT_NOFILE at startup and syscall.Exec puts the
+		// original back unless RLIMIT_NOFILE was set through it.
+		lim := syscall.Rlimit{Cur: rl.Soft, Max: rl.Hard}
+		if err := syscall.Setrlimit(rlimitNames[rl.Type], &lim); err != nil {
+			if err == unix.EPERM {
+				return fmt.Errorf("set %s soft=%d hard=%d: %w (raising a hard limit needs CAP_SYS_RESOURCE)", rl.Type, rl.Soft, rl.Hard, err)
+			}
+			return fmt.Errorf("set %s: %w", rl.Type, err)
+		}
+	}
+	if s.OOMScoreAdj != nil {
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(*s.OOMScoreAdj)), 0); err != nil {
+			return fmt.Errorf("set oom_score_adj to %d: %w (lowering it needs CAP_SYS_RESOURCE)", *s.OOMScoreAdj, err)
+		}
+	}
+	if err := unix.Chdir(s.Cwd); err != nil {
+		return fmt.Errorf("chdir %s: %w", s.Cwd, err)
+	}
+	if p.caps != nil {
+		if err := p.caps.dropBounding(); err != nil {
+			return err
+		}
+		// Keep the permitted set across the uid change; apply() then
+		// sets exactly what the spec asks for.
+		if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set keepcaps: %w", err)
+		}
+	}
+	if err := unix.Setgroups(p.groups); err != nil {
+		return fmt.Errorf("setgroups %v: %w", p.groups, err)
+	}
+	if err := unix.Setresgid(p.gid, p.gid, p.gid); err != nil {
+		return fmt.Errorf("setgid %d: %w", p.gid, err)
+	}
+	if err := unix.Setresuid(p.uid, p.uid, p.uid); err != nil {
+		return fmt.Errorf("setuid %d: %w", p.uid, err)
+	}
+	if p.caps != nil {
+		if err := p.caps.apply(); err != nil {
+			return err
+		}
+	}
+	umask := 0o022
+	if s.User.Umask != nil {
+		umask = int(*s.User.Umask)
+	}
+	unix.Umask(umask)
+	if s.NoNewPrivileges {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+	if err := unix.Exec(p.path, s.Args, p.env); err != nil {
+		return fmt.Errorf("exec %s: %w", p.path, err)
+	}
+	return nil
+}

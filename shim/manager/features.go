@@ -1,0 +1,39 @@
+package manager
+
+import (
+	"sort"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"github.com/tupper/tupper/shim/container"
+)
+
+// Features lists what tupper really implements today. CRI reads it (for
+// example "rro" in MountOptions would turn on recursive read-only
+// mounts, so it is absent).
+func Features() *features.Features {
+	opts := []string{
+		"defaults", "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
+		"sync", "async", "dirsync", "mand", "nomand", "atime", "noatime", "diratime",
+		"nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime",
+		"bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave",
+		"unbindable", "runbindable",
+	}
+	sort.Strings(opts)
+	no := false
+	caps := container.CapabilityNames()
+	return &features.Features{
+		OCIVersionMin: "1.0.0",
+		OCIVersionMax: specs.Version,
+		Hooks:         []string{"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"},
+		MountOptions:  opts,
+		Linux: &features.Linux{
+			Namespaces: []string{
+				string(specs.PIDNamespace), string(specs.NetworkNamespace), string(specs.MountNamespace),
+				string(specs.IPCNamespace), string(specs.UTSNamespace), string(specs.CgroupNamespace),
+			},
+			Capabilities:    caps,
+			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &no}},
+		},
+	}
+}

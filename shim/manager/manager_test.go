@@ -1,0 +1,45 @@
+package manager
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestGroup(t *testing.T) {
+	dir := t.TempDir()
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(dir)
+	for _, tc := range []struct {
+		annotations string
+		want        string
+	}{
+		{`{}`, "c1"},
+		{`{"io.kubernetes.cri.sandbox-id": "pod"}`, "pod"},
+		{`{"io.kubernetes.cri.sandbox-id": "pod", "io.containerd.tupper.v2.group": "g"}`, "g"},
+		{`{"io.containerd.runc.v2.group": "runc-only"}`, "c1"},
+	} {
+		os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"annotations": `+tc.annotations+`}`), 0o644)
+		if got, err := group("c1"); err != nil || got != tc.want {
+			t.Errorf("%s: group %q %v, want %q", tc.annotations, got, err, tc.want)
+		}
+	}
+}
+
+func TestFeatures(t *testing.T) {
+	f := Features()
+	for _, ns := range f.Linux.Namespaces {
+		if ns == "user" || ns == "time" {
+			t.Errorf("advertises %s namespaces", ns)
+		}
+	}
+	for _, o := range f.MountOptions {
+		if o == "rro" {
+			t.Error("advertises rro")
+		}
+	}
+	if len(f.Linux.Capabilities) < 41 || f.Linux.Capabilities[0] != "CAP_CHOWN" {
+		t.Errorf("capabilities %v", f.Linux.Capabilities)
+	}
+}

@@ -1,0 +1,157 @@
+package process
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/pkg/stdio"
+)
+
+func plainStart(cmd *exec.Cmd) (func() (int, error), error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() (int, error) { cmd.Wait(); return cmd.ProcessState.ExitCode(), nil }, nil
+}
+
+// runWith runs `sh -c script` with the IO's child ends, like the shim
+// does with a container process.
+func runWith(t *testing.T, i *IO, script string) {
+	t.Helper()
+	c := i.ChildStdio()
+	cmd := exec.Command("/bin/sh", "-c", script)
+	if c.Stdin != nil {
+		cmd.Stdin = c.Stdin
+	}
+	if c.Stdout != nil {
+		cmd.Stdout = c.Stdout
+	}
+	if c.Stderr != nil {
+		cmd.Stderr = c.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	i.CloseChildEnds()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mkfifo(t *testing.T, dir, name string) string {
+	p := filepath.Join(dir, name)
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestFifos(t *testing.T) {
+	dir := t.TempDir()
+	in, out, errp := mkfifo(t, dir, "in"), mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdin: in, Stdout: out, Stderr: errp}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	// The client side, opened after Create as containerd may do.
+	read := func(p string) chan string {
+		ch := make(chan string, 1)
+		go func() {
+			f, _ := os.OpenFile(p, os.O_RDONLY, 0)
+			b, _ := io.ReadAll(f)
+			ch <- string(b)
+		}()
+		return ch
+	}
+	outC, errC := read(out), read(errp)
+	w, err := os.OpenFile(in, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.WriteString("from stdin\n")
+	w.Close()
+	runWith(t, i, "cat; echo to-err >&2")
+	if !i.Wait(5 * time.Second) {
+		t.Fatal("copies did not finish")
+	}
+	if got := <-outC; got != "from stdin\n" {
+		t.Errorf("stdout %q", got)
+	}
+	if got := <-errC; got != "to-err\n" {
+		t.Errorf("stderr %q", got)
+	}
+}
+
+func TestCloseStdin(t *testing.T) {
+	dir := t.TempDir()
+	in := mkfifo(t, dir, "in")
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdin: in}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	w, _ := os.OpenFile(in, os.O_WRONLY, 0) // the client keeps stdin open
+	defer w.Close()
+	go func() { time.Sleep(200 * time.Millisecond); i.CloseStdin() }()
+	done := make(chan struct{})
+	go func() { runWith(t, i, "cat >/dev/null"); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("CloseStdin did not give the process EOF")
+	}
+}
+
+func TestFileURI(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "sub", "log")
+	uri := "file://" + log
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdout: uri, Stderr: uri}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWith(t, i, "echo out; echo err >&2")
+	i.Close()
+	b, _ := os.ReadFile(log)
+	if string(b) != "out\nerr\n" {
+		t.Fatalf("log %q", b)
+	}
+}
+
+func TestBinaryURI(t *testing.T) {
+	dir := t.TempDir()
+	logger := filepath.Join(dir, "logger")
+	// fd 3 stdout, fd 4 stderr, fd 5 ready; args come from the query.
+	os.WriteFile(logger, []byte("#!/bin/sh\nexec 5>&-\ncat <&3 > \"$2\".out & cat <&4 > \"$2\".err & wait\necho \"$CONTAINER_ID $CONTAINER_NAMESPACE\" > \"$2\".env\n"), 0o755)
+	base := filepath.Join(dir, "captured")
+	uri := "binary://" + logger + "?dest=" + base
+	i, err := NewIO(context.Background(), "cid", "cns", stdio.Stdio{Stdout: uri, Stderr: uri}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWith(t, i, "echo out; echo err >&2")
+	i.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		env, _ := os.ReadFile(base + ".env")
+		if strings.TrimSpace(string(env)) == "cid cns" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("logger did not finish (env %q)", env)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	o, _ := os.ReadFile(base + ".out")
+	e, _ := os.ReadFile(base + ".err")
+	if string(o) != "out\n" || string(e) != "err\n" {
+		t.Fatalf("out %q err %q", o, e)
+	}
+}

@@ -1,0 +1,51 @@
+package process
+
+import (
+	"fmt"
+
+	"github.com/containerd/errdefs"
+)
+
+// Status is a process' lifecycle state.
+//
+//	created --start--> running --exit--> stopped --delete--> deleted
+//	created --exit (killed before start)--> stopped
+//	created --delete--> deleted (the shim kills it first)
+type Status int
+
+const (
+	Created Status = iota
+	Running
+	Stopped
+	Deleted
+)
+
+func (s Status) String() string {
+	switch s {
+	case Created:
+		return "created"
+	case Running:
+		return "running"
+	case Stopped:
+		return "stopped"
+	case Deleted:
+		return "deleted"
+	}
+	return fmt.Sprintf("status(%d)", int(s))
+}
+
+var transitions = map[Status][]Status{
+	Created: {Running, Stopped, Deleted},
+	Running: {Stopped},
+	Stopped: {Deleted},
+}
+
+// transition checks that from -> to is a legal move.
+func transition(from, to Status) error {
+	for _, ok := range transitions[from] {
+		if ok == to {
+			return nil
+		}
+	}
+	return fmt.Errorf("process is %s, cannot become %s: %w", from, to, errdefs.ErrFailedPrecondition)
+}

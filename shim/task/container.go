@@ -1,0 +1,49 @@
+package task
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/process"
+)
+
+// Container is the shim's per-container state.
+type Container struct {
+	ID     string
+	Bundle string
+	// Rootfs is the mount target the shim mounted (and must unmount), or
+	// "" when containerd passed no rootfs mounts.
+	Rootfs string
+
+	ctr  *container.Container
+	init *process.Process
+
+	mu    sync.Mutex
+	execs map[string]*process.Process
+}
+
+// Process returns init for "" and the exec otherwise.
+func (c *Container) Process(execID string) (*process.Process, error) {
+	if execID == "" {
+		return c.init, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.execs[execID]
+	if !ok {
+		return nil, fmt.Errorf("exec %q in container %q: %w", execID, c.ID, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+func (c *Container) execList() []*process.Process {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ps := make([]*process.Process, 0, len(c.execs))
+	for _, p := range c.execs {
+		ps = append(ps, p)
+	}
+	return ps
+}

@@ -1,0 +1,42 @@
+package task
+
+import (
+	"context"
+	"fmt"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+)
+
+// ResizePty resizes a process' terminal.
+func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*types.Empty, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	p.Lock()
+	defer p.Unlock()
+	if p.IO == nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("process has no terminal yet: %w", errdefs.ErrFailedPrecondition))
+	}
+	if err := p.IO.Resize(r.Width, r.Height); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err))
+	}
+	return &types.Empty{}, nil
+}
+
+// CloseIO closes a process' stdin.
+func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*types.Empty, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	p.Lock()
+	defer p.Unlock()
+	if r.Stdin && p.IO != nil {
+		p.IO.CloseStdin()
+	}
+	return &types.Empty{}, nil
+}

@@ -1,0 +1,98 @@
+// Package task implements the containerd task API (v3) on top of the
+// container package. Each RPC group lives in its own file.
+package task
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sync"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/ttrpc"
+	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/process"
+)
+
+var _ taskAPI.TTRPCTaskService = (*service)(nil)
+
+type service struct {
+	ctx       context.Context
+	publisher shim.Publisher
+	shutdown  shutdown.Service
+	events    *eventQueue
+
+	mu         sync.Mutex
+	containers map[string]*Container
+	creating   map[string]bool
+}
+
+// NewTaskService returns the task service of one shim process, which may
+// serve several containers (a pod).
+func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+	s := &service{
+		ctx:        ctx,
+		publisher:  publisher,
+		shutdown:   sd,
+		events:     newEventQueue(ctx, publisher),
+		containers: map[string]*Container{},
+		creating:   map[string]bool{},
+	}
+	sd.RegisterCallback(func(context.Context) error {
+		s.events.close(5 * time.Second)
+		return nil
+	})
+	if address, err := shim.ReadAddress("address"); err == nil {
+		sd.RegisterCallback(func(context.Context) error { return shim.RemoveSocket(address) })
+	}
+	return s, nil
+}
+
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+// reaperStart starts cmd through the shim's reaper: pkg/shim reaps every
+// child on SIGCHLD with wait4(-1), so os/exec's Wait would race it.
+func reaperStart(cmd *exec.Cmd) (func() (int, error), error) {
+	ec, err := reaper.Default.Start(cmd)
+	if err != nil {
+		return nil, err
+	}
+	// Callers Release cmd.Process after wait returns (nobody calls
+	// cmd.Wait), which closes its pidfd.
+	return func() (int, error) { return reaper.Default.Wait(cmd, ec) }, nil
+}
+
+var (
+	_ container.Starter = reaperStart
+	_ process.Starter   = reaperStart
+)
+
+func (s *service) get(id string) (*Container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.containers[id]
+	if !ok {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+	}
+	return c, nil
+}
+
+func (s *service) getProcess(id, execID string) (*Container, *process.Process, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := c.Process(execID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, p, nil
+}

@@ -1,0 +1,101 @@
+package task
+
+import (
+	"context"
+	"os"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/tupper/tupper/shim/process"
+)
+
+var statusMap = map[process.Status]task.Status{
+	process.Created: task.Status_CREATED,
+	process.Running: task.Status_RUNNING,
+	process.Stopped: task.Status_STOPPED,
+	process.Deleted: task.Status_STOPPED,
+}
+
+// State reports a process' state.
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	c, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	p.Lock()
+	defer p.Unlock()
+	id := p.ID
+	if id == "" {
+		id = c.ID
+	}
+	resp := &taskAPI.StateResponse{
+		ID:       id,
+		Bundle:   c.Bundle,
+		Pid:      uint32(p.Pid()),
+		Status:   statusMap[p.Status()],
+		Stdin:    p.Stdio.Stdin,
+		Stdout:   p.Stdio.Stdout,
+		Stderr:   p.Stdio.Stderr,
+		Terminal: p.Stdio.Terminal,
+		ExecID:   p.ID,
+	}
+	if p.Status() == process.Stopped {
+		code, at := p.ExitStatus()
+		resp.ExitStatus = uint32(code)
+		resp.ExitedAt = protobuf.ToTimestamp(at)
+	}
+	return resp, nil
+}
+
+// Wait blocks until the process has exited.
+func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	_, p, err := s.getProcess(r.ID, r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	select {
+	case <-p.Exited():
+	case <-ctx.Done():
+		return nil, errgrpc.ToGRPC(ctx.Err())
+	}
+	code, at := p.ExitStatus()
+	return &taskAPI.WaitResponse{ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// Pids lists the container's processes.
+func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	pids, err := c.ctr.Pids()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	seen := map[int]bool{}
+	var resp taskAPI.PidsResponse
+	for _, pid := range pids {
+		seen[pid] = true
+		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(pid)})
+	}
+	// Without a pid namespace of its own, only tracked processes are known.
+	for _, e := range c.execList() {
+		e.Lock()
+		if pid := e.Pid(); pid != 0 && e.Status() == process.Running && !seen[pid] {
+			resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(pid)})
+		}
+		e.Unlock()
+	}
+	return &resp, nil
+}
+
+// Connect returns the shim's and the task's pids.
+func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
+	if c, err := s.get(r.ID); err == nil {
+		resp.TaskPid = uint32(c.init.Pid())
+	}
+	return resp, nil
+}
