@@ -15,19 +15,13 @@ func Ignored(spec *specs.Spec) []string {
 		}
 	}
 	if l := spec.Linux; l != nil {
-		add(l.Seccomp != nil, "linux.seccomp")
 		add(l.Resources != nil, "linux.resources")
 		add(l.CgroupsPath != "", "linux.cgroupsPath")
 		add(l.IntelRdt != nil, "linux.intelRdt")
-		add(l.Personality != nil, "linux.personality")
 		add(l.MountLabel != "", "linux.mountLabel")
 		add(len(l.NetDevices) > 0, "linux.netDevices")
 	}
 	if p := spec.Process; p != nil {
-		add(p.ApparmorProfile != "", "process.apparmorProfile")
-		add(p.SelinuxLabel != "", "process.selinuxLabel")
-		add(p.Scheduler != nil, "process.scheduler")
-		add(p.IOPriority != nil, "process.ioPriority")
 		add(p.ExecCPUAffinity != nil, "process.execCPUAffinity")
 	}
 	return out

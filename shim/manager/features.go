@@ -5,7 +5,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
-	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/security"
 )
 
 // Features lists what tupper really implements today. CRI reads it (for
@@ -21,7 +21,7 @@ func Features() *features.Features {
 	}
 	sort.Strings(opts)
 	no := false
-	caps := container.CapabilityNames()
+	caps := security.KnownCapabilities()
 	return &features.Features{
 		OCIVersionMin: "1.0.0",
 		OCIVersionMax: specs.Version,
@@ -33,7 +33,12 @@ func Features() *features.Features {
 				string(specs.IPCNamespace), string(specs.UTSNamespace), string(specs.CgroupNamespace),
 			},
 			Capabilities:    caps,
+			Seccomp:         security.SeccompFeatures(),
+			Apparmor:        &features.Apparmor{Enabled: ptr(security.AppArmorEnabled())},
+			Selinux:         &features.Selinux{Enabled: ptr(security.SELinuxEnabled())},
 			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &no}},
 		},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
