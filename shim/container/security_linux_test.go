@@ -59,7 +59,9 @@ func TestSecurityRefusals(t *testing.T) {
 	}{
 		{"non-namespaced sysctl", func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"vm.swappiness": "10"} }, "vm.swappiness"},
 		{"bad seccomp action", func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_SOMETIMES"} }, "SCMP_ACT_SOMETIMES"},
-		{"unknown capability", func(s *specs.Spec) { s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_TELEPORT"}} }, "CAP_TELEPORT"},
+		{"unknown capability", func(s *specs.Spec) {
+			s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_TELEPORT"}}
+		}, "CAP_TELEPORT"},
 		{"bad personality", func(s *specs.Spec) { s.Linux.Personality = &specs.LinuxPersonality{Domain: "PDP11"} }, "PDP11"},
 		{"AppArmor without AppArmor", func(s *specs.Spec) { s.Process.ApparmorProfile = "tupper-test" }, "AppArmor"},
 	} {
