@@ -202,11 +202,11 @@ func Create(opts Options) (*Container, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	rootfs, err := rootfsPath(opts.Bundle, spec)
+	lsm, err := checkSecurity(spec)
 	if err != nil {
 		return nil, err
 	}
-	lsm, err := checkSecurity(spec)
+	rootfs, err := rootfsPath(opts.Bundle, spec)
 	if err != nil {
 		return nil, err
 	}
