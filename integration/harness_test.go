@@ -298,7 +298,12 @@ func (e *Env) start(name, bin string, args ...string) {
 // (make deps) first on PATH and without NOTIFY_SOCKET: a test run from a
 // systemd unit must not have the daemons notify that unit.
 func daemonEnv() []string {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH")}
+	// bin/ first: containerd finds containerd-shim-tupper-v2 there.
+	binDir, _ := filepath.Abs(filepath.Join("..", "bin"))
+	if b := os.Getenv(envTupperBin); b != "" {
+		binDir = filepath.Dir(b)
+	}
+	env := []string{"PATH=" + binDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH")}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
 			continue
