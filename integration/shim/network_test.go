@@ -3,6 +3,7 @@ package shim
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -121,6 +122,44 @@ func TestNetwork(t *testing.T) {
 		}, "httpd in the container answers the host")
 		if body != "hello-from-tupper\n" {
 			t.Fatalf("page from the container: %q", body)
+		}
+	})
+
+	t.Run("published-port", func(t *testing.T) {
+		e.t = t
+		free, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hostAddr := free.Addr().String()
+		free.Close()
+		e.mustCtr(tupper("-d", "--annotation", "io.containerd.tupper.v2.network.publish="+hostAddr+":80", image, "pub",
+			"sh", "-c", "mkdir -p /www; echo published > /www/index.html; exec httpd -f -p 80 -h /www")...)
+		var body string
+		waitFor(t, func() bool {
+			c := http.Client{Timeout: 2 * time.Second}
+			resp, err := c.Get("http://" + hostAddr + "/")
+			if err != nil {
+				return false
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			return true
+		}, "the published port answers")
+		if body != "published\n" {
+			t.Fatalf("through %s: %q", hostAddr, body)
+		}
+		stop("pub")
+		if c, err := net.Dial("tcp", hostAddr); err == nil {
+			c.Close()
+			t.Fatalf("%s still open after the container was deleted", hostAddr)
+		}
+		// Publishing without tupper networking is refused.
+		out, err := e.ctr(tupper("--rm", "--annotation", "io.containerd.tupper.v2.network=none",
+			"--annotation", "io.containerd.tupper.v2.network.publish=127.0.0.1:1:80", image, "pub2", "true")...)
+		if err == nil || !strings.Contains(out, "needs tupper networking") {
+			t.Fatalf("publish with network=none: %v %s", err, out)
 		}
 	})
 

@@ -124,6 +124,9 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err == nil {
 		err = writeEtcFiles(c.Rootfs, spec, netPlan, att)
 	}
+	if err == nil {
+		c.published, err = netPlan.publishPorts(ctx, att)
+	}
 	if err != nil {
 		ctr.Init().Signal(9)
 		ctr.Init().Wait()

@@ -11,6 +11,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tupper/tupper/shim/bundle"
@@ -23,6 +24,7 @@ type netPlan struct {
 	cfg     network.Config
 	managed bool   // tupper attaches a veth; otherwise someone else, or nobody
 	owner   string // IPAM owner and veth name seed: unique across namespaces
+	publish []network.Port
 }
 
 // planNetwork reads the runtime options and the container's annotations.
@@ -40,7 +42,25 @@ func planNetwork(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.
 		return nil, err
 	}
 	ns, _ := namespaces.Namespace(ctx)
-	return &netPlan{cfg: cfg, managed: network.Managed(spec, cfg), owner: ns + "/" + r.ID}, nil
+	plan := &netPlan{cfg: cfg, managed: network.Managed(spec, cfg), owner: ns + "/" + r.ID}
+	if v, ok := spec.Annotations[network.AnnotationPublish]; ok {
+		if plan.publish, err = network.ParsePublish(v); err != nil {
+			return nil, err
+		}
+		if len(plan.publish) > 0 && !plan.managed {
+			return nil, fmt.Errorf("annotation %s needs tupper networking, which this container does not get (mode %s, or a netns path, or another network manager): %w",
+				network.AnnotationPublish, cfg.Mode, errdefs.ErrInvalidArgument)
+		}
+	}
+	return plan, nil
+}
+
+// publishPorts forwards the requested host ports to the attached container.
+func (n *netPlan) publishPorts(ctx context.Context, att *network.Attachment) (*network.Publisher, error) {
+	if att == nil || len(n.publish) == 0 {
+		return nil, nil
+	}
+	return network.Publish(ctx, att.Addr.Addr(), n.publish)
 }
 
 // attach networks the created container (its init waits before exec),
