@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/tupper/tupper/version.Version=$(VERSION)
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: all build test demo demo-down bench clean deps proto fuzz stress
+.PHONY: all build test demo demo-down bench clean deps proto fuzz stress load
 
 all: build
 
@@ -34,6 +34,11 @@ fuzz:
 # The long snapshotter crash stress run (make test runs 300 operations).
 stress:
 	TUPPER_STRESS_OPS=$${TUPPER_STRESS_OPS:-2000} $(GO) test -count=1 -v -timeout 30m -run 'TestStressKilledDaemon' ./snapshotter/
+
+# The full load test: 200 containers, 8 at a time, three rounds (make test runs 24 x 1).
+load: build
+	TUPPER_LOAD_CONTAINERS=$${TUPPER_LOAD_CONTAINERS:-200} TUPPER_LOAD_ROUNDS=$${TUPPER_LOAD_ROUNDS:-3} \
+		$(GO) test -count=1 -v -timeout 30m -run 'TestLoad' ./integration/
 
 # Regenerate proto/ with pinned generators (protoc-gen-go at go.mod's version).
 proto:

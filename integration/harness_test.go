@@ -55,6 +55,8 @@ type Env struct {
 	Address string
 	// Namespace is the containerd namespace this Env's ctr calls use.
 	Namespace string
+	// bridge is this Env's tupper bridge, once TupperRuntime made it.
+	bridge string
 
 	snapSock  string
 	loopDev   string

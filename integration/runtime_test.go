@@ -20,17 +20,9 @@ func TestTupperRuntimeOnTupperSnapshotter(t *testing.T) {
 	if e.Snapshotter != "tupper" {
 		t.Skip("tupper's runtime is tested on tupper's snapshotter")
 	}
-	if _, err := os.Stat(filepath.Join("..", "bin", "containerd-shim-tupper-v2")); err != nil {
-		t.Fatalf("containerd-shim-tupper-v2 not built: %v (make build)", err)
-	}
-	// This env's containers get a bridge, subnet and address pool of their own.
-	n := time.Now().UnixNano()
-	bridge := fmt.Sprintf("tpr%d", n%1e6)
-	opts := filepath.Join(e.Dir, "tupper-runtime.toml")
-	os.WriteFile(opts, []byte(fmt.Sprintf("Bridge = %q\nSubnet = \"10.213.%d.0/24\"\nNetworkStateDir = %q\n", bridge, 100+n%100, filepath.Join(e.Dir, "net"))), 0o644)
-	t.Cleanup(func() { exec.Command("ip", "link", "del", bridge).Run() })
+	tupper := e.TupperRuntime()
 	run := func(args ...string) (string, error) {
-		return e.Ctr(append([]string{"run", "--rm", "--snapshotter", "tupper", "--runtime", "io.containerd.tupper.v2", "--runtime-config-path", opts}, args...)...)
+		return e.Ctr(append(append([]string{"run", "--rm", "--snapshotter", "tupper"}, tupper...), args...)...)
 	}
 
 	archive, image := e.buildImage("layers")
@@ -70,3 +62,27 @@ func TestTupperRuntimeOnTupperSnapshotter(t *testing.T) {
 		t.Fatalf("subvolumes left: %s", strings.Join(subs, "\n"))
 	}
 }
+
+// TupperRuntime returns the ctr run flags that select tupper's runtime
+// with a bridge, subnet and address pool of this Env's own; the bridge is
+// deleted when the test ends.
+func (e *Env) TupperRuntime() []string {
+	e.t.Helper()
+	if _, err := os.Stat(filepath.Join("..", "bin", "containerd-shim-tupper-v2")); err != nil {
+		e.t.Fatalf("containerd-shim-tupper-v2 not built: %v (make build)", err)
+	}
+	opts := filepath.Join(e.Dir, "tupper-runtime.toml")
+	if _, err := os.Stat(opts); err != nil {
+		n := time.Now().UnixNano()
+		e.bridge = fmt.Sprintf("tpr%d", n%1e6)
+		toml := fmt.Sprintf("Bridge = %q\nSubnet = \"10.213.%d.0/24\"\nNetworkStateDir = %q\n", e.bridge, 100+n%100, e.IPAMDir())
+		if err := os.WriteFile(opts, []byte(toml), 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { exec.Command("ip", "link", "del", e.bridge).Run() })
+	}
+	return []string{"--runtime", "io.containerd.tupper.v2", "--runtime-config-path", opts}
+}
+
+// IPAMDir is where this Env's tupper network keeps its address allocations.
+func (e *Env) IPAMDir() string { return filepath.Join(e.Dir, "net") }

@@ -71,12 +71,13 @@ func WithQuotaMode(m QuotaMode) Opt { return func(c *config) { c.quota = m } }
 // mapped a second time.
 func WithRemapIDs(on bool) Opt { return func(c *config) { c.remapIDs = on } }
 
-// walkCount counts Usage calls that walked files, for tests and metrics.
-var walkCount atomic.Int64
+// walkCount counts Usage calls that walked files, and syncCount the
+// transaction commits made to refresh quota counters, for tests and metrics.
+var walkCount, syncCount atomic.Int64
 
 // usageSyncInterval bounds how often Usage commits a btrfs transaction to
-// refresh quota counters. CRI asks for every container's usage in a burst
-// every 10 s; one commit serves the whole burst.
+// refresh quota counters on kernels without rsv_data. CRI asks for every
+// container's usage in a burst every 10 s; one commit serves the burst.
 const usageSyncInterval = time.Second
 
 // NewSnapshotter opens (or creates) a snapshotter rooted at root, which must be
@@ -263,8 +264,13 @@ func (s *Snapshotter) activeUsage(ctx context.Context, id, parentID string) (sna
 		if err != nil {
 			return snapshots.Usage{}, fmt.Errorf("usage of snapshot %s: %w", id, err)
 		}
-		s.refreshCounters(ctx)
-		size, err := s.quota.exclusive(subvol)
+		size, current, err := s.quota.usage(subvol)
+		if err == nil && !current {
+			// No reservation counter: commit a transaction so that
+			// exclusive includes what was written, then read again.
+			s.refreshCounters(ctx)
+			size, _, err = s.quota.usage(subvol)
+		}
 		if err == nil {
 			return snapshots.Usage{Size: size}, nil
 		}
@@ -288,13 +294,15 @@ func (s *Snapshotter) activeUsage(ctx context.Context, id, parentID string) (sna
 }
 
 // refreshCounters commits the btrfs transaction (quota counters are updated
-// at commit) unless that was done within usageSyncInterval.
+// at commit) unless that was done within usageSyncInterval. Only kernels
+// without the rsv_data counter need it.
 func (s *Snapshotter) refreshCounters(ctx context.Context) {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	if time.Since(s.lastSync) < usageSyncInterval {
 		return
 	}
+	syncCount.Add(1)
 	if err := syncFilesystem(s.root); err != nil {
 		log.G(ctx).WithError(err).Warn("btrfs sync before reading quota counters failed")
 	}
@@ -458,9 +466,6 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		}
 		// Measure before snapshotting: afterwards the two subvolumes share
 		// every extent and neither owns any exclusively.
-		if s.quotaMode != "" {
-			s.forceRefresh(ctx)
-		}
 		usage, err := s.activeUsage(ctx, active.ID, parentID)
 		if err != nil {
 			return "", fmt.Errorf("measuring %q before commit: %w", key, err)
@@ -486,13 +491,6 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	s.crashPoint("commit:committed")
 	s.deleteUnreferenced(ctx, activePath)
 	return nil
-}
-
-func (s *Snapshotter) forceRefresh(ctx context.Context) {
-	s.syncMu.Lock()
-	s.lastSync = time.Time{}
-	s.syncMu.Unlock()
-	s.refreshCounters(ctx)
 }
 
 // Remove deletes a snapshot that has no children. Metadata goes first; the

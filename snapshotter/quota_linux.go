@@ -142,9 +142,22 @@ func (q quotaSysfs) inconsistent() bool {
 	return err == nil && strings.TrimSpace(string(b)) != "0"
 }
 
-// exclusive returns the bytes charged to subvolume id's own quota group.
-func (q quotaSysfs) exclusive(subvolID uint64) (int64, error) {
-	return q.readCounter(subvolID, "exclusive")
+// usage is what subvolume id's own quota group is charged: extents only it
+// owns ("exclusive", brought up to date when a transaction commits) plus
+// the data reserved for writes not yet committed ("rsv_data"). Together
+// they are current at any moment, with no sync; the reservation is held
+// until the commit that accounts the data. Without rsv_data (kernels before
+// 5.10) it is exclusive alone, and reserved reports false.
+func (q quotaSysfs) usage(subvolID uint64) (bytes int64, reserved bool, err error) {
+	excl, err := q.readCounter(subvolID, "exclusive")
+	if err != nil {
+		return 0, false, err
+	}
+	rsv, err := q.readCounter(subvolID, "rsv_data")
+	if err != nil {
+		return excl, false, nil
+	}
+	return excl + rsv, true, nil
 }
 
 func (q quotaSysfs) maxExclusive(subvolID uint64) (int64, error) {

@@ -1,0 +1,169 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// loadSize is how many containers each round starts and removes, 8 at a
+// time, and how many rounds: 24 x 1 in make test, 200 x 3 with make load
+// (TUPPER_LOAD_CONTAINERS, TUPPER_LOAD_ROUNDS).
+func loadSize() (containers, rounds int) {
+	containers, rounds = 24, 1
+	if n, err := strconv.Atoi(os.Getenv("TUPPER_LOAD_CONTAINERS")); err == nil && n > 0 {
+		containers = n
+	}
+	if n, err := strconv.Atoi(os.Getenv("TUPPER_LOAD_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	return containers, rounds
+}
+
+// leftovers is everything a container could leave on the machine.
+type leftovers struct {
+	mounts, snapshots, subvolumes, veths, addresses, shims, cgroups []string
+}
+
+func (e *Env) leftovers() leftovers {
+	e.t.Helper()
+	var l leftovers
+	mps, _ := MountsUnder(e.Dir)
+	for _, m := range mps {
+		if m != e.SnapshotterRoot {
+			l.mounts = append(l.mounts, m)
+		}
+	}
+	for _, s := range snapshotLines(e.MustCtr("snapshots", "--snapshotter", e.Snapshotter, "ls")) {
+		if !strings.HasSuffix(s, "Committed") {
+			l.snapshots = append(l.snapshots, s) // image layers stay; nothing else may
+		}
+	}
+	for _, s := range e.Subvolumes() {
+		if !strings.Contains(s, "committed/") {
+			l.subvolumes = append(l.subvolumes, s)
+		}
+	}
+	if e.bridge != "" {
+		out, _ := exec.Command("ip", "-o", "link", "show", "master", e.bridge).Output()
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if line != "" {
+				l.veths = append(l.veths, line)
+			}
+		}
+	}
+	entries, _ := os.ReadDir(filepath.Join(e.IPAMDir(), e.bridge, "ipv4"))
+	for _, en := range entries {
+		if strings.Count(en.Name(), ".") == 3 {
+			l.addresses = append(l.addresses, en.Name())
+		}
+	}
+	// Shims of this containerd: their sockets and pid files live in its state dir.
+	_ = filepath.WalkDir(filepath.Join(e.Dir, "containerd", "state"), func(p string, de os.DirEntry, err error) error {
+		if err == nil && !de.IsDir() && de.Name() == "shim.pid" {
+			if b, err := os.ReadFile(p); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && exec.Command("kill", "-0", strconv.Itoa(pid)).Run() == nil {
+					l.shims = append(l.shims, p)
+				}
+			}
+		}
+		return nil
+	})
+	cgs, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.Namespace + "/*")
+	for _, c := range cgs {
+		if st, err := os.Stat(c); err == nil && st.IsDir() {
+			l.cgroups = append(l.cgroups, c)
+		}
+	}
+	return l
+}
+
+// settledLeftovers runs containerd's garbage collection, waits (up to 30 s)
+// for what is removed asynchronously, then reports what is left.
+func (e *Env) settledLeftovers(image string) string {
+	e.t.Helper()
+	// Removing a throwaway tag with --sync runs containerd's garbage
+	// collection now, which removes unreferenced snapshots from the
+	// snapshotter; otherwise it runs when containerd next schedules it.
+	e.MustCtr("images", "tag", "--force", image, "tupper.local/gc-trigger:latest")
+	e.MustCtr("images", "rm", "--sync", "tupper.local/gc-trigger:latest")
+	var l string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		if l = e.leftovers().String(); l == "" || time.Now().After(deadline) {
+			return l
+		}
+	}
+}
+
+func (l leftovers) String() string {
+	var b strings.Builder
+	for name, list := range map[string][]string{"mounts": l.mounts, "snapshots": l.snapshots, "subvolumes": l.subvolumes,
+		"veths": l.veths, "addresses": l.addresses, "shims": l.shims, "cgroups": l.cgroups} {
+		if len(list) > 0 {
+			sort.Strings(list)
+			fmt.Fprintf(&b, "%s: %s\n", name, strings.Join(list, ", "))
+		}
+	}
+	return b.String()
+}
+
+// TestLoad starts and removes containers (tupper runtime, tupper
+// snapshotter) 8 at a time, and after each round finds nothing left.
+func TestLoad(t *testing.T) {
+	e := NewEnv(t)
+	if e.Snapshotter != "tupper" {
+		t.Skip("the load test runs tupper's runtime on tupper's snapshotter")
+	}
+	tupper := e.TupperRuntime()
+	archive, image := e.buildImage("busybox")
+	e.MustCtr("images", "import", "--snapshotter", "tupper", archive)
+	if l := e.leftovers().String(); l != "" {
+		t.Fatalf("leftovers before the first container:\n%s", l)
+	}
+	containers, rounds := loadSize()
+	loopsBefore, _ := exec.Command("losetup", "-a").Output()
+	for round := 1; round <= rounds; round++ {
+		ids := make(chan string)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failures []string
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for id := range ids {
+					// Start, check it runs, stop and remove.
+					out, err := e.Ctr(append(append([]string{"run", "--rm", "--snapshotter", "tupper"}, tupper...),
+						image, id, "sh", "-c", "ip -4 -o addr show eth0 | grep -q inet && echo up")...)
+					if err != nil || out != "up\n" {
+						mu.Lock()
+						failures = append(failures, fmt.Sprintf("%s: %v %q", id, err, out))
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		for i := 0; i < containers; i++ {
+			ids <- fmt.Sprintf("load-%d-%d", round, i)
+		}
+		close(ids)
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Fatalf("round %d: %d of %d containers failed, e.g. %s", round, len(failures), containers, failures[0])
+		}
+		if l := e.settledLeftovers(image); l != "" {
+			t.Fatalf("after round %d (%d containers): left behind:\n%s", round, containers, l)
+		}
+	}
+	if loopsAfter, _ := exec.Command("losetup", "-a").Output(); len(loopsAfter) > len(loopsBefore) {
+		t.Fatalf("loop devices added:\nbefore:\n%s\nafter:\n%s", loopsBefore, loopsAfter)
+	}
+	t.Logf("%d rounds of %d containers, 8 at a time: nothing left behind", rounds, containers)
+}
