@@ -10,10 +10,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -77,12 +79,20 @@ func main() {
 		metrics  = flag.String("tupper-metrics", "", "tupper's /metrics URL")
 		rootsArg = flag.String("roots", "", "snapshotter=root,... (syncfs after unpack)")
 		only     = flag.String("only", "", "comma-separated benchmarks to run (ops,usage,unpack; default all)")
+		render   = flag.String("render", "", "only rewrite the report of this results.json into --out (and --latest)")
 		notes    listFlag
 		storage  listFlag
 	)
 	flag.Var(&notes, "note", "a line for the header (repeatable)")
 	flag.Var(&storage, "storage", "subject=where the subject keeps its data, for the header (repeatable)")
 	flag.Parse()
+	if *render != "" {
+		if err := rerender(*render, *out, *latest); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *address == "" || *out == "" || *work == "" || *runs < 1 {
 		fmt.Fprintln(os.Stderr, "bench: --address, --out, --work and --runs >= 1 are required")
 		flag.Usage()
@@ -161,6 +171,23 @@ func run(address string, runs int, image, work, out, latest, repo, bin, metrics,
 	rep.Duration = time.Since(started).Round(time.Second).String()
 
 	fmt.Print(rep.Table())
+	return rep.write(out, latest)
+}
+
+// rerender writes the Markdown and SVG of an earlier run again, e.g. after
+// a change to the chart.
+func rerender(path, out, latest string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if out == "" {
+		out = filepath.Dir(path)
+	}
 	return rep.write(out, latest)
 }
 

@@ -190,9 +190,9 @@ var palette = []string{"#e8772e", "#3b73b9", "#8c8c8c", "#5aa469", "#a05195"}
 // magnitude), labelled with the median and, for baselines, the ratio.
 func (rep *Report) SVG() []byte {
 	const (
-		width    = 860
-		left     = 250 // labels
-		barMax   = 440
+		width    = 900
+		left     = 100 // subject names to the left of this
+		barMax   = 460
 		barH     = 16
 		gap      = 4
 		blockGap = 16
@@ -227,7 +227,7 @@ func (rep *Report) SVG() []byte {
 			label := human(v, r.Unit)
 			if i > 0 {
 				if ratio, ok := r.Ratio(s); ok {
-					label += "   tupper/" + s + " " + ratioText(ratio)
+					label += " · tupper/" + s + " " + ratioText(ratio)
 				}
 			}
 			fmt.Fprintf(&body, `<text x="%d" y="%d" text-anchor="end">%s</text>`+"\n", left-8, y+12, esc(s))
