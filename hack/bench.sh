@@ -14,8 +14,9 @@
 #
 # Environment:
 #   BENCH_RUNS          paired runs per metric (default 10; 3 for a quick check)
-#   BENCH_OVERLAY_ROOT  directory for overlayfs' root (default: on the
-#                       loopback btrfs; e.g. /var/tmp/... for the host ext4)
+#   BENCH_OVERLAY_ROOT  put overlayfs' root in a fresh directory below this
+#                       one (default: on the loopback btrfs; e.g. /var/tmp
+#                       for the host's ext4); removed afterwards
 #   BENCH_IMG_SIZE      size of the sparse btrfs file (default 8G)
 #   BENCH_ONLY          comma-separated subset of the driver's benchmarks
 #                       (ops,usage,unpack), for working on one of them
@@ -48,6 +49,7 @@ grep -qw btrfs /proc/filesystems || modprobe btrfs || die "no btrfs in this kern
 # ------------------------------------------------------------------ cleanup
 TMP=""
 LOOP=""
+OVERLAY_OUTSIDE="" # overlayfs root outside TMP (BENCH_OVERLAY_ROOT)
 PIDS=() # daemons we started, in start order
 
 stop_pid() { # stop_pid NAME PID: SIGTERM, 10 s, SIGKILL
@@ -64,7 +66,7 @@ stop_pid() { # stop_pid NAME PID: SIGTERM, 10 s, SIGKILL
 }
 
 cleanup() {
-	local rc=$? i mp f pid
+	local rc=$? i mp f pid d
 	trap - EXIT INT TERM
 	set +e
 	[[ -n $TMP ]] || exit "$rc"
@@ -77,10 +79,14 @@ cleanup() {
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
 	done
-	# Everything mounted below TMP, deepest first; the btrfs itself last.
-	while read -r mp; do
-		umount "$mp" 2>/dev/null || umount -l "$mp" || log "cannot unmount $mp"
-	done < <(findmnt -rn -o TARGET | awk -v d="$TMP/" 'index($0, d) == 1' | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
+	# Everything mounted below TMP (and the overlayfs root), deepest first;
+	# the btrfs itself last.
+	for d in ${OVERLAY_OUTSIDE:+"$OVERLAY_OUTSIDE"} "$TMP"; do
+		while read -r mp; do
+			umount "$mp" 2>/dev/null || umount -l "$mp" || log "cannot unmount $mp"
+		done < <(findmnt -rn -o TARGET | awk -v d="$d/" 'index($0, d) == 1' | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
+	done
+	[[ -z $OVERLAY_OUTSIDE ]] || rm -rf "$OVERLAY_OUTSIDE"
 	if [[ -n $LOOP ]] && [[ $(losetup -n -O BACK-FILE "$LOOP" 2>/dev/null | sed 's/[[:space:]]*$//') == "$TMP/btrfs.img" ]]; then
 		losetup -d "$LOOP" || log "cannot detach $LOOP"
 	fi
@@ -128,14 +134,16 @@ btrfs -q subvolume create "$BTRFS_ROOT"
 if [[ -z ${BENCH_OVERLAY_ROOT:-} ]]; then
 	btrfs -q subvolume create "$OVERLAY_ROOT"
 else
-	mkdir -p "$OVERLAY_ROOT"
-	[[ -z $(ls -A "$OVERLAY_ROOT") ]] || die "BENCH_OVERLAY_ROOT $OVERLAY_ROOT is not empty"
+	# A fresh directory of our own below it, removed by cleanup.
+	mkdir -p "$BENCH_OVERLAY_ROOT"
+	OVERLAY_ROOT=$(mktemp -d "$BENCH_OVERLAY_ROOT/tupper-bench-overlayfs.XXXXXX")
+	OVERLAY_OUTSIDE=$OVERLAY_ROOT
 fi
-OVERLAY_FS=$(stat -f -c %T "$OVERLAY_ROOT")
+OVERLAY_FS=$(findmnt -n -o FSTYPE --target "$OVERLAY_ROOT")
 if [[ -z ${BENCH_OVERLAY_ROOT:-} ]]; then
 	OVERLAY_DESC="the loopback btrfs (own subvolume; upper and work dirs on btrfs)"
 else
-	OVERLAY_DESC="$OVERLAY_FS ($OVERLAY_ROOT, BENCH_OVERLAY_ROOT)"
+	OVERLAY_DESC="the host's $OVERLAY_FS (BENCH_OVERLAY_ROOT=$BENCH_OVERLAY_ROOT)"
 fi
 log "overlayfs root $OVERLAY_ROOT is on $OVERLAY_FS"
 
