@@ -10,8 +10,8 @@
 //	         deleted directories. The rootfs a snapshotter must produce is
 //	         written down in layers-rootfs.txt next to this file.
 //	big      the busybox layer plus one layer per host directory in
-//	         -dirs (by default /usr/local/go/pkg, /usr/local/go/src and
-//	         /usr/share/doc): real files, well over 100 MB, for
+//	         -dirs (by default /usr/local/go/{bin,pkg,src,test}): real
+//	         files, well over 100 MB, for
 //	         benchmarking unpack. Owners are root, times fixed; only
 //	         directories, regular files and symlinks are taken. Its
 //	         layers are compressed with gzip's fastest level.
