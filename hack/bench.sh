@@ -256,6 +256,7 @@ done
 # baselines on the same btrfs pay the same quota accounting on writes.
 UUID=$(findmnt -n -o UUID --mountpoint "$MNT")
 QUOTA_MODE=$(cat "/sys/fs/btrfs/$UUID/qgroups/mode" 2>/dev/null || echo off)
+NOTE_CMD="Command: \`make bench\` (hack/bench.sh) with BENCH_RUNS=$RUNS${BENCH_OVERLAY_ROOT:+ BENCH_OVERLAY_ROOT=$BENCH_OVERLAY_ROOT}${BENCH_ONLY:+ BENCH_ONLY=$BENCH_ONLY}."
 NOTE_QUOTA="btrfs quotas on the loopback filesystem: $QUOTA_MODE (turned on by tupper; they apply to every snapshotter on that filesystem)."
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUT=$REPO/bench/results/$STAMP
@@ -272,6 +273,7 @@ log "running the driver: $RUNS paired runs per metric"
 	--tupper-bin "$TUPPER_BIN" \
 	--tupper-metrics "http://127.0.0.1:$METRICS_PORT/metrics" \
 	--roots "tupper=$TUPPER_ROOT,btrfs=$BTRFS_ROOT,overlayfs=$OVERLAY_ROOT" \
+	--note "$NOTE_CMD" \
 	--note "$NOTE_QUOTA" \
 	--storage "tupper=the loopback btrfs (own subvolume)" \
 	--storage "btrfs=the loopback btrfs (own subvolume)" \

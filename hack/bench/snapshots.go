@@ -139,7 +139,7 @@ func (b *bench) snapshotOps() ([]*Result, error) {
 	commit := newResult(group, "Commit", "ms", b.snapshotters)
 	view := newResult(group, "View", "ms", b.snapshotters)
 	remove := newResult(group, "Remove", "ms", b.snapshotters)
-	prep.Note = fmt.Sprintf("an active snapshot of a committed %d-file base layer, through containerd's snapshot service (gRPC to containerd; for tupper, containerd then calls the daemon)", baseDirs*baseFiles)
+	prep.Note = fmt.Sprintf("an active snapshot of a committed %s-file base layer, through containerd's snapshot service (gRPC to containerd; for tupper, containerd then calls the daemon)", thousands(baseDirs*baseFiles))
 	commit.Note = "that snapshot after one 4 KiB file was written into it (the write and the mounts are not timed)"
 	view.Note = "a read-only view of the committed snapshot"
 	remove.Note = "the committed snapshot (its view removed before, untimed), including the garbage collection that deletes it in the snapshotter: containerd's Remove only drops its own record, so the driver runs a synchronous GC (a lease deleted with SynchronousDelete) and times both"
@@ -206,9 +206,9 @@ func (b *bench) usage() (_ []*Result, retErr error) {
 	const key = "bench-usage"
 	n := usageDirs * usageFiles
 	target := &Target{Baseline: "btrfs", MaxRatio: 1.0 / 50, Text: "≥ 50× faster than btrfs"}
-	res := newResult("usage", fmt.Sprintf("Usage, %d files", n), "ms", b.snapshotters)
+	res := newResult("usage", fmt.Sprintf("Usage, %s files", thousands(n)), "ms", b.snapshotters)
 	res.Target = target
-	spaced := newResult("usage", fmt.Sprintf("Usage, %d files, 1 s apart, after a write", n), "ms", b.snapshotters)
+	spaced := newResult("usage", fmt.Sprintf("Usage, %s files, 1 s apart, after a write", thousands(n)), "ms", b.snapshotters)
 	spaced.Target = target
 
 	roots := map[string]string{}
@@ -291,8 +291,8 @@ func (b *bench) usage() (_ []*Result, retErr error) {
 		u := reported[name]
 		parts = append(parts, fmt.Sprintf("%s %.1f MiB / %d inodes", name, float64(u.Size)/(1<<20), u.Inodes))
 	}
-	res.Note = fmt.Sprintf("%d files of %d bytes written into a mounted active snapshot of the base layer, synced; %d Usage calls per snapshotter and round, back to back. Usage reported: %s (tupper reports bytes only, from btrfs quota counters).",
-		n, usageFileSize, usageCallsPerRound, strings.Join(parts, ", "))
+	res.Note = fmt.Sprintf("%s files of %d bytes written into a mounted active snapshot of the base layer, synced; %d Usage calls per snapshotter and round, back to back. Usage reported: %s (tupper reports bytes only, from btrfs quota counters).",
+		thousands(n), usageFileSize, usageCallsPerRound, strings.Join(parts, ", "))
 	if walkErr == nil {
 		if walksAfter, err := b.usageWalks(); err == nil {
 			res.Note += fmt.Sprintf(" tupper's /metrics: tupper_snapshotter_usage_walks_total went up by %.0f during the timed calls.", walksAfter-walksBefore)

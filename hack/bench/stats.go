@@ -131,3 +131,15 @@ func ratioText(r float64) string {
 		return fmt.Sprintf("%.2f×", r)
 	}
 }
+
+// thousands formats n with commas: 20000 -> "20,000".
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return "-" + thousands(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
