@@ -9,13 +9,20 @@
 //	         symlinks, owners, setuid/setgid bits, whiteouts, opaque and
 //	         deleted directories. The rootfs a snapshotter must produce is
 //	         written down in layers-rootfs.txt next to this file.
+//	big      the busybox layer plus one layer per host directory in
+//	         -dirs (by default /usr/local/go/{bin,pkg,src,test}): real
+//	         files, well over 100 MB, for
+//	         benchmarking unpack. Owners are root, times fixed; only
+//	         directories, regular files and symlinks are taken. Its
+//	         layers are compressed with gzip's fastest level.
 //
 // Usage:
 //
 //	go run ./hack/mkimage -kind layers -name tupper.local/layers:latest -o layers.tar
 //
-// The output depends only on the flags and on the busybox binary: every
-// timestamp is fixed and entries are written in a fixed order.
+// The output depends only on the flags and on the busybox binary (and, for
+// big, on the content of the host directories): every timestamp is fixed
+// and entries are written in a fixed order.
 package main
 
 import (
@@ -29,6 +36,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -40,7 +48,8 @@ import (
 var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func main() {
-	kind := flag.String("kind", "busybox", "image kind: busybox, layers or pause")
+	kind := flag.String("kind", "busybox", "image kind: busybox, layers, pause or big")
+	dirs := flag.String("dirs", strings.Join(defaultBigDirs, ","), "big: comma-separated host directories, one layer each")
 	name := flag.String("name", "", "image reference stored in the archive (default tupper.local/<kind>:latest)")
 	out := flag.String("o", "", "output archive path (required)")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox binary to put into the image")
@@ -55,18 +64,19 @@ func main() {
 	if *name == "" {
 		*name = "tupper.local/" + *kind + ":latest"
 	}
-	if err := run(*kind, *name, *out, *busybox); err != nil {
+	if err := run(*kind, *name, *out, *busybox, strings.Split(*dirs, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kind, name, out, busybox string) error {
+func run(kind, name, out, busybox string, dirs []string) error {
 	base, err := busyboxLayer(busybox)
 	if err != nil {
 		return err
 	}
 	var layers []layer
+	level := gzip.BestCompression
 	switch kind {
 	case "busybox":
 		layers = []layer{base}
@@ -74,10 +84,20 @@ func run(kind, name, out, busybox string) error {
 		layers = append([]layer{base}, testLayers()...)
 	case "pause":
 		return writePause(name, out, *pauseBin)
+	case "big":
+		layers = []layer{base}
+		for _, d := range dirs {
+			l, err := hostLayer(d)
+			if err != nil {
+				return err
+			}
+			layers = append(layers, l)
+		}
+		level = gzip.BestSpeed
 	default:
-		return fmt.Errorf("unknown kind %q (want busybox, layers or pause)", kind)
+		return fmt.Errorf("unknown kind %q (want busybox, layers, pause or big)", kind)
 	}
-	archive, err := imageArchive(name, layers)
+	archive, err := imageArchive(name, layers, level)
 	if err != nil {
 		return err
 	}
@@ -157,7 +177,7 @@ func opaque(name string) entry {
 }
 
 // tarLayer returns the uncompressed and the gzip-compressed layer.
-func tarLayer(l layer) (raw, gz []byte, err error) {
+func tarLayer(l layer, level int) (raw, gz []byte, err error) {
 	var rb bytes.Buffer
 	tw := tar.NewWriter(&rb)
 	for _, e := range l.entries {
@@ -173,7 +193,7 @@ func tarLayer(l layer) (raw, gz []byte, err error) {
 		return nil, nil, err
 	}
 	var gb bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&gb, gzip.BestCompression)
+	zw, err := gzip.NewWriterLevel(&gb, level)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -215,12 +235,12 @@ func jsonBlob(mediaType string, v any) (blob, error) {
 
 // imageArchive builds an OCI image layout (oci-layout, index.json,
 // blobs/sha256/...) as a tar archive holding one linux/amd64 image.
-func imageArchive(name string, layers []layer) ([]byte, error) {
-	return imageArchiveCmd(name, layers, nil, []string{"/bin/sh"})
+func imageArchive(name string, layers []layer, level int) ([]byte, error) {
+	return imageArchiveCmd(name, layers, level, nil, []string{"/bin/sh"})
 }
 
 // imageArchiveCmd is imageArchive with the image's entrypoint and command.
-func imageArchiveCmd(name string, layers []layer, entrypoint, cmd []string) ([]byte, error) {
+func imageArchiveCmd(name string, layers []layer, level int, entrypoint, cmd []string) ([]byte, error) {
 	var (
 		blobs   []blob
 		diffIDs []digest.Digest
@@ -229,7 +249,7 @@ func imageArchiveCmd(name string, layers []layer, entrypoint, cmd []string) ([]b
 	)
 	created := epoch
 	for _, l := range layers {
-		raw, gz, err := tarLayer(l)
+		raw, gz, err := tarLayer(l, level)
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"compress/gzip"
 	"fmt"
 	"os"
 )
@@ -15,7 +16,7 @@ func writePause(name, out, bin string) error {
 		return fmt.Errorf("pause binary: %w (build it with hack/install-cri.sh)", err)
 	}
 	l := layer{comment: "tupper pause", entries: []entry{file("pause", 0o755, 0, 0, string(b))}}
-	archive, err := imageArchiveCmd(name, []layer{l}, []string{"/pause"}, nil)
+	archive, err := imageArchiveCmd(name, []layer{l}, gzip.BestCompression, []string{"/pause"}, nil)
 	if err != nil {
 		return err
 	}

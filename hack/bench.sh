@@ -1,0 +1,281 @@
+#!/usr/bin/env bash
+# `make bench`: tupper side by side with containerd's own snapshotters.
+#
+# Sets up, under a temp dir, one sparse loopback btrfs and one private
+# containerd (own root, state and socket; no CRI) with three snapshotters:
+#   tupper      our daemon (bin/containerd-tupper-snapshotter), a proxy plugin
+#   btrfs       containerd's built-in btrfs snapshotter
+#   overlayfs   containerd's overlayfs snapshotter
+# all with their roots on that btrfs (overlayfs: see BENCH_OVERLAY_ROOT).
+# Then runs the Go driver hack/bench, which prints the table and writes
+# bench/results/<timestamp>/{results.md,results.json,results.svg} and
+# bench/results/latest.{md,svg}. Everything it starts is stopped by PID,
+# and every mount and loop device undone, also on failure or ^C.
+#
+# Environment:
+#   BENCH_RUNS          paired runs per metric (default 10; 3 for a quick check)
+#   BENCH_OVERLAY_ROOT  put overlayfs' root in a fresh directory below this
+#                       one (default: on the loopback btrfs; e.g. /var/tmp
+#                       for the host's ext4); removed afterwards
+#   BENCH_IMG_SIZE      size of the sparse btrfs file (default 8G)
+#   BENCH_ONLY          comma-separated subset of the driver's benchmarks
+#                       (ops,usage,unpack), for working on one of them
+#   BENCH_KEEP=1        keep the temp dir (logs, config) after the run
+#   TUPPER_BIN          snapshotter binary (default bin/containerd-tupper-snapshotter)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+unset NOTIFY_SOCKET
+
+RUNS="${BENCH_RUNS:-10}"
+IMG_SIZE="${BENCH_IMG_SIZE:-8G}"
+TUPPER_BIN="${TUPPER_BIN:-$REPO/bin/containerd-tupper-snapshotter}"
+
+log() { printf '\033[1mbench:\033[0m %s\n' "$*" >&2; }
+die() {
+	printf 'bench: %s\n' "$*" >&2
+	exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "must run as root"
+[[ $RUNS =~ ^[0-9]+$ ]] && ((RUNS >= 1)) || die "BENCH_RUNS must be a positive integer, not '$RUNS'"
+[[ -x $TUPPER_BIN ]] || die "no snapshotter binary $TUPPER_BIN: run \`make build\`"
+for bin in containerd ctr mkfs.btrfs losetup btrfs; do
+	command -v "$bin" >/dev/null || die "$bin not on PATH: run \`make deps\`"
+done
+grep -qw btrfs /proc/filesystems || modprobe btrfs || die "no btrfs in this kernel"
+
+# ------------------------------------------------------------------ cleanup
+TMP=""
+LOOP=""
+OVERLAY_OUTSIDE="" # overlayfs root outside TMP (BENCH_OVERLAY_ROOT)
+PIDS=() # daemons we started, in start order
+
+stop_pid() { # stop_pid NAME PID: SIGTERM, 10 s, SIGKILL
+	local name=$1 pid=$2 i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	log "$name (pid $pid) ignored SIGTERM; SIGKILL"
+	kill -KILL "$pid" 2>/dev/null || true
+	sleep 0.2
+}
+
+cleanup() {
+	local rc=$? i mp f pid d
+	trap - EXIT INT TERM
+	set +e
+	[[ -n $TMP ]] || exit "$rc"
+	# Shims and container processes, if a future metric started any.
+	while IFS= read -r -d '' f; do
+		pid=$(cat "$f" 2>/dev/null)
+		[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null
+	done < <(find "$TMP/containerd/state" \( -name shim.pid -o -name init.pid \) -print0 2>/dev/null)
+	# containerd first (the snapshotter's client), then the snapshotter.
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
+	done
+	# Everything mounted below TMP (and the overlayfs root), deepest first;
+	# the btrfs itself last.
+	for d in ${OVERLAY_OUTSIDE:+"$OVERLAY_OUTSIDE"} "$TMP"; do
+		while read -r mp; do
+			umount "$mp" 2>/dev/null || umount -l "$mp" || log "cannot unmount $mp"
+		done < <(findmnt -rn -o TARGET | awk -v d="$d/" 'index($0, d) == 1' | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
+	done
+	[[ -z $OVERLAY_OUTSIDE ]] || rm -rf "$OVERLAY_OUTSIDE"
+	if [[ -n $LOOP ]] && [[ $(losetup -n -O BACK-FILE "$LOOP" 2>/dev/null | sed 's/[[:space:]]*$//') == "$TMP/btrfs.img" ]]; then
+		losetup -d "$LOOP" || log "cannot detach $LOOP"
+	fi
+	if [[ ${BENCH_KEEP:-} == 1 ]]; then
+		log "keeping $TMP (BENCH_KEEP=1)"
+		rm -f "$TMP/btrfs.img"
+	else
+		rm -rf "$TMP"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# The temp dir is on the host disk, not tmpfs: containerd's content store
+# lives there, and the sparse image file.
+TMP=$(mktemp -d /var/tmp/tupper-bench.XXXXXX)
+log "working in $TMP"
+
+# ------------------------------------------------------------ the images
+log "building the benchmark image (mkimage -kind big)"
+mkdir -p "$REPO/_output/bin" "$REPO/_output/images"
+go build -o "$REPO/_output/bin/mkimage" "$REPO/hack/mkimage"
+go build -o "$REPO/_output/bin/bench" "$REPO/hack/bench"
+IMAGE_TAR="$REPO/_output/images/big.tar"
+(cd "$REPO" && _output/bin/mkimage -kind big -name tupper.local/big:latest -o "$IMAGE_TAR")
+
+# ------------------------------------------------------------ loopback btrfs
+MNT=$TMP/btrfs
+truncate -s "$IMG_SIZE" "$TMP/btrfs.img"
+mkfs.btrfs -q "$TMP/btrfs.img" >/dev/null
+LOOP=$(losetup --find --show "$TMP/btrfs.img")
+mkdir -p "$MNT"
+mount -t btrfs -o noatime "$LOOP" "$MNT"
+log "btrfs $IMG_SIZE on $LOOP, mounted on $MNT"
+
+TUPPER_ROOT=$MNT/tupper
+BTRFS_ROOT=$MNT/builtin-btrfs
+OVERLAY_ROOT="${BENCH_OVERLAY_ROOT:-$MNT/overlayfs}"
+# Each snapshotter's root is a subvolume of its own, so that no
+# snapshotter's subvolume deletes or quota groups reach into another's.
+btrfs -q subvolume create "$TUPPER_ROOT"
+btrfs -q subvolume create "$BTRFS_ROOT"
+if [[ -z ${BENCH_OVERLAY_ROOT:-} ]]; then
+	btrfs -q subvolume create "$OVERLAY_ROOT"
+else
+	# A fresh directory of our own below it, removed by cleanup.
+	mkdir -p "$BENCH_OVERLAY_ROOT"
+	OVERLAY_ROOT=$(mktemp -d "$BENCH_OVERLAY_ROOT/tupper-bench-overlayfs.XXXXXX")
+	OVERLAY_OUTSIDE=$OVERLAY_ROOT
+fi
+OVERLAY_FS=$(findmnt -n -o FSTYPE --target "$OVERLAY_ROOT")
+if [[ -z ${BENCH_OVERLAY_ROOT:-} ]]; then
+	OVERLAY_DESC="the loopback btrfs (own subvolume; upper and work dirs on btrfs)"
+else
+	OVERLAY_DESC="the host's $OVERLAY_FS (BENCH_OVERLAY_ROOT=$BENCH_OVERLAY_ROOT)"
+fi
+log "overlayfs root $OVERLAY_ROOT is on $OVERLAY_FS"
+
+# ------------------------------------------------------------ daemons
+start() { # start NAME LOG CMD...: detached, own session, pid recorded
+	local name=$1 logf=$2
+	shift 2
+	setsid "$@" >>"$logf" 2>&1 </dev/null &
+	PIDS+=("$name:$!")
+	log "started $name (pid $!), log $logf"
+}
+wait_for() { # wait_for NAME SECONDS CMD...
+	local name=$1 secs=$2 i pid
+	shift 2
+	pid=$(printf '%s\n' "${PIDS[@]}" | awk -F: -v n="$name" '$1 == n { print $2 }')
+	for ((i = 0; i < secs * 10; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		kill -0 "$pid" 2>/dev/null || {
+			tail -n 30 "$TMP/$name.log" >&2
+			die "$name exited"
+		}
+		sleep 0.1
+	done
+	tail -n 30 "$TMP/$name.log" >&2
+	die "$name not ready after ${secs}s"
+}
+
+# A free loopback port for the snapshotter's Prometheus /metrics, which the
+# driver reads to check that tupper's Usage did not walk files.
+METRICS_PORT=""
+for ((p = 20000 + RANDOM % 20000, i = 0; i < 50; i++, p++)); do
+	if ! ss -Hltn "sport = :$p" | grep -q .; then
+		METRICS_PORT=$p
+		break
+	fi
+done
+[[ -n $METRICS_PORT ]] || die "no free loopback port for the snapshotter's metrics"
+
+SNAP_SOCK=$TMP/tupper.sock
+start snapshotter "$TMP/snapshotter.log" "$TUPPER_BIN" --address "$SNAP_SOCK" --root "$TUPPER_ROOT" \
+	--metrics-address "127.0.0.1:$METRICS_PORT"
+wait_for snapshotter 20 test -S "$SNAP_SOCK"
+
+ADDRESS=$TMP/containerd.sock
+CONFIG=$TMP/containerd.toml
+mkdir -p "$TMP/containerd/root" "$TMP/containerd/state"
+cat >"$CONFIG" <<EOF
+# Generated by hack/bench.sh: a private containerd for the benchmarks.
+version = 3
+root = "$TMP/containerd/root"
+state = "$TMP/containerd/state"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.cri.v1.runtime",
+  "io.containerd.cri.v1.images",
+  "io.containerd.podsandbox.controller.v1.podsandbox",
+  "io.containerd.sandbox.controller.v1.shim",
+  "io.containerd.nri.v1.nri",
+]
+
+[grpc]
+  address = "$ADDRESS"
+
+[ttrpc]
+  address = "$ADDRESS.ttrpc"
+
+[debug]
+  address = ""
+
+[metrics]
+  address = ""
+
+[proxy_plugins]
+  [proxy_plugins.tupper]
+    type = "snapshot"
+    address = "$SNAP_SOCK"
+    [proxy_plugins.tupper.exports]
+      root = "$TUPPER_ROOT"
+
+[plugins.'io.containerd.snapshotter.v1.btrfs']
+  root_path = "$BTRFS_ROOT"
+
+[plugins.'io.containerd.snapshotter.v1.overlayfs']
+  root_path = "$OVERLAY_ROOT"
+
+# Unpacking goes only into snapshotters listed here (containerd >= 2.1);
+# see hack/config/containerd-tupper.toml.
+[plugins.'io.containerd.transfer.v1.local']
+  [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "tupper"
+    differ = "walking"
+  [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "btrfs"
+    differ = "walking"
+  [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+    platform = "linux/amd64"
+    snapshotter = "overlayfs"
+    differ = "walking"
+EOF
+PATH="$REPO/bin:$PATH" start containerd "$TMP/containerd.log" containerd --config "$CONFIG"
+wait_for containerd 60 ctr --address "$ADDRESS" version
+for sn in tupper btrfs overlayfs; do
+	wait_for containerd 60 ctr --address "$ADDRESS" snapshots --snapshotter "$sn" ls
+done
+
+# ------------------------------------------------------------ the driver
+# tupper turns on btrfs quotas for the whole filesystem it lives on, so the
+# baselines on the same btrfs pay the same quota accounting on writes.
+UUID=$(findmnt -n -o UUID --mountpoint "$MNT")
+QUOTA_MODE=$(cat "/sys/fs/btrfs/$UUID/qgroups/mode" 2>/dev/null || echo off)
+NOTE_CMD="Command: \`make bench\` (hack/bench.sh) with BENCH_RUNS=$RUNS${BENCH_OVERLAY_ROOT:+ BENCH_OVERLAY_ROOT=$BENCH_OVERLAY_ROOT}${BENCH_ONLY:+ BENCH_ONLY=$BENCH_ONLY}."
+NOTE_QUOTA="btrfs quotas on the loopback filesystem: $QUOTA_MODE (turned on by tupper; they apply to every snapshotter on that filesystem)."
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$REPO/bench/results/$STAMP
+log "running the driver: $RUNS paired runs per metric"
+"$REPO/_output/bin/bench" \
+	--address "$ADDRESS" \
+	--runs "$RUNS" \
+	--only "${BENCH_ONLY:-}" \
+	--image "$IMAGE_TAR" \
+	--work "$TMP/work" \
+	--out "$OUT" \
+	--latest "$REPO/bench/results" \
+	--repo "$REPO" \
+	--tupper-bin "$TUPPER_BIN" \
+	--tupper-metrics "http://127.0.0.1:$METRICS_PORT/metrics" \
+	--roots "tupper=$TUPPER_ROOT,btrfs=$BTRFS_ROOT,overlayfs=$OVERLAY_ROOT" \
+	--note "$NOTE_CMD" \
+	--note "$NOTE_QUOTA" \
+	--storage "tupper=the loopback btrfs (own subvolume)" \
+	--storage "btrfs=the loopback btrfs (own subvolume)" \
+	--storage "overlayfs=$OVERLAY_DESC"
+log "results in $OUT and bench/results/latest.{md,svg}"
