@@ -122,6 +122,7 @@ func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshott
 		ms.Close()
 		return nil, err
 	}
+	s.ensureReserve(ctx)
 	return s, nil
 }
 
@@ -500,19 +501,26 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		id   string
 		kind snapshots.Kind
 	)
-	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
-		var err error
-		id, kind, err = storage.Remove(ctx, key)
-		if err != nil {
-			return fmt.Errorf("removing snapshot %q: %w", key, err)
-		}
-		return nil
-	})
+	remove := func() error {
+		return s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+			var err error
+			id, kind, err = storage.Remove(ctx, key)
+			if err != nil {
+				return fmt.Errorf("removing snapshot %q: %w", key, err)
+			}
+			return nil
+		})
+	}
+	err := remove()
+	if isNoSpace(err) && s.releaseReserve(ctx) {
+		err = remove()
+	}
 	if err != nil {
 		return err
 	}
 	s.crashPoint("remove:committed")
 	s.deleteUnreferenced(ctx, s.path(kind, id))
+	s.ensureReserve(ctx)
 	return nil
 }
 
