@@ -54,7 +54,7 @@ fi
 # Bounded fuzzing of hostile input (make fuzz runs longer).
 fuzz_all() {
 	local t
-	for t in "FuzzKey ./snapshotter" "FuzzMaxSize ./snapshotter" "FuzzFromTOML ./shim/options" "FuzzAnnotations ./shim/network"; do
+	for t in "FuzzKey ./snapshotter" "FuzzMaxSize ./snapshotter" "FuzzFromTOML ./shim/options" "FuzzAnnotations ./shim/network" "FuzzResolveInRoot ./shim/container" "FuzzValidateSpec ./shim/container"; do
 		set -- $t
 		go test -run='^$' -fuzz="^$1\$" -fuzztime="${FUZZTIME:-5s}" "$2" || return 1
 	done
