@@ -57,3 +57,56 @@ wait_for() { # wait_for WHAT SECONDS PIDFILE LOG CMD...
 	tail -n 30 "$logf" >&2 || true
 	die "$what not ready after ${secs}s; see $logf"
 }
+
+# containerd_config ROOT STATE ADDRESS SNAP_SOCK SNAP_ROOT [cri]: the
+# config of a private containerd with the tupper snapshotter (and, without
+# "cri", none of the CRI plugins, which are slow to start). Callers append
+# their own tables; more unpack_config entries may follow anywhere.
+containerd_config() {
+	local root=$1 state=$2 address=$3 snap_sock=$4 snap_root=$5 cri=${6:-}
+	cat <<EOF
+version = 3
+root = "$root"
+state = "$state"
+EOF
+	[[ $cri == cri ]] || cat <<'EOF'
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.cri.v1.runtime",
+  "io.containerd.cri.v1.images",
+  "io.containerd.podsandbox.controller.v1.podsandbox",
+  "io.containerd.sandbox.controller.v1.shim",
+  "io.containerd.nri.v1.nri",
+]
+EOF
+	cat <<EOF
+
+[grpc]
+  address = "$address"
+[ttrpc]
+  address = "$address.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+
+[proxy_plugins.tupper]
+  type = "snapshot"
+  address = "$snap_sock"
+  capabilities = ["remap-ids"]
+  [proxy_plugins.tupper.exports]
+    root = "$snap_root"
+
+# Unpacking goes only into the snapshotters listed (containerd >= 2.1);
+# listing any replaces the default, so overlayfs is listed too.
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "linux/amd64"
+  snapshotter = "tupper"
+  differ = "walking"
+[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
+  platform = "linux/amd64"
+  snapshotter = "overlayfs"
+  differ = "walking"
+  optional = true
+EOF
+}

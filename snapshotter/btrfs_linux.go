@@ -225,10 +225,21 @@ func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpath
 	return info, err
 }
 
-// Walk calls fn for every snapshot that matches the filters.
+// Walk calls fn for every snapshot that matches the filters. A store that
+// never held a snapshot has no bucket yet; that is an empty walk, not
+// NotFound (which only fn itself may return).
 func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters ...string) error {
+	fnErr := false
 	return s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
-		return storage.WalkInfo(ctx, fn, filters...)
+		err := storage.WalkInfo(ctx, func(ctx context.Context, info snapshots.Info) error {
+			err := fn(ctx, info)
+			fnErr = err != nil
+			return err
+		}, filters...)
+		if errdefs.IsNotFound(err) && !fnErr {
+			return nil
+		}
+		return err
 	})
 }
 

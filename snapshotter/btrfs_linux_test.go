@@ -341,3 +341,19 @@ func TestMaxSizeNeedsQuotas(t *testing.T) {
 		t.Fatalf("refused Prepare left %+v", st)
 	}
 }
+
+// A snapshotter that never held a snapshot walks nothing, without error;
+// an error from the walk function still comes back.
+func TestWalkEmpty(t *testing.T) {
+	s := newTestSnapshotter(t)
+	ctx := testContext(t)
+	calls := 0
+	if err := s.Walk(ctx, func(context.Context, snapshots.Info) error { calls++; return nil }); err != nil || calls != 0 {
+		t.Fatalf("Walk on an empty store: %v, %d calls", err, calls)
+	}
+	baseAndContainer(t, s)
+	err := s.Walk(ctx, func(context.Context, snapshots.Info) error { return errdefs.ErrNotFound })
+	if !errdefs.IsNotFound(err) {
+		t.Fatalf("the walk function's NotFound was swallowed: %v", err)
+	}
+}
