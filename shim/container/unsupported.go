@@ -16,8 +16,6 @@ func Ignored(spec *specs.Spec) []string {
 	}
 	if l := spec.Linux; l != nil {
 		add(l.Seccomp != nil, "linux.seccomp")
-		add(l.Resources != nil, "linux.resources")
-		add(l.CgroupsPath != "", "linux.cgroupsPath")
 		add(l.IntelRdt != nil, "linux.intelRdt")
 		add(l.Personality != nil, "linux.personality")
 		add(l.MountLabel != "", "linux.mountLabel")
