@@ -19,6 +19,7 @@ type Container struct {
 
 	ctr  *container.Container
 	init *process.Process
+	cg   *cgroup // nil without one
 
 	mu    sync.Mutex
 	execs map[string]*process.Process
