@@ -3,8 +3,8 @@ package container
 import (
 	"bytes"
 	"context"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"testing"
@@ -71,7 +71,7 @@ func withCgroup(t *testing.T, spec *specs.Spec) (*run, *cgroups.Manager, *[]int)
 
 func TestCgroupNamespaceAfterMove(t *testing.T) {
 	needRoot(t)
-	spec := cgroupSpec(true, "sh", "-c", `grep -E ':(pids|memory):' /proc/self/cgroup; ls /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/pids/pids.max; touch /sys/fs/cgroup/x 2>/dev/null && echo rw || echo ro; sleep 100`)
+	spec := cgroupSpec(true, "sh", "-c", `grep -E ':(pids|memory):' /proc/self/cgroup; ls /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/pids/pids.max; touch /sys/fs/cgroup/pids/x 2>/dev/null && echo rw || echo ro; sleep 100`)
 	r, m, spawned := withCgroup(t, spec)
 	if err := r.c.Start(); err != nil {
 		t.Fatal(err)

@@ -22,8 +22,9 @@ import (
 //   - cgroup v2: a cgroup2 mount inside a cgroup namespace; without one, a
 //     bind mount of the container's own cgroup directory.
 //
-// Read-only follows the mount's options ("ro" unless privileged): every
-// part, the tmpfs included, gets the mount's flags.
+// Read-only follows the mount's options ("ro" unless privileged): the
+// hierarchies get the mount's flags; the v1 tmpfs holding them stays
+// writable, as runc leaves it (the integration test compares the two).
 //
 // The helper runs this after the parent moved it into the container's
 // cgroup (Options.OnSpawn), so /proc/self/cgroup names that cgroup.
@@ -107,11 +108,6 @@ func mountCgroup1(dest string, flags int, cgroupns bool) error {
 			if to, err := os.Readlink(filepath.Join(hostCgroupRoot, e.Name())); err == nil && !filepath.IsAbs(to) {
 				os.Symlink(to, filepath.Join(dest, e.Name()))
 			}
-		}
-	}
-	if flags&unix.MS_RDONLY != 0 {
-		if err := unix.Mount("", dest, "", uintptr(tmpfsFlags|unix.MS_RDONLY|unix.MS_BIND|unix.MS_REMOUNT), ""); err != nil {
-			return fmt.Errorf("remount cgroup tmpfs read-only: %w", err)
 		}
 	}
 	return nil
