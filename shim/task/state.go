@@ -112,7 +112,16 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 		resp.Processes = append(resp.Processes, info)
 		return nil
 	}
-	for _, pid := range pids {
+	// Init first, even once it has exited: containerd, reconnecting
+	// after a restart, takes a shim that lists no process for a leaked
+	// one and kills it, losing the exit status it holds.
+	c.init.Lock()
+	initPid := c.init.Pid()
+	c.init.Unlock()
+	for _, pid := range append([]int{initPid}, pids...) {
+		if pid == 0 {
+			continue
+		}
 		if err := add(pid); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
