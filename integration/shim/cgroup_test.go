@@ -18,6 +18,7 @@ import (
 	tasks "github.com/containerd/containerd/api/services/tasks/v1"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/internal/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -33,7 +34,7 @@ const cgroupMount = "type=cgroup,src=cgroup,dst=/sys/fs/cgroup,options=nosuid:no
 func TestCgroups(t *testing.T) {
 	e := newEnv(t)
 	if !e.cgroupV1() && !e.cgroupV2() {
-		t.Skip("no cgroup v1 memory controller nor a v2 hierarchy with one")
+		testutil.Require(t, "needs a cgroup v1 memory controller or a v2 hierarchy with one")
 	}
 
 	t.Run("oom-before-exit", func(t *testing.T) {
@@ -166,7 +167,7 @@ func TestCgroups(t *testing.T) {
 	t.Run("cgroupfs-like-runc", func(t *testing.T) {
 		e.t = t
 		if lookBin("containerd-shim-runc-v2") == "" || lookBin("runc") == "" {
-			t.Skip("needs runc and containerd-shim-runc-v2")
+			testutil.Require(t, "needs runc and containerd-shim-runc-v2")
 		}
 		// ctr adds no cgroup mount by itself (CRI does): ask for one.
 		cmd := `ls /sys/fs/cgroup; grep -v '^0::' /proc/self/cgroup; awk '$5 ~ /^\/sys\/fs\/cgroup/ {print $4, $5, $6}' /proc/self/mountinfo; ls /sys/fs/cgroup/memory | grep -c memory; cat /sys/fs/cgroup/memory/memory.limit_in_bytes`

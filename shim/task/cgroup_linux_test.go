@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 const testCgroupParent = "/tupper-task-test"
@@ -29,7 +30,7 @@ func cgroupBundle(t *testing.T, res *specs.LinuxResources, args ...string) (stri
 	t.Helper()
 	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
 		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err != nil || !strings.Contains(string(b), "memory") {
-			t.Skip("no memory cgroup controller")
+			testutil.Require(t, "needs the memory cgroup controller")
 		}
 	}
 	dir := newBundle(t, args...)
