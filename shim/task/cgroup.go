@@ -62,6 +62,11 @@ func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 	return func(pid int) error {
 		cg.mu.Lock()
 		defer cg.mu.Unlock()
+		if cg.paused {
+			// A helper moved into a frozen cgroup would stop before it
+			// got ready. (Pause after this point only delays the exec.)
+			return fmt.Errorf("container is paused: %w", errdefs.ErrFailedPrecondition)
+		}
 		if cg.m == nil {
 			m, err := cgroups.New(ctx, cg.path, cg.res, cg.systemd, pid)
 			if err != nil {
