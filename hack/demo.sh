@@ -16,7 +16,8 @@
 #
 # Environment:
 #   TUPPER_BIN            snapshotter binary (default bin/containerd-tupper-snapshotter)
-#   TUPPER_DEMO_RUNTIME   runtime for `ctr run` (default io.containerd.runc.v2)
+#   TUPPER_DEMO_RUNTIME   runtime for `ctr run` (default io.containerd.tupper.v2,
+#                         tupper's own shim; io.containerd.runc.v2 for runc)
 #   TUPPER_DEMO_ROOT      snapshotter root (default /var/lib/containerd-tupper)
 #   TUPPER_DEMO_IMG_SIZE  size of the loopback btrfs file (default 4G)
 set -euo pipefail
@@ -24,7 +25,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
-RUNTIME="${TUPPER_DEMO_RUNTIME:-io.containerd.runc.v2}"
+RUNTIME="${TUPPER_DEMO_RUNTIME:-io.containerd.tupper.v2}"
 SNAP_ROOT="${TUPPER_DEMO_ROOT:-/var/lib/containerd-tupper}"
 SNAP_IMG="$SNAP_ROOT.img"
 IMG_SIZE="${TUPPER_DEMO_IMG_SIZE:-4G}"
@@ -159,7 +160,9 @@ cmd_up() {
 	log "ctr run --rm --snapshotter tupper --runtime $RUNTIME $IMAGE $id sh -c ..."
 	echo "------------------------------------------------------------------"
 	ctr_ run --rm --snapshotter tupper --runtime "$RUNTIME" "$IMAGE" "$id" \
-		sh -c 'echo hello from tupper; uname -a; id; echo "rootfs: $(grep " / " /proc/self/mounts | head -n1)"; df -h / | tail -n1; ls /'
+		sh -c 'echo hello from tupper; uname -a; id; echo "pid 1: $(cat /proc/1/comm)"
+echo "rootfs: $(grep " / " /proc/self/mounts | head -n1)"; df -h / | tail -n1
+echo "network: $(ip -4 -o addr show eth0 2>/dev/null | awk "{print \$4}") via $(ip route | awk "/default/{print \$3}")"; ls /'
 	echo "------------------------------------------------------------------"
 
 	cat <<EOF
@@ -237,6 +240,15 @@ cmd_down() {
 		log "leaving $SNAP_ROOT alone (the demo did not mount it)"
 	fi
 	rm -rf "$RUN_DIR" "$LIB_DIR"
+	# tupper's default bridge and address pool, unless something else on
+	# this machine still uses them.
+	if ip link show tupper0 >/dev/null 2>&1 && [[ -z $(ip -o link show master tupper0 2>/dev/null) ]]; then
+		ip link del tupper0 && log "removed bridge tupper0"
+	fi
+	if [[ -d /var/lib/tupper/network ]] && ! find /var/lib/tupper/network -name '*.*.*.*' -print -quit | grep -q .; then
+		rm -rf /var/lib/tupper/network
+		rmdir /var/lib/tupper 2>/dev/null || true
+	fi
 	log "down: demo daemons stopped, mounts and state removed"
 }
 

@@ -298,7 +298,12 @@ func (e *Env) start(name, bin string, args ...string) {
 // (make deps) first on PATH and without NOTIFY_SOCKET: a test run from a
 // systemd unit must not have the daemons notify that unit.
 func daemonEnv() []string {
-	env := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH")}
+	// bin/ first: containerd finds containerd-shim-tupper-v2 there.
+	binDir, _ := filepath.Abs(filepath.Join("..", "bin"))
+	if b := os.Getenv(envTupperBin); b != "" {
+		binDir = filepath.Dir(b)
+	}
+	env := []string{"PATH=" + binDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH")}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
 			continue
@@ -500,7 +505,7 @@ func (e *Env) cleanup() {
 		}
 	}
 
-	removeNamespaceCgroups(t, e.Namespace)
+	testutil.RemoveCgroups(t, e.Namespace)
 
 	if e.loopDev != "" {
 		// Detach only if it still is our image's device.
@@ -598,28 +603,4 @@ func (e *Env) buildImage(kind string) (path, name string) {
 		e.t.Fatalf("building %s image: %v\n%s", kind, err, out)
 	}
 	return path, name
-}
-
-// removeNamespaceCgroups removes the /<namespace> cgroup (and any container
-// cgroup a killed runtime left under it) from every hierarchy. Runtimes
-// delete a container's own cgroup, not the namespace-level parent.
-func removeNamespaceCgroups(t *testing.T, namespace string) {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + namespace)
-	if st, err := os.Stat("/sys/fs/cgroup/" + namespace); err == nil && st.IsDir() {
-		roots = append(roots, "/sys/fs/cgroup/"+namespace) // unified v2 host
-	}
-	for _, root := range roots {
-		var children []string
-		entries, _ := os.ReadDir(root)
-		for _, e := range entries {
-			if e.IsDir() {
-				children = append(children, filepath.Join(root, e.Name()))
-			}
-		}
-		for _, c := range append(children, root) {
-			if err := os.Remove(c); err != nil && !os.IsNotExist(err) {
-				t.Errorf("cleanup: removing cgroup %s: %v", c, err)
-			}
-		}
-	}
 }

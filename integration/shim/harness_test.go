@@ -18,11 +18,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 type env struct {
@@ -35,6 +38,8 @@ type env struct {
 	cd     *exec.Cmd
 	cdDone chan struct{}
 	path   string
+
+	bridge, subnet, runtimeConfig string // this env's tupper network
 }
 
 func lookBin(name string) string {
@@ -54,18 +59,24 @@ func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		testutil.Require(t, "needs root")
 	}
 	containerd, ctr := lookBin("containerd"), lookBin("ctr")
 	if containerd == "" || ctr == "" || !fileExists("/bin/busybox") {
-		t.Skip("needs containerd, ctr and /bin/busybox")
+		testutil.Require(t, "needs containerd, ctr and /bin/busybox (make deps)")
 	}
 	dir, err := os.MkdirTemp("", "tshim")
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := time.Now().UnixNano()
 	e := &env{t: t, dir: dir, bin: filepath.Join(dir, "bin"), sock: filepath.Join(dir, "c.sock"),
-		ns: fmt.Sprintf("tshim%d", time.Now().UnixNano()%1e6)}
+		ns: fmt.Sprintf("tshim%d", n%1e6), bridge: fmt.Sprintf("tpi%d", n%1e6),
+		subnet: fmt.Sprintf("10.213.%d.0/24", 100+n%100), runtimeConfig: filepath.Join(dir, "tupper-runtime.toml")}
+	// tupper networks every ctr container; this env's get a bridge, subnet
+	// and IPAM directory of their own, through the runtime options.
+	os.WriteFile(e.runtimeConfig, []byte(fmt.Sprintf("Bridge = %q\nSubnet = %q\nNetworkStateDir = %q\n",
+		e.bridge, e.subnet, filepath.Join(dir, "net"))), 0o644)
 	os.MkdirAll(e.bin, 0o755)
 	e.path = e.bin + ":" + filepath.Dir(ctr) + ":" + filepath.Dir(containerd) + ":" + os.Getenv("PATH")
 	t.Cleanup(e.cleanup)
@@ -160,7 +171,7 @@ func (e *env) log() string {
 func (e *env) ctr(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ctr", append([]string{"--address", e.sock, "--namespace", e.ns}, args...)...)
+	cmd := exec.CommandContext(ctx, "ctr", e.ctrArgs(args)...)
 	cmd.Env = append(os.Environ(), "PATH="+e.path)
 	out, err := cmd.CombinedOutput()
 	return clean(string(out)), err
@@ -221,8 +232,16 @@ func (e *env) underPty(cmdline string, stdin string) (string, error) {
 }
 
 func (e *env) ctrLine(args ...string) string {
-	q := []string{"ctr", "--address", e.sock, "--namespace", e.ns}
-	return strings.Join(append(q, args...), " ")
+	return strings.Join(append([]string{"ctr"}, e.ctrArgs(args)...), " ")
+}
+
+// ctrArgs addresses this env's containerd, and gives every tupper `ctr run`
+// this env's network options.
+func (e *env) ctrArgs(args []string) []string {
+	if len(args) > 0 && args[0] == "run" && slices.Contains(args, "io.containerd.tupper.v2") && !slices.Contains(args, "--config") {
+		args = append([]string{"run", "--runtime-config-path", e.runtimeConfig}, args[1:]...)
+	}
+	return append([]string{"--address", e.sock, "--namespace", e.ns}, args...)
 }
 
 const image = "docker.io/library/tshim:latest"
@@ -331,6 +350,8 @@ func (e *env) cleanup() {
 	for i := len(ms) - 1; i >= 0; i-- {
 		syscall.Unmount(ms[i], syscall.MNT_DETACH)
 	}
+	testutil.RemoveCgroups(e.t, e.ns)
+	exec.Command("ip", "link", "del", e.bridge).Run()
 	if e.t.Failed() && os.Getenv("TUPPER_TEST_KEEP") != "" {
 		e.t.Logf("kept %s", e.dir)
 		return

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -201,6 +202,90 @@ func TestShim(t *testing.T) {
 		}
 		if outs["tupper"] != outs["runc"] {
 			t.Fatalf("tupper and runc differ\ntupper:\n%s\nrunc:\n%s", outs["tupper"], outs["runc"])
+		}
+	})
+
+	// Issue 6: the same hardening as runc for the same spec, with and
+	// without containerd's default seccomp profile, and privileged.
+	t.Run("hardening-like-runc", func(t *testing.T) {
+		e.t = t
+		if lookBin("containerd-shim-runc-v2") == "" || lookBin("runc") == "" {
+			t.Skip("needs runc and containerd-shim-runc-v2")
+		}
+		probe := `grep -E "^(Cap|NoNewPrivs|Seccomp):" /proc/self/status
+try() { if "$@" >/dev/null 2>&1; then echo "$1: allowed"; else echo "$1: refused"; fi; }
+try unshare -m true
+mkdir -p /mnt/t; try mount -t tmpfs none /mnt/t
+try sh -c 'echo 1 > /proc/sys/kernel/domainname'
+try sh -c 'echo h > /proc/sysrq-trigger'
+try sh -c 'head -c1 /dev/mem'
+try insmod /nonexistent.ko
+ls /dev | tr '\n' ' '`
+		// reboot(2) is refused without CAP_SYS_BOOT; with it (privileged) it
+		// would end the container's pid namespace, so only unprivileged
+		// runs try it.
+		rebootProbe := "\ntry reboot -f"
+		for _, mode := range [][]string{nil, {"--seccomp"}, {"--privileged"}} {
+			outs := map[string]string{}
+			for _, rt := range []string{"tupper", "runc"} {
+				args := append([]string{"run", "--rm", "--runtime", "io.containerd." + rt + ".v2"}, mode...)
+				script := probe
+				if len(mode) == 0 || mode[0] != "--privileged" {
+					script += rebootProbe
+				}
+				args = append(args, image, fmt.Sprintf("harden-%s-%d", rt, len(mode)), "sh", "-c", script)
+				out, err := e.ctr(args...)
+				if err != nil {
+					t.Fatalf("%s %v: %v %s", rt, mode, err, out)
+				}
+				outs[rt] = out
+			}
+			if outs["tupper"] != outs["runc"] {
+				t.Errorf("%v: tupper and runc differ\ntupper:\n%s\nrunc:\n%s", mode, outs["tupper"], outs["runc"])
+			}
+			switch {
+			case len(mode) == 0 && !strings.Contains(outs["tupper"], "sh: refused"):
+				t.Errorf("default spec: /proc/sys or sysrq writable:\n%s", outs["tupper"])
+			case len(mode) == 1 && mode[0] == "--seccomp" && (!strings.Contains(outs["tupper"], "Seccomp:\t2") || !strings.Contains(outs["tupper"], "unshare: refused") || !strings.Contains(outs["tupper"], "reboot: refused")):
+				t.Errorf("--seccomp: filter not in force:\n%s", outs["tupper"])
+			case len(mode) == 1 && mode[0] == "--privileged" && !strings.Contains(outs["tupper"], "mount: allowed"):
+				t.Errorf("--privileged cannot mount:\n%s", outs["tupper"])
+			}
+		}
+	})
+
+	t.Run("hardening-refusals", func(t *testing.T) {
+		e.t = t
+		out, err := e.ctr("run", "--rm", "--runtime", "io.containerd.tupper.v2", "--apparmor-profile", "tupper-test", image, "aa1", "true")
+		if err == nil || !strings.Contains(out, "AppArmor") || !strings.Contains(out, "lsm-optional") {
+			t.Errorf("AppArmor profile on a host without AppArmor: %v %s", err, out)
+		}
+		out, err = e.ctr("run", "--rm", "--runtime", "io.containerd.tupper.v2", "--annotation", "io.containerd.tupper.v2.lsm-optional=true",
+			"--apparmor-profile", "tupper-test", image, "aa2", "echo", "ran")
+		if err != nil || !strings.Contains(out, "ran") {
+			t.Errorf("lsm-optional: %v %s", err, out)
+		}
+		// A spec with a non-namespaced sysctl, written as ctr's own spec plus one key.
+		specPath := e.dir + "/sysctl-spec.json"
+		e.mustCtr("run", "--dump-config", specPath, image, "dump1", "true")
+		b, err := os.ReadFile(specPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec map[string]any
+		if err := json.Unmarshal(b, &spec); err != nil {
+			t.Fatal(err)
+		}
+		spec["linux"].(map[string]any)["sysctl"] = map[string]string{"kernel.panic": "1"}
+		if b, err = json.Marshal(spec); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(specPath, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err = e.ctr("run", "--rm", "--runtime", "io.containerd.tupper.v2", "--config", specPath, "sysctl1")
+		if err == nil || !strings.Contains(out, "kernel.panic") || !strings.Contains(out, "not namespaced") {
+			t.Errorf("non-namespaced sysctl: %v %s", err, out)
 		}
 	})
 

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
 
@@ -80,6 +83,47 @@ type Container struct {
 	initPath string
 	onSpawn  func(pid int) error
 	init     *Process
+	lsm      security.LSM
+}
+
+// initConfig is what every process of the container gets: the container's
+// seccomp profile, personality and LSM labels.
+func (c *Container) initConfig(proc *specs.Process) *initConfig {
+	cfg := &initConfig{Process: proc, ID: c.ID, Bundle: c.Bundle, LSM: c.lsm}
+	if l := c.spec.Linux; l != nil {
+		cfg.Seccomp, cfg.Personality = l.Seccomp, l.Personality
+	}
+	return cfg
+}
+
+// checkSecurity refuses, before any process exists, what the helper could
+// not apply: a seccomp profile that does not compile, a sysctl that is not
+// the container's to set, a bad personality/ioPriority/scheduler, or an
+// LSM label the host cannot apply (unless the spec allows that).
+func checkSecurity(spec *specs.Spec) (security.LSM, error) {
+	if spec.Linux != nil && spec.Linux.Seccomp != nil {
+		f, err := security.CompileSeccomp(spec.Linux.Seccomp)
+		if err != nil {
+			return security.LSM{}, invalid("%v", err)
+		}
+		f.Close()
+	}
+	if spec.Process != nil {
+		if _, err := security.ParseCapabilities(spec.Process.Capabilities); err != nil {
+			return security.LSM{}, invalid("%v", err)
+		}
+	}
+	if err := security.CheckSysctls(spec); err != nil {
+		return security.LSM{}, invalid("%v", err)
+	}
+	if err := security.CheckAttrs(spec); err != nil {
+		return security.LSM{}, invalid("%v", err)
+	}
+	lsm, err := security.PlanLSM(context.Background(), spec)
+	if err != nil {
+		return security.LSM{}, invalid("%v", err)
+	}
+	return lsm, nil
 }
 
 // Process is the container's init or an exec'd process.
@@ -168,11 +212,16 @@ func Create(opts Options) (*Container, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
+	lsm, err := checkSecurity(spec)
+	if err != nil {
+		return nil, err
+	}
 	rootfs, err := rootfsPath(opts.Bundle, spec)
 	if err != nil {
 		return nil, err
 	}
 	c := &Container{
+		lsm:      lsm,
 		ID:       opts.ID,
 		Bundle:   opts.Bundle,
 		spec:     spec,
@@ -221,7 +270,8 @@ func Create(opts Options) (*Container, error) {
 		}
 		joins = append(joins, nsJoin{typ: ns.Type, f: f})
 	}
-	cfg := &initConfig{Spec: &sp, Process: spec.Process, Rootfs: rootfs, NoPivotRoot: opts.NoPivotRoot, NewCgroupNs: newCgroupNs}
+	cfg := c.initConfig(spec.Process)
+	cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, cfg.NewCgroupNs = &sp, rootfs, opts.NoPivotRoot, newCgroupNs
 	p, err := c.spawn(cfg, cloneFlags, joins, nil, opts.Stdio)
 	if err != nil {
 		return nil, err
@@ -284,7 +334,18 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 	if err := c.init.Signal(0); err != nil {
 		return nil, fmt.Errorf("container init has exited: %w", err)
 	}
-	cfg := &initConfig{Exec: true, Process: proc, NsFds: nsFds}
+	cfg := c.initConfig(proc)
+	cfg.Exec, cfg.NsFds = true, nsFds
+	if proc.ApparmorProfile != "" || proc.SelinuxLabel != "" {
+		// An exec may ask for its own labels; the same rules decide.
+		sp := *c.spec
+		sp.Process = proc
+		lsm, err := security.PlanLSM(context.Background(), &sp)
+		if err != nil {
+			return nil, invalid("%v", err)
+		}
+		cfg.LSM = lsm
+	}
 	p, err := c.spawn(cfg, 0, joins, helperFds, stdio)
 	if err != nil {
 		return nil, err

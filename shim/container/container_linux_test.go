@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -435,6 +436,23 @@ func TestInvalidSpecs(t *testing.T) {
 // defaultCaps is containerd's default capability list (pkg/oci).
 var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
 	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
+
+// capMask is the /proc/self/status bit mask of the named capabilities.
+func capMask(names []string) (uint64, error) {
+	bits := map[string]capability.Cap{}
+	for _, c := range capability.ListKnown() {
+		bits["CAP_"+strings.ToUpper(c.String())] = c
+	}
+	var m uint64
+	for _, n := range names {
+		c, ok := bits[n]
+		if !ok {
+			return 0, fmt.Errorf("unknown capability %s", n)
+		}
+		m |= 1 << uint(c)
+	}
+	return m, nil
+}
 
 func TestCapabilities(t *testing.T) {
 	needRoot(t)

@@ -102,6 +102,7 @@ func helperMain() int {
 	if err != nil {
 		return fail(err)
 	}
+	p.cfg = cfg
 	var fds []int
 	if cfg.Process.Terminal {
 		master, err := setupTerminal(p)

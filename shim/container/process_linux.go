@@ -11,6 +11,8 @@ import (
 
 	"github.com/moby/sys/user"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
 
@@ -23,7 +25,8 @@ type preparedProcess struct {
 	uid    int
 	gid    int
 	groups []int
-	caps   *capSets
+	caps   *security.Capabilities
+	cfg    *initConfig
 }
 
 // prepareProcess runs in the helper after the container's root is in
@@ -41,9 +44,9 @@ func prepareProcess(p *specs.Process, create bool) (*preparedProcess, error) {
 	for _, g := range p.User.AdditionalGids {
 		pp.groups = append(pp.groups, int(g))
 	}
-	caps, err := parseCaps(p.Capabilities)
+	caps, err := security.ParseCapabilities(p.Capabilities)
 	if err != nil {
-		return nil, err
+		return nil, invalid("%v", err)
 	}
 	pp.caps = caps
 	if err := checkCwd(p.Cwd, create); err != nil {
@@ -164,15 +167,31 @@ func (p *preparedProcess) exec() error {
 	if err := unix.Chdir(s.Cwd); err != nil {
 		return fmt.Errorf("chdir %s: %w", s.Cwd, err)
 	}
-	if p.caps != nil {
-		if err := p.caps.dropBounding(); err != nil {
+	if err := security.ApplyAttrs(p.cfg.Personality, s); err != nil {
+		return err
+	}
+	// The order is runc's: without no_new_privs, loading a seccomp filter
+	// needs CAP_SYS_ADMIN, so it goes before the capabilities are dropped
+	// (the profile must then allow the remaining setup calls, as
+	// containerd's default does); with no_new_privs it goes last, so the
+	// filter sees nothing but the exec.
+	filter, err := security.CompileSeccomp(p.cfg.Seccomp)
+	if err != nil {
+		return err
+	}
+	state := specs.State{Version: specs.Version, ID: p.cfg.ID, Status: specs.StateCreated, Pid: os.Getpid(), Bundle: p.cfg.Bundle}
+	if !s.NoNewPrivileges {
+		if err := filter.Load(state); err != nil {
 			return err
 		}
-		// Keep the permitted set across the uid change; apply() then
-		// sets exactly what the spec asks for.
-		if err := unix.Prctl(unix.PR_SET_KEEPCAPS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("set keepcaps: %w", err)
-		}
+	}
+	if err := p.caps.DropBounding(); err != nil {
+		return fmt.Errorf("dropping bounding capabilities: %w", err)
+	}
+	// Keep the permitted set across the uid change; Apply then sets
+	// exactly what the spec asks for.
+	if err := security.KeepCapsAcrossSetuid(true); err != nil {
+		return fmt.Errorf("set keepcaps: %w", err)
 	}
 	if err := unix.Setgroups(p.groups); err != nil {
 		return fmt.Errorf("setgroups %v: %w", p.groups, err)
@@ -183,10 +202,11 @@ func (p *preparedProcess) exec() error {
 	if err := unix.Setresuid(p.uid, p.uid, p.uid); err != nil {
 		return fmt.Errorf("setuid %d: %w", p.uid, err)
 	}
-	if p.caps != nil {
-		if err := p.caps.apply(); err != nil {
-			return err
-		}
+	if err := security.KeepCapsAcrossSetuid(false); err != nil {
+		return fmt.Errorf("clear keepcaps: %w", err)
+	}
+	if err := p.caps.Apply(); err != nil {
+		return err
 	}
 	umask := 0o022
 	if s.User.Umask != nil {
@@ -194,9 +214,15 @@ func (p *preparedProcess) exec() error {
 	}
 	unix.Umask(umask)
 	if s.NoNewPrivileges {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		if err := security.SetNoNewPrivileges(); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
+		if err := filter.Load(state); err != nil {
+			return err
+		}
+	}
+	if err := p.cfg.LSM.ApplyOnExec(); err != nil {
+		return err
 	}
 	if err := unix.Exec(p.path, s.Args, p.env); err != nil {
 		return fmt.Errorf("exec %s: %w", p.path, err)

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
 
@@ -55,6 +57,14 @@ type initConfig struct {
 	// NsFds are namespaces the helper joins itself, by OCI type, as fd
 	// numbers in the helper.
 	NsFds map[specs.LinuxNamespaceType]int `json:"nsFds,omitempty"`
+	// ID and Bundle name the container, for the state a seccomp listener gets.
+	ID     string `json:"id"`
+	Bundle string `json:"bundle"`
+	// Seccomp, Personality and LSM apply to every process of the container,
+	// execs included.
+	Seccomp     *specs.LinuxSeccomp     `json:"seccomp,omitempty"`
+	Personality *specs.LinuxPersonality `json:"personality,omitempty"`
+	LSM         security.LSM            `json:"lsm"`
 }
 
 const maxMessage = 4 << 20

@@ -15,17 +15,11 @@ func Ignored(spec *specs.Spec) []string {
 		}
 	}
 	if l := spec.Linux; l != nil {
-		add(l.Seccomp != nil, "linux.seccomp")
 		add(l.IntelRdt != nil, "linux.intelRdt")
-		add(l.Personality != nil, "linux.personality")
 		add(l.MountLabel != "", "linux.mountLabel")
 		add(len(l.NetDevices) > 0, "linux.netDevices")
 	}
 	if p := spec.Process; p != nil {
-		add(p.ApparmorProfile != "", "process.apparmorProfile")
-		add(p.SelinuxLabel != "", "process.selinuxLabel")
-		add(p.Scheduler != nil, "process.scheduler")
-		add(p.IOPriority != nil, "process.ioPriority")
 		add(p.ExecCPUAffinity != nil, "process.execCPUAffinity")
 	}
 	return out

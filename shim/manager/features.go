@@ -5,7 +5,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
-	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/security"
 )
 
 // Features lists what tupper really implements today. CRI reads it (for
@@ -21,7 +21,7 @@ func Features() *features.Features {
 	}
 	sort.Strings(opts)
 	no, yes := false, true
-	caps := container.CapabilityNames()
+	caps := security.KnownCapabilities()
 	return &features.Features{
 		OCIVersionMin: "1.0.0",
 		OCIVersionMax: specs.Version,
@@ -33,6 +33,9 @@ func Features() *features.Features {
 				string(specs.IPCNamespace), string(specs.UTSNamespace), string(specs.CgroupNamespace),
 			},
 			Capabilities: caps,
+			Seccomp:      security.SeccompFeatures(),
+			Apparmor:     &features.Apparmor{Enabled: ptr(security.AppArmorEnabled())},
+			Selinux:      &features.Selinux{Enabled: ptr(security.SELinuxEnabled())},
 			// cgroup v1 and v2, cgroupfs and systemd drivers (shim/cgroups);
 			// no user-scoped systemd, and rdma only where the host has it.
 			Cgroup:          &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes, SystemdUser: &no, Rdma: &yes},
@@ -40,3 +43,5 @@ func Features() *features.Features {
 		},
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -171,6 +171,7 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 	if err := mount.UnmountRecursive(filepath.Join(dir, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}
+	bundle.ReleaseNetwork(ctx, dir)
 	if e, err := bundle.ReadExit(dir); err == nil {
 		return shim.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {

@@ -186,7 +186,7 @@ func ensureBridge(c Config, ipam, ipam6 *IPAM) (netlink.Link, error) {
 	if br.Type() != "bridge" {
 		return nil, fmt.Errorf("%s exists and is a %s, not a bridge: %w", c.Bridge, br.Type(), errdefs.ErrFailedPrecondition)
 	}
-	have, err := netlink.AddrList(br, netlink.FAMILY_ALL)
+	have, err := dump(func() ([]netlink.Addr, error) { return netlink.AddrList(br, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +219,7 @@ func ensureBridge(c Config, ipam, ipam6 *IPAM) (netlink.Link, error) {
 // checkNoOverlap refuses a subnet the host already routes elsewhere, so the
 // bridge never steals traffic from one of the machine's own networks.
 func checkNoOverlap(c Config) error {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_ALL)
+	routes, err := dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return err
 	}
@@ -242,6 +242,18 @@ func checkNoOverlap(c Config) error {
 		}
 	}
 	return nil
+}
+
+// dump retries a netlink dump that the kernel interrupted because the
+// table changed meanwhile (other shims add veths and addresses all the
+// time); an interrupted dump may be incomplete, so it is never used.
+func dump[T any](list func() ([]T, error)) ([]T, error) {
+	for i := 0; ; i++ {
+		out, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || i == 20 {
+			return out, err
+		}
+	}
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

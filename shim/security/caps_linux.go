@@ -117,3 +117,13 @@ func KeepCapsAcrossSetuid(keep bool) error {
 func SetNoNewPrivileges() error {
 	return unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 }
+
+// KnownCapabilities lists every capability name this build knows, in
+// number order (for the runtime's features report).
+func KnownCapabilities() []string {
+	var out []string
+	for _, c := range capability.ListKnown() {
+		out = append(out, "CAP_"+strings.ToUpper(c.String()))
+	}
+	return out
+}

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 	libseccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 )
@@ -195,6 +196,13 @@ func action(a specs.LinuxSeccompAction, errnoRet *uint) (libseccomp.ScmpAction, 
 	return 0, fmt.Errorf("unknown action %q: %w", a, errdefs.ErrInvalidArgument)
 }
 
+// Close releases a compiled filter that will not be loaded.
+func (s *Seccomp) Close() {
+	if s != nil {
+		s.filter.Release()
+	}
+}
+
 // Load installs the filter on the calling thread (see the package comment).
 // Without no_new_privs it needs CAP_SYS_ADMIN, so then it runs before the
 // capabilities are dropped. When the profile notifies, the listener fd is
@@ -239,4 +247,23 @@ func sendListenerFd(path, metadata string, fd int, state specs.State) error {
 		return fmt.Errorf("sending seccomp fd to %s: %w", path, err)
 	}
 	return nil
+}
+
+// SeccompFeatures describes what CompileSeccomp accepts, for the runtime's
+// features report.
+func SeccompFeatures() *features.Seccomp {
+	yes := true
+	return &features.Seccomp{
+		Enabled: &yes,
+		Actions: []string{string(specs.ActKill), string(specs.ActKillProcess), string(specs.ActKillThread), string(specs.ActTrap),
+			string(specs.ActErrno), string(specs.ActTrace), string(specs.ActAllow), string(specs.ActLog), string(specs.ActNotify)},
+		Operators: []string{string(specs.OpNotEqual), string(specs.OpLessThan), string(specs.OpLessEqual), string(specs.OpEqualTo),
+			string(specs.OpGreaterEqual), string(specs.OpGreaterThan), string(specs.OpMaskedEqual)},
+		Archs: []string{string(specs.ArchX86), string(specs.ArchX86_64), string(specs.ArchX32), string(specs.ArchARM),
+			string(specs.ArchAARCH64), string(specs.ArchMIPS), string(specs.ArchMIPS64), string(specs.ArchMIPS64N32),
+			string(specs.ArchMIPSEL), string(specs.ArchMIPSEL64), string(specs.ArchMIPSEL64N32), string(specs.ArchPPC),
+			string(specs.ArchPPC64), string(specs.ArchPPC64LE), string(specs.ArchS390), string(specs.ArchS390X), string(specs.ArchRISCV64)},
+		KnownFlags:     []string{string(specs.LinuxSeccompFlagLog), string(specs.LinuxSeccompFlagSpecAllow), string(specs.LinuxSeccompFlagWaitKillableRecv)},
+		SupportedFlags: []string{string(specs.LinuxSeccompFlagLog), string(specs.LinuxSeccompFlagSpecAllow), string(specs.LinuxSeccompFlagWaitKillableRecv)},
+	}
 }

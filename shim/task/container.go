@@ -6,6 +6,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/network"
 	"github.com/tupper/tupper/shim/process"
 )
 
@@ -20,6 +21,8 @@ type Container struct {
 	ctr  *container.Container
 	init *process.Process
 	cg   *cgroup // nil without one
+	// published forwards host ports to the container until Delete.
+	published *network.Publisher
 
 	mu    sync.Mutex
 	execs map[string]*process.Process

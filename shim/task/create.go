@@ -59,6 +59,10 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if ign := container.Ignored(spec); len(ign) > 0 {
 		log.G(ctx).WithField("id", r.ID).Warnf("not enforced by this tupper version: %v", ign)
 	}
+	netPlan, err := planNetwork(ctx, r, spec)
+	if err != nil {
+		return nil, err
+	}
 
 	c := &Container{ID: r.ID, Bundle: r.Bundle, execs: map[string]*process.Process{}}
 	if mounts := mount.FromProto(r.Rootfs); len(mounts) > 0 {
@@ -127,6 +131,20 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	if err := bundle.WriteInit(r.Bundle, ctr.Pid()); err != nil {
 		log.G(ctx).WithError(err).Warn("record init pid")
+	}
+	att, err := netPlan.attach(r.Bundle, ctr.Pid())
+	if err == nil {
+		err = writeEtcFiles(c.Rootfs, spec, netPlan, att)
+	}
+	if err == nil {
+		c.published, err = netPlan.publishPorts(ctx, att)
+	}
+	if err != nil {
+		ctr.Init().Signal(9)
+		ctr.Init().Wait()
+		pio.Close()
+		bundle.ReleaseNetwork(ctx, r.Bundle)
+		return nil, err
 	}
 
 	init.Lock()

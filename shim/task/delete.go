@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/bundle"
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
 )
@@ -85,6 +86,8 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 			log.G(ctx).WithError(err).Warn("unmount rootfs")
 		}
 	}
+	c.published.Close()
+	bundle.ReleaseNetwork(ctx, c.Bundle)
 	c.cg.remove(ctx)
 	if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststop) > 0 {
 		for _, err := range container.RunHooksWarn(h.Poststop, c.ctr.State(specs.StateStopped), reaperStart) {

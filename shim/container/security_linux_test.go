@@ -1,0 +1,82 @@
+package container
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/contrib/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/shim/security"
+)
+
+// containerd's default profile, applied with and without no_new_privs (the
+// two load orders), blocks what it blocks under runc.
+func TestSeccompDefaultProfile(t *testing.T) {
+	needRoot(t)
+	for _, nnp := range []bool{true, false} {
+		spec := testSpec("sh", "-c", `grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status | tr -d ' \t'
+unshare -m true 2>/dev/null || echo unshare-blocked
+mkdir -p /mnt/x; mount -t tmpfs none /mnt/x 2>/dev/null || echo mount-blocked`)
+		spec.Process.NoNewPrivileges = nnp
+		all := append([]string{"CAP_SYS_ADMIN"}, defaultCaps...)
+		spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
+		// The profile is made for a spec without CAP_SYS_ADMIN, so it does
+		// not allow mount and unshare even though the process holds it.
+		spec.Linux.Seccomp = seccomp.DefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: defaultCaps}}})
+		out := runOK(t, spec)
+		want := []string{"Seccomp:2", "unshare-blocked", "mount-blocked"}
+		if nnp {
+			want = append(want, "NoNewPrivs:1")
+		} else {
+			want = append(want, "NoNewPrivs:0")
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("noNewPrivileges=%v: want %q in:\n%s", nnp, w, out)
+			}
+		}
+	}
+}
+
+func TestPersonality(t *testing.T) {
+	needRoot(t)
+	spec := testSpec("uname", "-m")
+	spec.Linux.Personality = &specs.LinuxPersonality{Domain: specs.PerLinux32}
+	if out := strings.TrimSpace(runOK(t, spec)); out != "i686" {
+		t.Fatalf("uname -m under LINUX32: %q, want i686", out)
+	}
+}
+
+// What the helper could not apply is refused at Create, before any process
+// runs, with a message naming the problem.
+func TestSecurityRefusals(t *testing.T) {
+	needRoot(t)
+	for _, tc := range []struct {
+		name string
+		edit func(*specs.Spec)
+		msg  string
+	}{
+		{"non-namespaced sysctl", func(s *specs.Spec) { s.Linux.Sysctl = map[string]string{"vm.swappiness": "10"} }, "vm.swappiness"},
+		{"bad seccomp action", func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_SOMETIMES"} }, "SCMP_ACT_SOMETIMES"},
+		{"unknown capability", func(s *specs.Spec) {
+			s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: []string{"CAP_TELEPORT"}}
+		}, "CAP_TELEPORT"},
+		{"bad personality", func(s *specs.Spec) { s.Linux.Personality = &specs.LinuxPersonality{Domain: "PDP11"} }, "PDP11"},
+		{"AppArmor without AppArmor", func(s *specs.Spec) { s.Process.ApparmorProfile = "tupper-test" }, "AppArmor"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := testSpec("true")
+			tc.edit(spec)
+			if tc.name == "AppArmor without AppArmor" && appArmorOnHost() {
+				t.Skip("this host has AppArmor")
+			}
+			_, err := create(t, newBundle(t), spec)
+			if !IsInvalidSpec(err) || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("got %v, want an invalid-spec error naming %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+func appArmorOnHost() bool { return security.AppArmorEnabled() }

@@ -1,0 +1,154 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/shim/bundle"
+	"github.com/tupper/tupper/shim/network"
+	"github.com/tupper/tupper/shim/options"
+)
+
+// netPlan is the network a container gets, decided before anything is made.
+type netPlan struct {
+	cfg     network.Config
+	managed bool   // tupper attaches a veth; otherwise someone else, or nobody
+	owner   string // IPAM owner and veth name seed: unique across namespaces
+	publish []network.Port
+}
+
+// planNetwork reads the runtime options and the container's annotations.
+// Bad options or annotations fail Create here, naming what is wrong.
+func planNetwork(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (*netPlan, error) {
+	opts, err := options.FromAny(r.Options)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := options.Network(opts)
+	if err != nil {
+		return nil, err
+	}
+	if cfg, err = cfg.WithAnnotations(spec.Annotations); err != nil {
+		return nil, err
+	}
+	ns, _ := namespaces.Namespace(ctx)
+	plan := &netPlan{cfg: cfg, managed: network.Managed(spec, cfg), owner: ns + "/" + r.ID}
+	if v, ok := spec.Annotations[network.AnnotationPublish]; ok {
+		if plan.publish, err = network.ParsePublish(v); err != nil {
+			return nil, err
+		}
+		if len(plan.publish) > 0 && !plan.managed {
+			return nil, fmt.Errorf("annotation %s needs tupper networking, which this container does not get (mode %s, or a netns path, or another network manager): %w",
+				network.AnnotationPublish, cfg.Mode, errdefs.ErrInvalidArgument)
+		}
+	}
+	return plan, nil
+}
+
+// publishPorts forwards the requested host ports to the attached container.
+func (n *netPlan) publishPorts(ctx context.Context, att *network.Attachment) (*network.Publisher, error) {
+	if att == nil || len(n.publish) == 0 {
+		return nil, nil
+	}
+	return network.Publish(ctx, att.Addr.Addr(), n.publish)
+}
+
+// attach networks the created container (its init waits before exec),
+// recording what it made in the bundle for Delete and `shim delete`.
+func (n *netPlan) attach(bundleDir string, pid int) (*network.Attachment, error) {
+	if !n.managed {
+		return nil, nil
+	}
+	att, err := bundle.AttachNetwork(bundleDir, n.cfg, n.owner, fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		return nil, fmt.Errorf("tupper network (bridge %s, subnet %s): %w", n.cfg.Bridge, n.cfg.Subnet, err)
+	}
+	return att, nil
+}
+
+// writeEtcFiles gives a container whose network tupper chose (bridge or
+// none) the /etc/hosts, /etc/hostname and /etc/resolv.conf that fit, where
+// its image has none and the spec does not mount one.
+func writeEtcFiles(rootfs string, spec *specs.Spec, n *netPlan, att *network.Attachment) error {
+	if rootfs == "" || (!n.managed && n.cfg.Mode != network.ModeNone) || !newNetns(spec) {
+		return nil
+	}
+	hostname := spec.Hostname
+	if hostname == "" {
+		hostname = "localhost"
+	}
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+	if att != nil {
+		hosts += fmt.Sprintf("%s\t%s\n", att.Addr.Addr(), hostname)
+	}
+	files := map[string]string{"/etc/hosts": hosts, "/etc/hostname": hostname + "\n"}
+	if att != nil {
+		files["/etc/resolv.conf"] = hostResolvConf()
+	}
+	for dst, content := range files {
+		if mountedBySpec(spec, dst) {
+			continue
+		}
+		p := filepath.Join(rootfs, dst)
+		if _, err := os.Lstat(p); err == nil || !errors.Is(err, os.ErrNotExist) {
+			continue // the image has one: never overwrite it
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newNetns(spec *specs.Spec) bool {
+	if spec.Linux == nil {
+		return false
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
+}
+
+func mountedBySpec(spec *specs.Spec, dst string) bool {
+	for _, m := range spec.Mounts {
+		if filepath.Clean(m.Destination) == dst {
+			return true
+		}
+	}
+	return false
+}
+
+// hostResolvConf is the host's resolv.conf without loopback nameservers,
+// which a container cannot reach.
+func hostResolvConf() string {
+	b, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return ""
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil && a.IsLoopback() {
+				continue
+			}
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
