@@ -2,13 +2,16 @@
 // package, without containerd: a tool for trying specs by hand and the
 // start of a runc-like CLI.
 //
-//	tupper-run [-id ID] [-no-pivot] [BUNDLE]
+//	tupper-run [-id ID] [-no-pivot] [-systemd-cgroup] [BUNDLE]
 //
-// It creates the container, starts it, forwards signals to it, copies a
-// terminal when process.terminal is set, and exits with its status.
+// It creates the container in its cgroup (linux.cgroupsPath, with the
+// spec's resources; removed at the end), starts it, forwards signals to
+// it, copies a terminal when process.terminal is set, and exits with its
+// status.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,6 +23,7 @@ import (
 
 	"github.com/containerd/console"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container"
 	"golang.org/x/sys/unix"
 )
@@ -28,12 +32,13 @@ func main() {
 	container.MaybeInit()
 	id := flag.String("id", "tupper-run", "container id")
 	noPivot := flag.Bool("no-pivot", false, "use MS_MOVE + chroot instead of pivot_root")
+	systemd := flag.Bool("systemd-cgroup", false, "linux.cgroupsPath is slice:prefix:name, for the systemd driver")
 	flag.Parse()
 	bundle := "."
 	if flag.NArg() > 0 {
 		bundle = flag.Arg(0)
 	}
-	status, err := run(*id, bundle, *noPivot)
+	status, err := run(*id, bundle, *noPivot, *systemd)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "tupper-run:", err)
 		os.Exit(125)
@@ -41,7 +46,7 @@ func main() {
 	os.Exit(status)
 }
 
-func run(id, bundle string, noPivot bool) (int, error) {
+func run(id, bundle string, noPivot, systemd bool) (int, error) {
 	bundle, err := filepath.Abs(bundle)
 	if err != nil {
 		return 0, err
@@ -58,9 +63,15 @@ func run(id, bundle string, noPivot bool) (int, error) {
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
 	defer signal.Stop(sigs)
+	onSpawn, removeCgroup, err := cgroupFor(id, &spec, systemd)
+	if err != nil {
+		return 0, err
+	}
+	defer removeCgroup()
 	c, err := container.Create(container.Options{
 		ID: id, Bundle: bundle, Spec: &spec, NoPivotRoot: noPivot,
-		Stdio: container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+		Stdio:   container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+		OnSpawn: onSpawn,
 	})
 	if err != nil {
 		return 0, err
@@ -122,4 +133,39 @@ func attach(master *os.File) (func(), error) {
 	done := make(chan struct{})
 	go func() { io.Copy(os.Stdout, master); close(done) }()
 	return func() { <-done; reset() }, nil
+}
+
+// cgroupFor returns the OnSpawn hook that creates the container's cgroup
+// with the spec's resources and moves each helper into it, and a function
+// that removes the cgroup. A spec without cgroupsPath and resources gets
+// none.
+func cgroupFor(id string, spec *specs.Spec, systemd bool) (func(int) error, func(), error) {
+	if spec.Linux == nil || (spec.Linux.CgroupsPath == "" && spec.Linux.Resources == nil) {
+		return nil, func() {}, nil
+	}
+	if err := cgroups.Check(spec.Linux.Resources); err != nil {
+		return nil, nil, err
+	}
+	path := spec.Linux.CgroupsPath
+	if path == "" {
+		path = cgroups.DefaultPath(id, systemd)
+	}
+	var m *cgroups.Manager
+	onSpawn := func(pid int) error {
+		if m == nil {
+			var err error
+			if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, systemd, pid); err != nil {
+				return err
+			}
+		}
+		return m.Add(pid)
+	}
+	remove := func() {
+		if m != nil {
+			if err := m.Delete(); err != nil {
+				fmt.Fprintln(os.Stderr, "tupper-run:", err)
+			}
+		}
+	}
+	return onSpawn, remove, nil
 }

@@ -345,6 +345,7 @@ func (e *env) cleanup() {
 		e.t.Errorf("shim %d left running; killing it", pid)
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+	removeNamespaceCgroups(e.ns)
 	ms := mountsUnder(e.dir)
 	for i := len(ms) - 1; i >= 0; i-- {
 		syscall.Unmount(ms[i], syscall.MNT_DETACH)

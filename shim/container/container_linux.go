@@ -62,6 +62,15 @@ type Options struct {
 	// InitPath is the binary re-executed as the init helper; it must call
 	// MaybeInit. Empty means /proc/self/exe.
 	InitPath string
+	// OnSpawn, when set, is called with the pid of every helper of this
+	// container (its init, then each exec) right after the helper is
+	// started and before it does anything: the helper waits for its
+	// configuration, which is sent only once OnSpawn returns. The shim
+	// moves the helper into the container's cgroup here, so that limits
+	// hold from the first instruction and a new cgroup namespace, which
+	// the helper creates after this point, has that cgroup as its root.
+	// An error fails Create or Exec; the helper is killed and reaped.
+	OnSpawn func(pid int) error
 }
 
 // Container is a created (and possibly started) container.
@@ -72,6 +81,7 @@ type Container struct {
 	rootfs   string
 	starter  Starter
 	initPath string
+	onSpawn  func(pid int) error
 	init     *Process
 	lsm      security.LSM
 }
@@ -218,6 +228,7 @@ func Create(opts Options) (*Container, error) {
 		rootfs:   rootfs,
 		starter:  opts.Starter,
 		initPath: opts.InitPath,
+		onSpawn:  opts.OnSpawn,
 	}
 	if c.starter == nil {
 		c.starter = DefaultStarter
@@ -236,12 +247,19 @@ func Create(opts Options) (*Container, error) {
 	}
 	var cloneFlags uintptr
 	var joins []nsJoin
+	newCgroupNs := false
 	defer func() {
 		for _, j := range joins {
 			j.f.Close()
 		}
 	}()
 	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path == "" && ns.Type == specs.CgroupNamespace {
+			// Not a clone flag: the helper unshares it once OnSpawn has
+			// moved it into the container's cgroup (see cgroupns below).
+			newCgroupNs = true
+			continue
+		}
 		if ns.Path == "" {
 			cloneFlags |= nsFlags[ns.Type]
 			continue
@@ -253,7 +271,7 @@ func Create(opts Options) (*Container, error) {
 		joins = append(joins, nsJoin{typ: ns.Type, f: f})
 	}
 	cfg := c.initConfig(spec.Process)
-	cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot = &sp, rootfs, opts.NoPivotRoot
+	cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, cfg.NewCgroupNs = &sp, rootfs, opts.NoPivotRoot, newCgroupNs
 	p, err := c.spawn(cfg, cloneFlags, joins, nil, opts.Stdio)
 	if err != nil {
 		return nil, err
@@ -395,6 +413,12 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 		p.Signal(unix.SIGKILL)
 		<-p.done
 		return nil, err
+	}
+	if c.onSpawn != nil {
+		// The helper blocks on the config message until this returns.
+		if err := c.onSpawn(p.pid); err != nil {
+			return fail(err)
+		}
 	}
 	if err := sendMsg(parentSock, &message{Type: msgConfig, Config: cfg}); err != nil {
 		return fail(fmt.Errorf("send config to init helper: %w", err))

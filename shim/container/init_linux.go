@@ -57,6 +57,15 @@ func helperMain() int {
 	for fd := 4; fd < 4+len(cfg.NsFds); fd++ {
 		unix.CloseOnExec(fd)
 	}
+	if cfg.NewCgroupNs {
+		// The config arrives only after the parent has placed us in the
+		// container's cgroup, which becomes this namespace's root. It is
+		// per thread: this main thread is locked and is the one that
+		// mounts cgroupfs and execve's.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			return fail(fmt.Errorf("unshare cgroup namespace: %w", err))
+		}
+	}
 	if fd, ok := cfg.NsFds[specs.MountNamespace]; ok {
 		if err := joinMountNs(fd); err != nil {
 			return fail(err)

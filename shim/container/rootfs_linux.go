@@ -32,8 +32,12 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, aft
 		return fmt.Errorf("bind rootfs onto itself: %w", err)
 	}
 	devIsTmpfs := false
+	cgroupns := false
+	for _, ns := range spec.Linux.Namespaces {
+		cgroupns = cgroupns || ns.Type == specs.CgroupNamespace
+	}
 	for _, m := range spec.Mounts {
-		if err := mountOne(rootfs, m); err != nil {
+		if err := mountOne(rootfs, m, cgroupns); err != nil {
 			return err
 		}
 		if filepath.Clean(m.Destination) == "/dev" && !isBind(m) {
@@ -168,7 +172,7 @@ func parseOptions(opts []string) (flags int, prop []int, data string) {
 	return flags, prop, strings.Join(d, ",")
 }
 
-func mountOne(rootfs string, m specs.Mount) error {
+func mountOne(rootfs string, m specs.Mount, cgroupns bool) error {
 	dest, err := resolveInRoot(rootfs, m.Destination)
 	if err != nil {
 		if IsInvalidSpec(err) {
@@ -203,7 +207,7 @@ func mountOne(rootfs string, m specs.Mount) error {
 		if err := makeTarget(dest, true); err != nil {
 			return wrap(err)
 		}
-		if err := mountCgroup(dest, flags); err != nil {
+		if err := mountCgroup(dest, flags, cgroupns); err != nil {
 			return wrap(err)
 		}
 	default:
@@ -230,18 +234,6 @@ func mountOne(rootfs string, m specs.Mount) error {
 		}
 	}
 	return nil
-}
-
-// mountCgroup mounts cgroup2 when the host is on the unified hierarchy. On
-// cgroup v1/hybrid hosts tupper does not manage cgroups yet, so the
-// container gets an empty read-only tmpfs there instead of a view of the
-// host's hierarchies.
-func mountCgroup(dest string, flags int) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs("/sys/fs/cgroup", &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-		return unix.Mount("cgroup2", dest, "cgroup2", uintptr(flags), "")
-	}
-	return unix.Mount("tmpfs", dest, "tmpfs", uintptr(flags|unix.MS_RDONLY), "mode=755,size=0")
 }
 
 // lockedFlags returns the flags of the mount at path that a bind remount

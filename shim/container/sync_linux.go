@@ -50,6 +50,10 @@ type initConfig struct {
 	Rootfs string `json:"rootfs,omitempty"`
 	// NoPivotRoot selects MS_MOVE + chroot instead of pivot_root.
 	NoPivotRoot bool `json:"noPivotRoot,omitempty"`
+	// NewCgroupNs asks the helper to unshare a cgroup namespace before
+	// it sets anything up. It is not a clone flag because the parent
+	// moves the helper into the container's cgroup first (OnSpawn).
+	NewCgroupNs bool `json:"newCgroupNs,omitempty"`
 	// NsFds are namespaces the helper joins itself, by OCI type, as fd
 	// numbers in the helper.
 	NsFds map[specs.LinuxNamespaceType]int `json:"nsFds,omitempty"`

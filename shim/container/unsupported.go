@@ -15,8 +15,6 @@ func Ignored(spec *specs.Spec) []string {
 		}
 	}
 	if l := spec.Linux; l != nil {
-		add(l.Resources != nil, "linux.resources")
-		add(l.CgroupsPath != "", "linux.cgroupsPath")
 		add(l.IntelRdt != nil, "linux.intelRdt")
 		add(l.MountLabel != "", "linux.mountLabel")
 		add(len(l.NetDevices) > 0, "linux.netDevices")

@@ -20,7 +20,7 @@ func Features() *features.Features {
 		"unbindable", "runbindable",
 	}
 	sort.Strings(opts)
-	no := false
+	no, yes := false, true
 	caps := security.KnownCapabilities()
 	return &features.Features{
 		OCIVersionMin: "1.0.0",
@@ -32,10 +32,13 @@ func Features() *features.Features {
 				string(specs.PIDNamespace), string(specs.NetworkNamespace), string(specs.MountNamespace),
 				string(specs.IPCNamespace), string(specs.UTSNamespace), string(specs.CgroupNamespace),
 			},
-			Capabilities:    caps,
-			Seccomp:         security.SeccompFeatures(),
-			Apparmor:        &features.Apparmor{Enabled: ptr(security.AppArmorEnabled())},
-			Selinux:         &features.Selinux{Enabled: ptr(security.SELinuxEnabled())},
+			Capabilities: caps,
+			Seccomp:      security.SeccompFeatures(),
+			Apparmor:     &features.Apparmor{Enabled: ptr(security.AppArmorEnabled())},
+			Selinux:      &features.Selinux{Enabled: ptr(security.SELinuxEnabled())},
+			// cgroup v1 and v2, cgroupfs and systemd drivers (shim/cgroups);
+			// no user-scoped systemd, and rdma only where the host has it.
+			Cgroup:          &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes, SystemdUser: &no, Rdma: &yes},
 			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &no}},
 		},
 	}

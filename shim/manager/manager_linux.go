@@ -167,6 +167,7 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	removeCgroup(ctx, dir, id)
 	if err := mount.UnmountRecursive(filepath.Join(dir, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmount rootfs")
 	}

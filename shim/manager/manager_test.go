@@ -39,6 +39,9 @@ func TestFeatures(t *testing.T) {
 			t.Error("advertises rro")
 		}
 	}
+	if c := f.Linux.Cgroup; c == nil || c.V1 == nil || !*c.V1 || c.V2 == nil || !*c.V2 || c.Systemd == nil || !*c.Systemd || c.SystemdUser == nil || *c.SystemdUser {
+		t.Errorf("cgroup features %+v", c)
+	}
 	if len(f.Linux.Capabilities) < 41 || f.Linux.Capabilities[0] != "CAP_CHOWN" {
 		t.Errorf("capabilities %v", f.Linux.Capabilities)
 	}

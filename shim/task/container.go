@@ -20,6 +20,7 @@ type Container struct {
 
 	ctr  *container.Container
 	init *process.Process
+	cg   *cgroup // nil without one
 	// published forwards host ports to the container until Delete.
 	published *network.Publisher
 

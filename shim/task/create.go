@@ -89,12 +89,24 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, fmt.Errorf("set up stdio: %w", err)
 	}
+	cg, err := newCgroup(ctx, r, spec)
+	if err != nil {
+		pio.Close()
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			cg.remove(ctx)
+		}
+	}()
+	c.cg = cg
 	ctr, err := container.Create(container.Options{
 		ID:      r.ID,
 		Bundle:  r.Bundle,
 		Spec:    spec,
 		Stdio:   pio.ChildStdio(),
 		Starter: reaperStart,
+		OnSpawn: cg.onSpawn(ctx),
 	})
 	pio.CloseChildEnds()
 	if err != nil {
@@ -147,6 +159,7 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Pid:         uint32(ctr.Pid()),
 	})
 	init.Unlock()
+	s.watchOOM(c)
 	go s.waitExit(c, init)
 	return &taskAPI.CreateTaskResponse{Pid: uint32(ctr.Pid())}, nil
 }

@@ -88,6 +88,7 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 	}
 	c.published.Close()
 	bundle.ReleaseNetwork(ctx, c.Bundle)
+	c.cg.remove(ctx)
 	if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststop) > 0 {
 		for _, err := range container.RunHooksWarn(h.Poststop, c.ctr.State(specs.StateStopped), reaperStart) {
 			log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop")

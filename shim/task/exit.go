@@ -27,6 +27,8 @@ func (s *service) waitExit(c *Container, p *process.Process) {
 			log.G(s.ctx).WithError(err).Warn("record exit status")
 		}
 	}
+	// An OOM kill goes out before the exit it caused.
+	s.reportOOM(c, false)
 	p.Lock()
 	defer p.Unlock()
 	if err := p.SetExited(code, at); err != nil {

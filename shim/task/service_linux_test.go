@@ -230,7 +230,7 @@ func TestExecAndKillAll(t *testing.T) {
 	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "c2"}); !errdefs.IsFailedPrecondition(errgrpc.ToNative(err)) {
 		t.Fatalf("delete running: %v", err)
 	}
-	if _, err := s.Pause(ctx, &taskAPI.PauseRequest{ID: "c2"}); !errdefs.IsNotImplemented(errgrpc.ToNative(err)) {
+	if _, err := s.Pause(ctx, &taskAPI.PauseRequest{ID: "c2"}); !errdefs.IsNotFound(errgrpc.ToNative(err)) {
 		t.Fatalf("pause: %v", err)
 	}
 	if _, err := s.Kill(ctx, &taskAPI.KillRequest{ID: "c2", Signal: 9, All: true}); err != nil {

@@ -55,6 +55,10 @@ func (s *service) startExec(ctx context.Context, c *Container, p *process.Proces
 	if !initRunning {
 		return fmt.Errorf("container %q is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
+	if c.isPaused() {
+		// Its helper would freeze in the cgroup before it got ready.
+		return fmt.Errorf("container %q is paused: %w", c.ID, errdefs.ErrFailedPrecondition)
+	}
 	ns, _ := namespaces.Namespace(ctx)
 	pio, err := process.NewIO(ctx, c.ID+"-"+p.ID, ns, p.Stdio, reaperStart)
 	if err != nil {

@@ -5,9 +5,11 @@ import (
 	"os"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/typeurl/v2"
 	"github.com/tupper/tupper/shim/process"
 )
 
@@ -41,6 +43,9 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 		Terminal: p.Stdio.Terminal,
 		ExecID:   p.ID,
 	}
+	if p.Status() == process.Running && c.isPaused() {
+		resp.Status = task.Status_PAUSED
+	}
 	if p.Status() == process.Stopped {
 		code, at := p.ExitStatus()
 		resp.ExitStatus = uint32(code)
@@ -70,23 +75,62 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	pids, err := c.ctr.Pids()
+	// Every process of the cgroup when there is one; otherwise those of
+	// the container's pid namespace.
+	var pids []int
+	if m := c.cg.manager(); m != nil {
+		pids, err = m.Pids()
+	} else {
+		pids, err = c.ctr.Pids()
+	}
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	seen := map[int]bool{}
-	var resp taskAPI.PidsResponse
-	for _, pid := range pids {
-		seen[pid] = true
-		resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(pid)})
-	}
-	// Without a pid namespace of its own, only tracked processes are known.
+	execs := map[int]string{}
 	for _, e := range c.execList() {
 		e.Lock()
-		if pid := e.Pid(); pid != 0 && e.Status() == process.Running && !seen[pid] {
-			resp.Processes = append(resp.Processes, &task.ProcessInfo{Pid: uint32(pid)})
+		if pid := e.Pid(); pid != 0 && e.Status() == process.Running {
+			execs[pid] = e.ID
 		}
 		e.Unlock()
+	}
+	seen := map[int]bool{}
+	var resp taskAPI.PidsResponse
+	add := func(pid int) error {
+		if seen[pid] {
+			return nil
+		}
+		seen[pid] = true
+		info := &task.ProcessInfo{Pid: uint32(pid)}
+		if id, ok := execs[pid]; ok {
+			a, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: id})
+			if err != nil {
+				return err
+			}
+			info.Info = a
+		}
+		resp.Processes = append(resp.Processes, info)
+		return nil
+	}
+	// Init first, even once it has exited: containerd, reconnecting
+	// after a restart, takes a shim that lists no process for a leaked
+	// one and kills it, losing the exit status it holds.
+	c.init.Lock()
+	initPid := c.init.Pid()
+	c.init.Unlock()
+	for _, pid := range append([]int{initPid}, pids...) {
+		if pid == 0 {
+			continue
+		}
+		if err := add(pid); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+	}
+	// Without a pid namespace of its own, only tracked processes are known.
+	for pid := range execs {
+		if err := add(pid); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
 	}
 	return &resp, nil
 }

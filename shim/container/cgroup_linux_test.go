@@ -1,0 +1,158 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/cgroups"
+)
+
+// cgroupSpec is testSpec with ctr's cgroup mount and a pids limit.
+func cgroupSpec(cgroupns bool, args ...string) *specs.Spec {
+	spec := testSpec(args...)
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup",
+		Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}})
+	if cgroupns {
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+	}
+	limit := int64(64)
+	spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &limit}}
+	return spec
+}
+
+// withCgroup creates a container whose helpers OnSpawn moves into a fresh
+// cgroup, and returns it with the helpers' pids as OnSpawn saw them.
+func withCgroup(t *testing.T, spec *specs.Spec) (*run, *cgroups.Manager, *[]int) {
+	t.Helper()
+	path := fmt.Sprintf("/tupper-test/%d", time.Now().UnixNano())
+	var m *cgroups.Manager
+	var spawned []int
+	t.Cleanup(func() {
+		if m != nil {
+			if err := m.Delete(); err != nil {
+				t.Error(err)
+			}
+		}
+		if l, err := cgroups.Load("/tupper-test", false); err == nil {
+			l.Delete()
+		}
+	})
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w},
+		OnSpawn: func(pid int) error {
+			spawned = append(spawned, pid)
+			if m == nil {
+				if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, false, pid); err != nil {
+					return err
+				}
+			}
+			return m.Add(pid)
+		}})
+	w.Close()
+	if err != nil {
+		r.Close()
+		t.Fatalf("create: %v", err)
+	}
+	rr := &run{c: c, out: &bytes.Buffer{}, r: r, end: make(chan struct{})}
+	go func() { io.Copy(rr.out, r); close(rr.end) }()
+	t.Cleanup(func() { c.Init().Signal(9); c.Init().Wait(); r.Close() })
+	return rr, m, &spawned
+}
+
+func TestCgroupNamespaceAfterMove(t *testing.T) {
+	needRoot(t)
+	spec := cgroupSpec(true, "sh", "-c", `grep -E ':(pids|memory):' /proc/self/cgroup; ls /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/pids/pids.max; touch /sys/fs/cgroup/pids/x 2>/dev/null && echo rw || echo ro; sleep 100`)
+	r, m, spawned := withCgroup(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pids, err := m.Pids()
+	if err != nil || len(*spawned) != 1 || (*spawned)[0] != r.c.Pid() || !contains(pids, r.c.Pid()) {
+		t.Fatalf("init %d, OnSpawn saw %v, cgroup holds %v (%v)", r.c.Pid(), *spawned, pids, err)
+	}
+	// An exec is moved in too, and sees the same namespace root.
+	out, st := execOut(t, r.c, "cat", "/proc/self/cgroup")
+	if st != 0 || !strings.Contains(out, ":pids:/\n") || len(*spawned) != 2 {
+		t.Errorf("exec: status %d, OnSpawn saw %v, /proc/self/cgroup:\n%s", st, *spawned, out)
+	}
+	r.c.Init().Signal(9)
+	_, got := r.wait(t)
+	n := 0
+	for _, l := range strings.Split(got, "\n") {
+		if strings.Contains(l, ":pids:") || strings.Contains(l, ":memory:") {
+			n++
+			if !strings.HasSuffix(l, ":/") {
+				t.Errorf("container sees %q, want its own cgroup as /", l)
+			}
+		}
+	}
+	if n != 2 {
+		t.Errorf("no pids and memory lines in /proc/self/cgroup:\n%s", got)
+	}
+	if !strings.Contains(got, "/sys/fs/cgroup/pids/pids.max\n64\nro\n") {
+		t.Errorf("cgroupfs in the container:\n%s", got)
+	}
+}
+
+func TestCgroupBindWithoutNamespace(t *testing.T) {
+	needRoot(t)
+	spec := cgroupSpec(false, "sh", "-c", `grep ':pids:' /proc/self/cgroup; cat /sys/fs/cgroup/pids/pids.max; touch /sys/fs/cgroup/pids/x 2>/dev/null && echo rw || echo ro`)
+	r, m, _ := withCgroup(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st, got := r.wait(t)
+	if st != 0 || !strings.Contains(got, ":pids:"+m.Path()+"\n64\nro\n") {
+		t.Errorf("status %d, want the host path %s and its own pids.max, read-only:\n%s", st, m.Path(), got)
+	}
+}
+
+func TestOnSpawnErrorFailsCreate(t *testing.T) {
+	needRoot(t)
+	var pid int
+	_, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("true"),
+		OnSpawn: func(p int) error { pid = p; return fmt.Errorf("no cgroup for you") }})
+	if err == nil || !strings.Contains(err.Error(), "no cgroup for you") {
+		t.Fatalf("create: %v", err)
+	}
+	if pid == 0 {
+		t.Fatal("OnSpawn not called")
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Errorf("helper %d left behind", pid)
+	}
+}
+
+// execOut runs args in c and returns its output and exit status.
+func execOut(t *testing.T, c *Container, args ...string) (string, int) {
+	t.Helper()
+	pr, pw, _ := os.Pipe()
+	defer pr.Close()
+	p, err := c.Exec(&specs.Process{Args: args, Env: []string{"PATH=/bin"}, Cwd: "/"}, Stdio{Stdout: pw, Stderr: pw})
+	pw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(pr)
+	st, _, _ := p.Wait()
+	return string(out), st
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

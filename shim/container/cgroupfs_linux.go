@@ -1,0 +1,223 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The spec's "cgroup" mount (ctr and CRI put one at /sys/fs/cgroup) shows
+// the container its own cgroup, the way runc does on the same host:
+//
+//   - cgroup v1 / hybrid: a tmpfs, and in it one directory per v1
+//     hierarchy of the host (cpu, memory, name=systemd, ...). Without a
+//     cgroup namespace each is a bind mount of the container's own cgroup
+//     in that hierarchy; with one, a fresh mount of the hierarchy, whose
+//     root the namespace makes the container's cgroup. The v2 "unified"
+//     part of a hybrid host is left out, as runc does. Symlinks of the
+//     host's /sys/fs/cgroup (cpu -> cpu,cpuacct) are repeated.
+//   - cgroup v2: a cgroup2 mount inside a cgroup namespace; without one, a
+//     bind mount of the container's own cgroup directory.
+//
+// Read-only follows the mount's options ("ro" unless privileged): the
+// hierarchies get the mount's flags; the v1 tmpfs holding them stays
+// writable, as runc leaves it (the integration test compares the two).
+//
+// The helper runs this after the parent moved it into the container's
+// cgroup (Options.OnSpawn), so /proc/self/cgroup names that cgroup.
+
+const hostCgroupRoot = "/sys/fs/cgroup"
+
+func mountCgroup(dest string, flags int, cgroupns bool) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(hostCgroupRoot, &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
+		return mountCgroup2(dest, flags, cgroupns)
+	}
+	return mountCgroup1(dest, flags, cgroupns)
+}
+
+func mountCgroup2(dest string, flags int, cgroupns bool) error {
+	if cgroupns {
+		return unix.Mount("cgroup2", dest, "cgroup2", uintptr(flags), "")
+	}
+	own, err := ownCgroups()
+	if err != nil {
+		return err
+	}
+	path, ok := own[""]
+	if !ok {
+		return fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
+	}
+	return bindCgroup(filepath.Join(hostCgroupRoot, path), dest, flags)
+}
+
+// cgroupMount is one v1 hierarchy mounted on the host.
+type cgroupMount struct {
+	mountpoint string   // e.g. /sys/fs/cgroup/cpu,cpuacct
+	root       string   // the mount's root within the hierarchy, usually /
+	options    []string // super options naming the hierarchy: cpu,cpuacct or name=systemd
+}
+
+func mountCgroup1(dest string, flags int, cgroupns bool) error {
+	hier, err := v1Hierarchies()
+	if err != nil {
+		return err
+	}
+	own, err := ownCgroups()
+	if err != nil {
+		return err
+	}
+	tmpfsFlags := flags &^ unix.MS_RDONLY
+	if err := unix.Mount("tmpfs", dest, "tmpfs", uintptr(tmpfsFlags), "mode=755"); err != nil {
+		return fmt.Errorf("tmpfs for cgroup hierarchies: %w", err)
+	}
+	for _, h := range hier {
+		target := filepath.Join(dest, filepath.Base(h.mountpoint))
+		if err := os.MkdirAll(target, 0o755); err != nil {
+			return err
+		}
+		if cgroupns {
+			// Same options as the host's superblock, so the kernel
+			// hands out that hierarchy, rooted at our namespace.
+			if err := unix.Mount("cgroup", target, "cgroup", uintptr(flags), strings.Join(h.options, ",")); err != nil {
+				return fmt.Errorf("mount cgroup hierarchy %s: %w", strings.Join(h.options, ","), err)
+			}
+			continue
+		}
+		path, ok := ownPathIn(own, h.options)
+		if !ok {
+			continue // a hierarchy we are not in cannot be shown
+		}
+		rel, err := filepath.Rel(h.root, path)
+		if err != nil || strings.HasPrefix(rel, "..") {
+			continue // our cgroup lies outside what the host mounted
+		}
+		if err := bindCgroup(filepath.Join(h.mountpoint, rel), target, flags); err != nil {
+			return err
+		}
+	}
+	// Links such as cpu -> cpu,cpuacct, as the host has them.
+	if ents, err := os.ReadDir(hostCgroupRoot); err == nil {
+		for _, e := range ents {
+			if e.Type()&os.ModeSymlink == 0 {
+				continue
+			}
+			if to, err := os.Readlink(filepath.Join(hostCgroupRoot, e.Name())); err == nil && !filepath.IsAbs(to) {
+				os.Symlink(to, filepath.Join(dest, e.Name()))
+			}
+		}
+	}
+	return nil
+}
+
+func bindCgroup(src, dest string, flags int) error {
+	if err := unix.Mount(src, dest, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", src, err)
+	}
+	rest := flags &^ (unix.MS_BIND | unix.MS_REC)
+	if rest == 0 {
+		return nil
+	}
+	if err := unix.Mount("", dest, "", uintptr(rest|unix.MS_BIND|unix.MS_REMOUNT|lockedFlags(dest)), ""); err != nil {
+		return fmt.Errorf("remount %s: %w", dest, err)
+	}
+	return nil
+}
+
+// v1Hierarchies lists the cgroup v1 mounts directly below /sys/fs/cgroup.
+func v1Hierarchies() ([]cgroupMount, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var out []cgroupMount
+	seen := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		f, super := strings.Fields(pre), strings.Fields(post)
+		if len(f) < 5 || len(super) < 3 || super[0] != "cgroup" {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		if filepath.Dir(mp) != hostCgroupRoot || seen[mp] {
+			continue
+		}
+		var opts []string
+		for _, o := range strings.Split(super[2], ",") {
+			if o != "rw" && o != "ro" {
+				opts = append(opts, o)
+			}
+		}
+		seen[mp] = true
+		out = append(out, cgroupMount{mountpoint: mp, root: unescapeMountinfo(f[3]), options: opts})
+	}
+	return out, nil
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space, ...).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			ok := true
+			for _, c := range s[i+1 : i+4] {
+				if c < '0' || c > '7' {
+					ok = false
+					break
+				}
+				v = v*8 + byte(c-'0')
+			}
+			if ok {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// ownCgroups reads /proc/self/cgroup: controller list ("cpu,cpuacct",
+// "name=systemd", "" for v2) to path.
+func ownCgroups() (map[string]string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) == 3 {
+			out[parts[1]] = parts[2]
+		}
+	}
+	return out, nil
+}
+
+// ownPathIn finds our path in the hierarchy named by a mount's options.
+func ownPathIn(own map[string]string, options []string) (string, bool) {
+	for ctrls, path := range own {
+		if ctrls == "" {
+			continue
+		}
+		for _, c := range strings.Split(ctrls, ",") {
+			for _, o := range options {
+				if c == o {
+					return path, true
+				}
+			}
+		}
+	}
+	return "", false
+}

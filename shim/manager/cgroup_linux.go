@@ -1,0 +1,56 @@
+package manager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/cgroups"
+)
+
+// removeCgroup deletes the cgroup of the container whose bundle is dir,
+// killing what is still in it, after its shim is gone. The bundle's
+// config.json names it; the path's form tells which driver made it
+// (slice:prefix:name is systemd's). A spec without cgroupsPath got
+// cgroups.DefaultPath when it asked for resources.
+func removeCgroup(ctx context.Context, dir, id string) {
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("read spec to find the cgroup")
+		return
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(b, &spec); err != nil || spec.Linux == nil {
+		return
+	}
+	paths := []string{spec.Linux.CgroupsPath}
+	if paths[0] == "" {
+		if spec.Linux.Resources == nil {
+			return
+		}
+		paths = []string{cgroups.DefaultPath(id, false), cgroups.DefaultPath(id, true)}
+	}
+	for _, p := range paths {
+		systemd := cgroups.IsSystemdPath(p)
+		if systemd {
+			if _, err := os.Stat("/run/systemd/system"); err != nil {
+				continue
+			}
+		}
+		m, err := cgroups.Load(p, systemd)
+		if err != nil {
+			if !errors.Is(err, errdefs.ErrNotFound) && !errors.Is(err, os.ErrNotExist) {
+				log.G(ctx).WithError(err).WithField("cgroup", p).Warn("load cgroup")
+			}
+			continue
+		}
+		if err := m.Delete(); err != nil {
+			log.G(ctx).WithError(err).WithField("cgroup", p).Warn("delete cgroup")
+		}
+	}
+}

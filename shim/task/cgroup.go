@@ -1,0 +1,162 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/cgroups"
+	"github.com/tupper/tupper/shim/options"
+)
+
+// cgroup is a container's cgroup as the shim uses it. The cgroup itself is
+// made when the init helper exists (spawned, before it proceeds), so that
+// the systemd driver can start its scope with that pid and the helper is
+// limited from its first instruction. A nil *cgroup means the container
+// has none (a spec without cgroupsPath and resources); every method
+// accepts that.
+type cgroup struct {
+	path    string
+	systemd bool
+	res     *specs.LinuxResources
+
+	mu           sync.Mutex
+	m            *cgroups.Manager // nil until the init helper was spawned
+	paused       bool
+	oomsReported uint64
+	cancel       context.CancelFunc
+}
+
+// newCgroup checks what the spec asks for against this host; it creates
+// nothing yet. Resources the host cannot enforce fail Create here.
+func newCgroup(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (*cgroup, error) {
+	if spec.Linux == nil || (spec.Linux.CgroupsPath == "" && spec.Linux.Resources == nil) {
+		return nil, nil
+	}
+	opts, err := options.FromAny(r.Options)
+	if err != nil {
+		return nil, err
+	}
+	cg := &cgroup{path: spec.Linux.CgroupsPath, systemd: opts.GetSystemdCgroup(), res: spec.Linux.Resources}
+	if cg.path == "" {
+		cg.path = cgroups.DefaultPath(r.ID, cg.systemd)
+	}
+	if err := cgroups.Check(cg.res); err != nil {
+		return nil, fmt.Errorf("container %s: %w", r.ID, err)
+	}
+	return cg, nil
+}
+
+// onSpawn is container.Options.OnSpawn: the first call (the init helper)
+// creates the cgroup with the spec's resources, every call moves the
+// helper into it.
+func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
+	if cg == nil {
+		return nil
+	}
+	return func(pid int) error {
+		cg.mu.Lock()
+		defer cg.mu.Unlock()
+		if cg.paused {
+			// A helper moved into a frozen cgroup would stop before it
+			// got ready. (Pause after this point only delays the exec.)
+			return fmt.Errorf("container is paused: %w", errdefs.ErrFailedPrecondition)
+		}
+		if cg.m == nil {
+			m, err := cgroups.New(ctx, cg.path, cg.res, cg.systemd, pid)
+			if err != nil {
+				return err
+			}
+			cg.m = m
+		}
+		if err := cg.m.Add(pid); err != nil {
+			return fmt.Errorf("move process %d into cgroup %s: %w", pid, cg.m.Path(), err)
+		}
+		return nil
+	}
+}
+
+func (cg *cgroup) manager() *cgroups.Manager {
+	if cg == nil {
+		return nil
+	}
+	cg.mu.Lock()
+	defer cg.mu.Unlock()
+	return cg.m
+}
+
+// remove stops the OOM watch and deletes the cgroup, killing whatever is
+// still in it.
+func (cg *cgroup) remove(ctx context.Context) {
+	if cg == nil {
+		return
+	}
+	cg.mu.Lock()
+	m, cancel := cg.m, cg.cancel
+	cg.m, cg.cancel = nil, nil
+	cg.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if m == nil {
+		return
+	}
+	if err := m.Delete(); err != nil {
+		log.G(ctx).WithError(err).WithField("cgroup", m.Path()).Warn("delete cgroup")
+	}
+}
+
+// watchOOM publishes TaskOOM for OOM kills the kernel reports while the
+// container runs.
+func (s *service) watchOOM(c *Container) {
+	m := c.cg.manager()
+	if m == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	c.cg.mu.Lock()
+	c.cg.cancel = cancel
+	c.cg.mu.Unlock()
+	if err := m.WatchOOM(ctx, func() { s.reportOOM(c, true) }); err != nil {
+		log.G(s.ctx).WithError(err).WithField("id", c.ID).Warn("cannot watch for OOM kills; TaskOOM will only be sent with exits")
+	}
+}
+
+// reportOOM publishes TaskOOM once per OOM kill. The watcher calls it with
+// notified=true when the kernel signals an OOM (v1's eventfd fires as the
+// OOM starts, possibly before the kill is counted); waitExit calls it
+// before every TaskExit, so that a process the OOM killer took has its
+// TaskOOM queued before its exit even when the watcher has not woken yet.
+func (s *service) reportOOM(c *Container, notified bool) {
+	if c.cg == nil {
+		return
+	}
+	c.cg.mu.Lock()
+	defer c.cg.mu.Unlock()
+	if c.cg.m == nil {
+		return
+	}
+	n, err := c.cg.m.OOMKills()
+	if err != nil {
+		log.G(s.ctx).WithError(err).Debug("read OOM kill count")
+	}
+	switch {
+	case n > c.cg.oomsReported:
+		c.cg.oomsReported = n
+	case notified:
+		c.cg.oomsReported++
+	default:
+		return
+	}
+	s.events.send(&eventstypes.TaskOOM{ContainerID: c.ID})
+}
+
+// noCgroup is the error of cgroup RPCs for a container without one.
+func noCgroup(id string) error {
+	return fmt.Errorf("container %q has no cgroup (its spec has no linux.cgroupsPath): %w", id, errdefs.ErrNotFound)
+}

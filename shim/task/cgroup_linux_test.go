@@ -1,0 +1,194 @@
+package task
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/internal/testutil"
+)
+
+const testCgroupParent = "/tupper-task-test"
+
+// cgroupBundle is newBundle with a cgroupsPath and resources. It returns
+// the bundle and the cgroup's memory (v1) or unified (v2) directory.
+func cgroupBundle(t *testing.T, res *specs.LinuxResources, args ...string) (string, string) {
+	t.Helper()
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
+		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err != nil || !strings.Contains(string(b), "memory") {
+			testutil.Require(t, "needs the memory cgroup controller")
+		}
+	}
+	dir := newBundle(t, args...)
+	var spec specs.Spec
+	b, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err := json.Unmarshal(b, &spec); err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("%s/%s-%d", testCgroupParent, t.Name(), time.Now().UnixNano())
+	spec.Linux.CgroupsPath = path
+	spec.Linux.Resources = res
+	b, _ = json.Marshal(spec)
+	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	t.Cleanup(func() {
+		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + testCgroupParent)
+		dirs = append(dirs, "/sys/fs/cgroup"+testCgroupParent)
+		for _, d := range dirs {
+			syscall.Rmdir(d)
+		}
+	})
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
+		return dir, "/sys/fs/cgroup/memory" + path
+	}
+	return dir, "/sys/fs/cgroup" + path
+}
+
+func TestCgroupRPCs(t *testing.T) {
+	s, rec, ctx := newService(t)
+	bundle, cgdir := cgroupBundle(t, &specs.LinuxResources{}, "sh", "-c", "while :; do :; done")
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "cg1", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cgdir); err != nil {
+		t.Fatalf("no cgroup after create: %v", err)
+	}
+	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "cg1"}); err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := typeurl.MarshalAnyToProto(&specs.Process{Args: []string{"sleep", "100"}, Env: []string{"PATH=/bin"}, Cwd: "/"})
+	if _, err := s.Exec(ctx, &taskAPI.ExecProcessRequest{ID: "cg1", ExecID: "e1", Spec: spec}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Start(ctx, &taskAPI.StartRequest{ID: "cg1", ExecID: "e1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pids: every process of the cgroup, the exec marked with its id.
+	pids, err := s.Pids(ctx, &taskAPI.PidsRequest{ID: "cg1"})
+	if err != nil || len(pids.Processes) != 2 {
+		t.Fatalf("pids %v %v", pids, err)
+	}
+	for _, p := range pids.Processes {
+		if p.Pid != st.Pid {
+			continue
+		}
+		v, err := typeurl.UnmarshalAny(p.Info)
+		if d, ok := v.(*options.ProcessDetails); err != nil || !ok || d.ExecID != "e1" {
+			t.Fatalf("exec %d info %v %v", p.Pid, v, err)
+		}
+	}
+	if _, err := s.Pause(ctx, &taskAPI.PauseRequest{ID: "cg1"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"", "e1"} {
+		if r, err := s.State(ctx, &taskAPI.StateRequest{ID: "cg1", ExecID: id}); err != nil || r.Status != task.Status_PAUSED {
+			t.Fatalf("state of %q while paused: %v %v", id, r, err)
+		}
+	}
+	if _, err := s.Resume(ctx, &taskAPI.ResumeRequest{ID: "cg1"}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.State(ctx, &taskAPI.StateRequest{ID: "cg1"}); r.Status != task.Status_RUNNING {
+		t.Fatalf("state after resume: %v", r.Status)
+	}
+	// Stats: the Metrics type containerd and CRI decode, with real numbers.
+	sr, err := s.Stats(ctx, &taskAPI.StatsRequest{ID: "cg1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := typeurl.UnmarshalAny(sr.Stats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch m := v.(type) {
+	case *v1.Metrics:
+		if m.CPU.Usage.Total == 0 || m.Memory.Usage.Usage == 0 || m.Pids.Current != 2 {
+			t.Fatalf("v1 metrics %v", m)
+		}
+	case *v2.Metrics:
+		if m.CPU.UsageUsec == 0 || m.Memory.Usage == 0 || m.Pids.Current != 2 {
+			t.Fatalf("v2 metrics %v", m)
+		}
+	default:
+		t.Fatalf("stats are %T", v)
+	}
+	limit := int64(48 << 20)
+	res, _ := typeurl.MarshalAnyToProto(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
+	if _, err := s.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "cg1", Resources: res}); err != nil {
+		t.Fatal(err)
+	}
+	file := "memory.limit_in_bytes"
+	if !strings.HasPrefix(cgdir, "/sys/fs/cgroup/memory") {
+		file = "memory.max"
+	}
+	if b, _ := os.ReadFile(filepath.Join(cgdir, file)); strings.TrimSpace(string(b)) != fmt.Sprint(limit) {
+		t.Fatalf("%s is %q after update", file, b)
+	}
+	// A paused container is killed all the same.
+	s.Pause(ctx, &taskAPI.PauseRequest{ID: "cg1"})
+	if _, err := s.Kill(ctx, &taskAPI.KillRequest{ID: "cg1", Signal: 9, All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.Wait(ctx, &taskAPI.WaitRequest{ID: "cg1"}); err != nil || w.ExitStatus != 137 {
+		t.Fatalf("wait %v %v", w, err)
+	}
+	s.Delete(ctx, &taskAPI.DeleteRequest{ID: "cg1", ExecID: "e1"})
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "cg1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cgdir); !os.IsNotExist(err) {
+		t.Fatalf("cgroup %s left after delete: %v", cgdir, err)
+	}
+	rec.wait(t, []string{"/tasks/create", "/tasks/start", "/tasks/exec-added e1", "/tasks/exec-started e1",
+		"/tasks/paused", "/tasks/resumed", "/tasks/paused", "/tasks/exit e1 137", "/tasks/exit cg1 137", "/tasks/delete"})
+}
+
+func TestCgroupOOMBeforeExit(t *testing.T) {
+	s, rec, ctx := newService(t)
+	limit := int64(32 << 20)
+	bundle, _ := cgroupBundle(t, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}},
+		"busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1")
+	if _, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "oom", Bundle: bundle}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(ctx, &taskAPI.StartRequest{ID: "oom"}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.Wait(ctx, &taskAPI.WaitRequest{ID: "oom"}); err != nil || w.ExitStatus != 137 {
+		t.Fatalf("wait %v %v", w, err)
+	}
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "oom"}); err != nil {
+		t.Fatal(err)
+	}
+	rec.wait(t, []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit oom 137", "/tasks/delete"})
+}
+
+func TestCgroupCheckFailsCreate(t *testing.T) {
+	s, rec, ctx := newService(t)
+	bundle, cgdir := cgroupBundle(t, &specs.LinuxResources{CPU: &specs.LinuxCPU{Cpus: "60-63"}}, "true")
+	_, err := s.Create(ctx, &taskAPI.CreateTaskRequest{ID: "chk", Bundle: bundle})
+	if !errdefs.IsInvalidArgument(errgrpc.ToNative(err)) || !strings.Contains(err.Error(), "linux.resources.cpu.cpus") {
+		t.Fatalf("create: %v", err)
+	}
+	if _, err := os.Stat(cgdir); !os.IsNotExist(err) {
+		t.Fatalf("cgroup %s made for a failed create", cgdir)
+	}
+	if len(s.containers) != 0 {
+		t.Fatal("container registered")
+	}
+	rec.wait(t, nil)
+}

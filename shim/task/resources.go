@@ -1,0 +1,124 @@
+package task
+
+import (
+	"context"
+	"fmt"
+
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/process"
+)
+
+// The RPCs that act on a container's cgroup: Pause, Resume, Update, Stats.
+// Pids and Kill(all) use it too (state.go, kill.go).
+
+// Pause freezes every process of the container.
+func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*types.Empty, error) {
+	return s.setPaused(r.ID, true)
+}
+
+// Resume thaws a paused container.
+func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*types.Empty, error) {
+	return s.setPaused(r.ID, false)
+}
+
+func (s *service) setPaused(id string, pause bool) (*types.Empty, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	m := c.cg.manager()
+	if m == nil {
+		return nil, errgrpc.ToGRPC(noCgroup(id))
+	}
+	// init's lock orders TaskPaused/TaskResumed with its TaskExit.
+	c.init.Lock()
+	defer c.init.Unlock()
+	if st := c.init.Status(); st != process.Running {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("container %q is %s: %w", id, st, errdefs.ErrFailedPrecondition))
+	}
+	c.cg.mu.Lock()
+	defer c.cg.mu.Unlock()
+	if c.cg.paused == pause {
+		return &types.Empty{}, nil
+	}
+	if pause {
+		if err := m.Freeze(); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("freeze: %w", err))
+		}
+		c.cg.paused = true
+		s.events.send(&eventstypes.TaskPaused{ContainerID: id})
+		return &types.Empty{}, nil
+	}
+	if err := m.Thaw(); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("thaw: %w", err))
+	}
+	c.cg.paused = false
+	s.events.send(&eventstypes.TaskResumed{ContainerID: id})
+	return &types.Empty{}, nil
+}
+
+// isPaused reports whether the container's cgroup is frozen by Pause.
+func (c *Container) isPaused() bool {
+	if c.cg == nil {
+		return false
+	}
+	c.cg.mu.Lock()
+	defer c.cg.mu.Unlock()
+	return c.cg.paused
+}
+
+// Update applies new resources (a *specs.LinuxResources) to the running
+// container.
+func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*types.Empty, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	m := c.cg.manager()
+	if m == nil {
+		return nil, errgrpc.ToGRPC(noCgroup(r.ID))
+	}
+	if r.Resources == nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("update without resources: %w", errdefs.ErrInvalidArgument))
+	}
+	v, err := typeurl.UnmarshalAny(r.Resources)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("update resources: %w: %v", errdefs.ErrInvalidArgument, err))
+	}
+	res, ok := v.(*specs.LinuxResources)
+	if !ok {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("update resources are %T, not linux resources: %w", v, errdefs.ErrInvalidArgument))
+	}
+	if err := m.Update(ctx, res); err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("update cgroup %s: %w", m.Path(), err))
+	}
+	return &types.Empty{}, nil
+}
+
+// Stats returns the cgroup's metrics: containerd's cgroup1 or cgroup2
+// stats.Metrics, which ctr, CRI and the kubelet decode.
+func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	c, err := s.get(r.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	m := c.cg.manager()
+	if m == nil {
+		return nil, errgrpc.ToGRPC(noCgroup(r.ID))
+	}
+	metrics, err := m.Stats()
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("cgroup stats: %w", err))
+	}
+	a, err := typeurl.MarshalAnyToProto(metrics)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.StatsResponse{Stats: a}, nil
+}
