@@ -219,9 +219,21 @@ cni_iptables_down() {
 }
 
 down() {
+	local -a netns=()
+	local ns
 	if pid_alive "$RUN_DIR/containerd.pid" >/dev/null && command -v crictl >/dev/null; then
 		# Pods first, so that CNI removes its links and addresses.
-		local ep="unix://$ADDRESS"
+		local ep="unix://$ADDRESS" id
+		# shellcheck disable=SC2207
+		# The pods' netns paths, from the sandbox containers' specs (CRI's
+		# own status call fails for a pod whose netns cannot be removed).
+		if command -v jq >/dev/null; then
+			for id in $(ctr_ containers ls -q 2>/dev/null); do
+				netns+=($(ctr_ containers info "$id" 2>/dev/null |
+					jq -r '.Spec.linux.namespaces[]? | select(.type == "network") | .path // empty' |
+					grep -E '^(/var)?/run/netns/' || true))
+			done
+		fi
 		crictl --runtime-endpoint "$ep" rmp -fa >/dev/null 2>&1 || true
 	fi
 	# Shims and containers this containerd started, by their pid files.
@@ -244,11 +256,15 @@ down() {
 	fi
 	ip link del "$BRIDGE" 2>/dev/null || true
 	cni_iptables_down
-	# containerd makes /run/netns a (shared) bind mount of itself before its
-	# first pod's netns; undo that once no network namespace is left in it.
-	if mountpoint -q /run/netns && [[ -z $(ls -A /run/netns 2>/dev/null) ]]; then
-		umount /run/netns 2>/dev/null || true
-	fi
+	# A pod whose netns containerd could not remove (unlinkat: EBUSY, seen
+	# when another program bind-mounted /run/netns over itself while the
+	# pod ran, hiding the netns mount) leaves the file and its mount.
+	for ns in "${netns[@]}"; do
+		[[ -e $ns ]] || continue
+		umount "$ns" 2>/dev/null || true
+		rm -f "$ns" 2>/dev/null || true
+		[[ -e $ns ]] && log "warning: $ns is left (its mount is under another bind mount of $(dirname "$ns")); remove it with: umount $(dirname "$ns"); umount $ns; rm $ns"
+	done
 	rm -rf "$RUN_DIR" "$LIB_DIR"
 	for d in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/tupper-push; do
 		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
