@@ -83,6 +83,10 @@ state = "$RUN_DIR/containerd"
 [plugins.'io.containerd.cri.v1.runtime']
   # These machines lack CAP_SYS_RESOURCE: lowering oom_score_adj fails.
   restrict_oom_score_adj = true
+  # Pods' netns mounts under the state dir, not /var/run/netns: another
+  # program bind-mounting /var/run/netns over itself (ip netns add does)
+  # would hide them, and containerd could not remove them (EBUSY).
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -219,21 +223,9 @@ cni_iptables_down() {
 }
 
 down() {
-	local -a netns=()
-	local ns
 	if pid_alive "$RUN_DIR/containerd.pid" >/dev/null && command -v crictl >/dev/null; then
 		# Pods first, so that CNI removes its links and addresses.
-		local ep="unix://$ADDRESS" id
-		# shellcheck disable=SC2207
-		# The pods' netns paths, from the sandbox containers' specs (CRI's
-		# own status call fails for a pod whose netns cannot be removed).
-		if command -v jq >/dev/null; then
-			for id in $(ctr_ containers ls -q 2>/dev/null); do
-				netns+=($(ctr_ containers info "$id" 2>/dev/null |
-					jq -r '.Spec.linux.namespaces[]? | select(.type == "network") | .path // empty' |
-					grep -E '^(/var)?/run/netns/' || true))
-			done
-		fi
+		local ep="unix://$ADDRESS"
 		crictl --runtime-endpoint "$ep" rmp -fa >/dev/null 2>&1 || true
 	fi
 	# Shims and containers this containerd started, by their pid files.
@@ -256,15 +248,6 @@ down() {
 	fi
 	ip link del "$BRIDGE" 2>/dev/null || true
 	cni_iptables_down
-	# A pod whose netns containerd could not remove (unlinkat: EBUSY, seen
-	# when another program bind-mounted /run/netns over itself while the
-	# pod ran, hiding the netns mount) leaves the file and its mount.
-	for ns in "${netns[@]}"; do
-		[[ -e $ns ]] || continue
-		umount "$ns" 2>/dev/null || true
-		rm -f "$ns" 2>/dev/null || true
-		[[ -e $ns ]] && log "warning: $ns is left (its mount is under another bind mount of $(dirname "$ns")); remove it with: umount $(dirname "$ns"); umount $ns; rm $ns"
-	done
 	rm -rf "$RUN_DIR" "$LIB_DIR"
 	for d in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/tupper-push; do
 		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
