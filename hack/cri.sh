@@ -231,11 +231,21 @@ down() {
 	# Shims and containers this containerd started, by their pid files.
 	if [[ -d $RUN_DIR/containerd ]]; then
 		find "$RUN_DIR/containerd" \( -name shim.pid -o -name init.pid \) -print0 2>/dev/null |
-			xargs -0 -r cat 2>/dev/null | while read -r pid; do
+			xargs -0 -r -n1 sh -c 'cat "$1"; echo' sh 2>/dev/null | while read -r pid; do
 			[[ $pid =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null || true
 		done
 	fi
 	stop_pidfile containerd "$RUN_DIR/containerd.pid"
+	# containerd 2.x writes no shim.pid: a shim whose pod rmp could not
+	# remove outlives containerd. Ours are the ones started with our address.
+	local proc
+	for proc in /proc/[0-9]*; do
+		[[ $(readlink "$proc/exe" 2>/dev/null) == */containerd-shim-* ]] || continue
+		if tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | grep -qxF -- "$ADDRESS"; then
+			log "killing leftover shim (pid ${proc#/proc/})"
+			kill -KILL "${proc#/proc/}" 2>/dev/null || true
+		fi
+	done
 	stop_pidfile registry "$RUN_DIR/registry.pid"
 	stop_pidfile snapshotter "$RUN_DIR/snapshotter.pid"
 	# Mounts left under our dirs (pod sandboxes' shm, rootfs), deepest first.
