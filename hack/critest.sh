@@ -35,7 +35,7 @@ LOG=$OUT/critest-$HANDLER.log
 # Specs that cannot pass offline or on these hosts, whatever the runtime:
 # "regexp|reason". Each is matched against the full spec text.
 SKIPS=(
-	'AppArmor|the hosts have no AppArmor (not in the kernel command line, no apparmor_parser); the specs load and enforce profiles'
+	'AppArmor|the hosts have no AppArmor (not in the kernel: no /sys/module/apparmor; no apparmor_parser); the specs load and enforce profiles'
 	'Image Manager public image with digest|pulls test-image-digest@sha256:9700f9…, a pinned upstream digest that a locally built image cannot have'
 	'Image Manager image status should support all kinds of references|looks the image up by the pinned upstream digest of test-image-digest'
 )
