@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/tupper/tupper/version.Version=$(VERSION)
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: all build test demo demo-down bench clean deps proto fuzz stress load
+.PHONY: all build test demo demo-down bench clean deps proto fuzz stress load critest
 
 all: build
 
@@ -23,6 +23,12 @@ demo: deps build
 
 demo-down:
 	hack/demo.sh down
+
+# critest offline against hack/cri.sh's CRI containerd: make critest HANDLER=runc
+# (summary in _output/critest-$(HANDLER).txt; KEEP=1 leaves the stack up).
+HANDLER ?= runc
+critest: deps build
+	hack/critest.sh $(HANDLER)
 
 bench: deps build
 	hack/bench.sh

@@ -64,6 +64,10 @@ write_config() {
 [plugins.'io.containerd.cri.v1.runtime']
   # These machines lack CAP_SYS_RESOURCE: lowering oom_score_adj fails.
   restrict_oom_score_adj = true
+  # Pods' netns mounts under the state dir, not /var/run/netns: another
+  # program bind-mounting /var/run/netns over itself (ip netns add does)
+  # would hide them, and containerd could not remove them (EBUSY).
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -81,9 +85,21 @@ write_config() {
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
+
+# NRI on a socket of our own: the default /var/run/nri/nri.sock belongs to
+# whichever other containerd runs on the machine. critest's NRI specs
+# connect here (-nri-socket).
+[plugins.'io.containerd.nri.v1.nri']
+  disable = false
+  socket_path = "$RUN_DIR/nri.sock"
+  plugin_path = "$RUN_DIR/nri/plugins"
+  plugin_config_path = "$RUN_DIR/nri/conf.d"
 EOF
 	} >"$CONFIG"
 	# Pods get a bridge of their own, no masquerade: nothing leaves the machine.
+	# portmap's snat only rewrites the source of host-port connections made
+	# from this host's 127.0.0.1 (and hairpin ones), which cannot reach a
+	# pod otherwise (critest dials 127.0.0.1:hostPort).
 	cat >"$RUN_DIR/net.d/10-tupper-cri.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -92,7 +108,7 @@ EOF
     {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
      "ipam": {"type": "host-local", "dataDir": "$RUN_DIR/cni-ipam", "ranges": [[{"subnet": "$SUBNET"}]],
               "routes": [{"dst": "0.0.0.0/0"}]}},
-    {"type": "portmap", "capabilities": {"portMappings": true}, "snat": false},
+    {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
     {"type": "loopback"}
   ]
 }
@@ -168,6 +184,26 @@ push() {
 	done
 }
 
+# cni_iptables_down: remove the nat chains portmap leaves behind once its
+# last pod is gone (CNI-HOSTPORT-*, and the jumps to them), unless some
+# pod's own chain (CNI-DN-*, CNI-SN-*) still hangs off them.
+cni_iptables_down() {
+	command -v iptables >/dev/null || return 0
+	local rules chains r c
+	rules=$(iptables -t nat -S 2>/dev/null) || return 0
+	if grep -qE '^-N CNI-(DN|SN)-' <<<"$rules"; then
+		log "leaving iptables CNI-HOSTPORT-* chains: other pods' chains use them"
+		return 0
+	fi
+	chains=$(awk '$1 == "-N" && $2 ~ /^CNI-HOSTPORT-/ {print $2}' <<<"$rules")
+	[[ -n $chains ]] || return 0
+	# Rules are printed shell-quoted (comments): eval them back as arguments.
+	grep -E '^-A (PREROUTING|INPUT|OUTPUT|POSTROUTING) .*-j CNI-HOSTPORT-' <<<"$rules" | sed 's/^-A/-D/' |
+		while read -r r; do eval "iptables -t nat $r"; done
+	for c in $chains; do iptables -t nat -F "$c"; done
+	for c in $chains; do iptables -t nat -X "$c"; done
+}
+
 down() {
 	if pid_alive "$RUN_DIR/containerd.pid" >/dev/null && command -v crictl >/dev/null; then
 		# Pods first, so that CNI removes its links and addresses.
@@ -177,11 +213,21 @@ down() {
 	# Shims and containers this containerd started, by their pid files.
 	if [[ -d $RUN_DIR/containerd ]]; then
 		find "$RUN_DIR/containerd" \( -name shim.pid -o -name init.pid \) -print0 2>/dev/null |
-			xargs -0 -r cat 2>/dev/null | while read -r pid; do
+			xargs -0 -r -n1 sh -c 'cat "$1"; echo' sh 2>/dev/null | while read -r pid; do
 			[[ $pid =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null || true
 		done
 	fi
 	stop_pidfile containerd "$RUN_DIR/containerd.pid"
+	# containerd 2.x writes no shim.pid: a shim whose pod rmp could not
+	# remove outlives containerd. Ours are the ones started with our address.
+	local proc
+	for proc in /proc/[0-9]*; do
+		[[ $(readlink "$proc/exe" 2>/dev/null) == */containerd-shim-* ]] || continue
+		if tr '\0' '\n' <"$proc/cmdline" 2>/dev/null | grep -qxF -- "$ADDRESS"; then
+			log "killing leftover shim (pid ${proc#/proc/})"
+			kill -KILL "${proc#/proc/}" 2>/dev/null || true
+		fi
+	done
 	stop_pidfile registry "$RUN_DIR/registry.pid"
 	stop_pidfile snapshotter "$RUN_DIR/snapshotter.pid"
 	# Mounts left under our dirs (pod sandboxes' shm, rootfs), deepest first.
@@ -193,11 +239,12 @@ down() {
 		"$REPO/hack/btrfs-loop.sh" down "$SNAP_ROOT" --rm
 	fi
 	ip link del "$BRIDGE" 2>/dev/null || true
+	cni_iptables_down
 	rm -rf "$RUN_DIR" "$LIB_DIR"
 	for d in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/tupper-push; do
 		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
 	done
-	log "down: daemons stopped, mounts, links and state removed"
+	log "down: daemons stopped, mounts, links, iptables chains and state removed"
 }
 
 case "${1:-}" in

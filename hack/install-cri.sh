@@ -15,9 +15,18 @@ if [[ ! -x /usr/lib/cni/bridge ]]; then
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containernetworking-plugins
 fi
 
-built_from() { go version -m "$1" 2>/dev/null | awk '$1=="mod"{print $2"@"$3}'; }
+# Built inside the module, the binaries' build info says "(devel)"; they
+# are stamped with the release (-X .../pkg/version.Version, as cri-tools'
+# Makefile does) and asked for it.
+VERSION_LDFLAGS="-X sigs.k8s.io/cri-tools/pkg/version.Version=${CRI_TOOLS_VERSION#v}"
+built_from() {
+	case $1 in
+	*/crictl) "$1" --version 2>/dev/null | sed -n 's/^crictl version /v/p' ;;
+	*/critest) "$1" -version 2>/dev/null | sed -n 's/^critest version: /v/p' ;;
+	esac
+}
 for tool in crictl critest; do
-	if [[ -x /usr/local/bin/$tool && $(built_from /usr/local/bin/$tool) == "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION" ]]; then
+	if [[ -x /usr/local/bin/$tool && $(built_from /usr/local/bin/$tool) == "$CRI_TOOLS_VERSION" ]]; then
 		say "$tool is cri-tools@$CRI_TOOLS_VERSION"
 		continue
 	fi
@@ -25,9 +34,9 @@ for tool in crictl critest; do
 	src=$(GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/cri-tools@$CRI_TOOLS_VERSION" | sed -n 's/.*"Dir": "\(.*\)",/\1/p')
 	say "building $tool from $src"
 	if [[ $tool == crictl ]]; then
-		(cd "$src" && CGO_ENABLED=0 go build -trimpath -o /usr/local/bin/crictl ./cmd/crictl)
+		(cd "$src" && CGO_ENABLED=0 go build -trimpath -ldflags "$VERSION_LDFLAGS" -o /usr/local/bin/crictl ./cmd/crictl)
 	else
-		(cd "$src" && CGO_ENABLED=0 go test -c -trimpath -o /usr/local/bin/critest ./cmd/critest)
+		(cd "$src" && CGO_ENABLED=0 go test -c -trimpath -ldflags "$VERSION_LDFLAGS" -o /usr/local/bin/critest ./cmd/critest)
 	fi
 done
 

@@ -15,14 +15,19 @@
 //	         benchmarking unpack. Owners are root, times fixed; only
 //	         directories, regular files and symlinks are taken. Its
 //	         layers are compressed with gzip's fastest level.
+//	pause    one static binary, /pause, as the entrypoint (-pause).
+//	dir      one layer per directory of -rootfs (comma-separated, lowest
+//	         first), taken as it is on disk (owners, modes, symlinks, hard
+//	         links); -user, -entrypoint, -cmd, -workdir and -env set the
+//	         config. hack/critest-images.sh builds critest's images so.
 //
 // Usage:
 //
 //	go run ./hack/mkimage -kind layers -name tupper.local/layers:latest -o layers.tar
 //
 // The output depends only on the flags and on the busybox binary (and, for
-// big, on the content of the host directories): every timestamp is fixed
-// and entries are written in a fixed order.
+// big, on the host directories; for dir, on the -rootfs trees): every
+// timestamp is fixed and entries are written in a fixed order.
 package main
 
 import (
@@ -48,12 +53,22 @@ import (
 var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func main() {
-	kind := flag.String("kind", "busybox", "image kind: busybox, layers, pause or big")
+	kind := flag.String("kind", "busybox", "image kind: busybox, layers, pause, big or dir")
 	dirs := flag.String("dirs", strings.Join(defaultBigDirs, ","), "big: comma-separated host directories, one layer each")
 	name := flag.String("name", "", "image reference stored in the archive (default tupper.local/<kind>:latest)")
 	out := flag.String("o", "", "output archive path (required)")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox binary to put into the image")
 	pauseBin = flag.String("pause", "_output/bin/pause", "static pause binary for -kind pause (hack/install-cri.sh builds it)")
+	rootfs := flag.String("rootfs", "", "-kind dir: root filesystem directories, one layer each, lowest first, comma-separated")
+	user := flag.String("user", "", "-kind dir: the image's USER")
+	entrypoint := flag.String("entrypoint", "", "-kind dir: entrypoint as a JSON array")
+	cmd := flag.String("cmd", `["/bin/sh"]`, "-kind dir: command as a JSON array")
+	workdir := flag.String("workdir", "/", "-kind dir: working directory")
+	var env []string
+	flag.Func("env", "-kind dir: NAME=value, repeatable (default: PATH only)", func(s string) error {
+		env = append(env, s)
+		return nil
+	})
 	flag.Parse()
 
 	if *out == "" {
@@ -63,6 +78,24 @@ func main() {
 	}
 	if *name == "" {
 		*name = "tupper.local/" + *kind + ":latest"
+	}
+	if *kind == "dir" {
+		img := dirImage{user: *user, workdir: *workdir, env: env}
+		if *rootfs != "" {
+			img.layers = strings.Split(*rootfs, ",")
+		}
+		var err error
+		if img.entrypoint, err = parseArgv("entrypoint", *entrypoint); err == nil {
+			img.cmd, err = parseArgv("cmd", *cmd)
+		}
+		if err == nil {
+			err = writeDir(*name, *out, img)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mkimage:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if err := run(*kind, *name, *out, *busybox, strings.Split(*dirs, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
@@ -95,7 +128,7 @@ func run(kind, name, out, busybox string, dirs []string) error {
 		}
 		level = gzip.BestSpeed
 	default:
-		return fmt.Errorf("unknown kind %q (want busybox, layers, pause or big)", kind)
+		return fmt.Errorf("unknown kind %q (want busybox, layers, pause, big or dir)", kind)
 	}
 	archive, err := imageArchive(name, layers, level)
 	if err != nil {
@@ -241,6 +274,21 @@ func imageArchive(name string, layers []layer, level int) ([]byte, error) {
 
 // imageArchiveCmd is imageArchive with the image's entrypoint and command.
 func imageArchiveCmd(name string, layers []layer, level int, entrypoint, cmd []string) ([]byte, error) {
+	return imageArchiveConfig(name, layers, level, imageConfig{entrypoint: entrypoint, cmd: cmd})
+}
+
+// imageConfig is what an image's config says about running it. Empty
+// workdir means "/"; nil env means the usual PATH only.
+type imageConfig struct {
+	user       string
+	entrypoint []string
+	cmd        []string
+	workdir    string
+	env        []string
+}
+
+// imageArchiveConfig is imageArchive with a full image config.
+func imageArchiveConfig(name string, layers []layer, level int, ic imageConfig) ([]byte, error) {
 	var (
 		blobs   []blob
 		diffIDs []digest.Digest
@@ -260,15 +308,22 @@ func imageArchiveCmd(name string, layers []layer, level int, entrypoint, cmd []s
 		history = append(history, ocispec.History{Created: &created, CreatedBy: "tupper mkimage", Comment: l.comment})
 	}
 
+	if ic.workdir == "" {
+		ic.workdir = "/"
+	}
+	if ic.env == nil {
+		ic.env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	}
 	platform := ocispec.Platform{Architecture: "amd64", OS: "linux"}
 	config, err := jsonBlob(ocispec.MediaTypeImageConfig, ocispec.Image{
 		Created:  &created,
 		Platform: platform,
 		Config: ocispec.ImageConfig{
-			Env:        []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-			Entrypoint: entrypoint,
-			Cmd:        cmd,
-			WorkingDir: "/",
+			User:       ic.user,
+			Env:        ic.env,
+			Entrypoint: ic.entrypoint,
+			Cmd:        ic.cmd,
+			WorkingDir: ic.workdir,
 		},
 		RootFS:  ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
 		History: history,
