@@ -115,7 +115,7 @@ func TestCRIPod(t *testing.T) {
 	work := t.TempDir()
 	uid := fmt.Sprintf("tupper-it-%d", time.Now().UnixNano())
 	podCfg := writeJSON(t, filepath.Join(work, "pod.json"), map[string]any{
-		"metadata": map[string]any{"name": "pair", "namespace": "tupper-it", "uid": uid},
+		"metadata":      map[string]any{"name": "pair", "namespace": "tupper-it", "uid": uid},
 		"log_directory": filepath.Join(work, "logs"), "linux": map[string]any{},
 	})
 	container := func(name string, command ...string) string {
