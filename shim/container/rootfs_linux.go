@@ -54,11 +54,15 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, aft
 			return err
 		}
 	}
-	if spec.Linux.RootfsPropagation == "" || prop&unix.MS_SHARED == 0 {
-		// Keep the rootfs mount private so the old root can be detached
-		// without propagating the unmount anywhere.
-		if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("make rootfs private: %w", err)
+	// pivot_root refuses a new root, or a parent of it, that is shared
+	// (EINVAL): make both private for the switch; a shared or slave
+	// rootfsPropagation is applied to the new / right after it.
+	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make rootfs private: %w", err)
+	}
+	if parent, err := mountPointOf(filepath.Dir(rootfs)); err == nil {
+		if err := unix.Mount("", parent, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make the mount above the rootfs (%s) private: %w", parent, err)
 		}
 	}
 	if spec.Process != nil && spec.Process.Terminal || devIsTmpfs {
@@ -80,6 +84,11 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, aft
 	}
 	if err := enterRoot(rootfs, noPivot); err != nil {
 		return err
+	}
+	if spec.Linux.RootfsPropagation != "" && prop&(unix.MS_SHARED|unix.MS_SLAVE) != 0 {
+		if err := unix.Mount("", "/", "", uintptr(prop), ""); err != nil {
+			return fmt.Errorf("set rootfsPropagation %s on the new root: %w", spec.Linux.RootfsPropagation, err)
+		}
 	}
 	// Sysctls go through /proc/sys, which is about to become read-only.
 	if afterPivot != nil {
@@ -362,6 +371,30 @@ func createDevice(rootfs string, d specs.LinuxDevice) error {
 		return fmt.Errorf("chown %s: %w", d.Path, err)
 	}
 	return nil
+}
+
+// mountPointOf returns the mount point that path lies on (the longest
+// mount point that is a prefix of it).
+func mountPointOf(path string) (string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	best := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := f[4]
+		if (path == mp || mp == "/" || strings.HasPrefix(path, mp+"/")) && len(mp) > len(best) {
+			best = mp
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("no mount point above %s", path)
+	}
+	return best, nil
 }
 
 // enterRoot makes rootfs the root of the mount namespace. With pivot_root
