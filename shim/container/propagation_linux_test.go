@@ -71,3 +71,24 @@ func unmountAll(dir string) {
 	for unix.Unmount(dir, 0) == nil {
 	}
 }
+
+// rro makes a volume read-only all the way down, submounts included; a
+// plain ro bind leaves the submount writable.
+func TestRecursiveReadonlyMount(t *testing.T) {
+	needRoot(t)
+	vol := t.TempDir()
+	sub := filepath.Join(vol, "sub")
+	os.MkdirAll(sub, 0o755)
+	if err := unix.Mount("tmpfs", sub, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unmountAll(sub)
+	for opt, want := range map[string]string{"rro": "sub-readonly", "ro": "sub-writable"} {
+		spec := testSpec("sh", "-c", "touch /vol/top 2>/dev/null || echo top-readonly; touch /vol/sub/x 2>/dev/null && echo sub-writable || echo sub-readonly")
+		spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", opt}})
+		out := runOK(t, spec)
+		if !strings.Contains(out, "top-readonly") || !strings.Contains(out, want) {
+			t.Errorf("%s volume: want top-readonly and %s:\n%s", opt, want, out)
+		}
+	}
+}

@@ -161,9 +161,47 @@ var mountFlags = map[string]flagOpt{
 
 // parseOptions splits mount options into flags, propagation flags and
 // the data string handed to the filesystem.
+// recursiveAttrs are the runtime spec's recursive mount options, applied
+// with mount_setattr(AT_RECURSIVE) to the mount and everything below it:
+// what is set and cleared (atime options also clear the atime mask).
+var recursiveAttrs = map[string]struct{ set, clr uint64 }{
+	"rro": {set: unix.MOUNT_ATTR_RDONLY}, "rrw": {clr: unix.MOUNT_ATTR_RDONLY},
+	"rnosuid": {set: unix.MOUNT_ATTR_NOSUID}, "rsuid": {clr: unix.MOUNT_ATTR_NOSUID},
+	"rnodev": {set: unix.MOUNT_ATTR_NODEV}, "rdev": {clr: unix.MOUNT_ATTR_NODEV},
+	"rnoexec": {set: unix.MOUNT_ATTR_NOEXEC}, "rexec": {clr: unix.MOUNT_ATTR_NOEXEC},
+	"rnodiratime": {set: unix.MOUNT_ATTR_NODIRATIME}, "rdiratime": {clr: unix.MOUNT_ATTR_NODIRATIME},
+	"rrelatime":      {set: unix.MOUNT_ATTR_RELATIME, clr: unix.MOUNT_ATTR__ATIME},
+	"rnorelatime":    {clr: unix.MOUNT_ATTR__ATIME},
+	"rnoatime":       {set: unix.MOUNT_ATTR_NOATIME, clr: unix.MOUNT_ATTR__ATIME},
+	"ratime":         {clr: unix.MOUNT_ATTR__ATIME},
+	"rstrictatime":   {set: unix.MOUNT_ATTR_STRICTATIME, clr: unix.MOUNT_ATTR__ATIME},
+	"rnostrictatime": {clr: unix.MOUNT_ATTR__ATIME},
+	"rnosymfollow":   {set: unix.MOUNT_ATTR_NOSYMFOLLOW}, "rsymfollow": {clr: unix.MOUNT_ATTR_NOSYMFOLLOW},
+}
+
+// RecursiveMountOptions lists the recursive options mounts accept.
+func RecursiveMountOptions() []string {
+	out := make([]string, 0, len(recursiveAttrs))
+	for o := range recursiveAttrs {
+		out = append(out, o)
+	}
+	return out
+}
+
 func parseOptions(opts []string) (flags int, prop []int, data string) {
+	flags, prop, data, _ = parseAllOptions(opts)
+	return flags, prop, data
+}
+
+// parseAllOptions also returns the recursive attributes to apply.
+func parseAllOptions(opts []string) (flags int, prop []int, data string, rattr unix.MountAttr) {
 	var d []string
 	for _, o := range opts {
+		if r, ok := recursiveAttrs[o]; ok {
+			rattr.Attr_set = rattr.Attr_set&^r.clr | r.set
+			rattr.Attr_clr |= r.clr
+			continue
+		}
 		if f, ok := mountFlags[o]; ok {
 			if f.clear {
 				flags &^= f.flag
@@ -178,7 +216,7 @@ func parseOptions(opts []string) (flags int, prop []int, data string) {
 		}
 		d = append(d, o)
 	}
-	return flags, prop, strings.Join(d, ",")
+	return flags, prop, strings.Join(d, ","), rattr
 }
 
 func mountOne(rootfs string, m specs.Mount, cgroupns bool) error {
@@ -189,7 +227,7 @@ func mountOne(rootfs string, m specs.Mount, cgroupns bool) error {
 		}
 		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
-	flags, prop, data := parseOptions(m.Options)
+	flags, prop, data, rattr := parseAllOptions(m.Options)
 	wrap := func(err error) error {
 		return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, m.Destination, err)
 	}
@@ -235,6 +273,11 @@ func mountOne(rootfs string, m specs.Mount, cgroupns bool) error {
 		}
 		if err != nil {
 			return wrap(err)
+		}
+	}
+	if rattr.Attr_set != 0 || rattr.Attr_clr != 0 {
+		if err := unix.MountSetattr(-1, dest, unix.AT_RECURSIVE, &rattr); err != nil {
+			return wrap(fmt.Errorf("recursive mount options %v: %w", m.Options, err))
 		}
 	}
 	for _, p := range prop {
