@@ -36,7 +36,18 @@ sleep 5`)
 	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 	spec.Linux.RootfsPropagation = "rshared"
 	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rshared"}})
-	r, err := create(t, newBundle(t), spec)
+	// As under CRI, the rootfs is itself a (shared) mount: the shim's
+	// mount of the snapshot.
+	bundle := newBundle(t)
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unmountAll(rootfs)
+	if err := unix.Mount("", rootfs, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	r, err := create(t, bundle, spec)
 	if err != nil {
 		t.Fatalf("create with rootfsPropagation rshared: %v", err)
 	}

@@ -27,6 +27,16 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, aft
 	if err := unix.Mount("", "/", "", uintptr(prop), ""); err != nil {
 		return fmt.Errorf("set mount propagation of /: %w", err)
 	}
+	// pivot_root refuses a new root, or a parent of it, that is shared
+	// (EINVAL). The parent of the self-bind below is the mount at rootfs
+	// (the shim's mount of the snapshot) or the one containing it: make it
+	// private in our namespace. A shared or slave rootfsPropagation is
+	// applied to the new / right after the switch.
+	if under, err := mountPointOf(rootfs); err == nil {
+		if err := unix.Mount("", under, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make the mount under the rootfs (%s) private: %w", under, err)
+		}
+	}
 	// pivot_root needs the new root to be a mount point.
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind rootfs onto itself: %w", err)
@@ -54,16 +64,9 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, aft
 			return err
 		}
 	}
-	// pivot_root refuses a new root, or a parent of it, that is shared
-	// (EINVAL): make both private for the switch; a shared or slave
-	// rootfsPropagation is applied to the new / right after it.
+	// The new root itself must not be shared either (see above).
 	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make rootfs private: %w", err)
-	}
-	if parent, err := mountPointOf(filepath.Dir(rootfs)); err == nil {
-		if err := unix.Mount("", parent, "", unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("make the mount above the rootfs (%s) private: %w", parent, err)
-		}
 	}
 	if spec.Process != nil && spec.Process.Terminal || devIsTmpfs {
 		// /dev/ptmx must be the container's devpts instance.
