@@ -247,7 +247,7 @@ down() {
 	# (The snapshotter's btrfs itself is undone by btrfs-loop.sh, which also
 	# detaches its loop device.)
 	awk -v a="$RUN_DIR" -v b="$LIB_DIR" -v s="$SNAP_ROOT" '($2 ~ "^"a"/" || $2 ~ "^"b"/") && $2 != s {print $2}' /proc/self/mounts | sort -r |
-		while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+		while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 	if mountpoint -q "$SNAP_ROOT"; then
 		"$REPO/hack/btrfs-loop.sh" down "$SNAP_ROOT" --rm
 	fi
