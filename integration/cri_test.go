@@ -114,9 +114,11 @@ func TestCRIPod(t *testing.T) {
 
 	work := t.TempDir()
 	uid := fmt.Sprintf("tupper-it-%d", time.Now().UnixNano())
+	// A cgroup parent, as the kubelet always gives one (pod stats need it).
+	t.Cleanup(func() { testutil.RemoveCgroups(t, uid) })
 	podCfg := writeJSON(t, filepath.Join(work, "pod.json"), map[string]any{
 		"metadata":      map[string]any{"name": "pair", "namespace": "tupper-it", "uid": uid},
-		"log_directory": filepath.Join(work, "logs"), "linux": map[string]any{},
+		"log_directory": filepath.Join(work, "logs"), "linux": map[string]any{"cgroup_parent": "/" + uid},
 	})
 	container := func(name string, command ...string) string {
 		return writeJSON(t, filepath.Join(work, name+".json"), map[string]any{
@@ -203,7 +205,7 @@ func (s *criStack) leftovers(pod string) []string {
 			left = append(left, "mount "+l)
 		}
 	}
-	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/k8s.io/" + pod + "*"); len(cgs) > 0 {
+	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/*/" + pod + "*"); len(cgs) > 0 {
 		left = append(left, cgs...)
 	}
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", s.bridge).Output(); len(strings.TrimSpace(string(out))) > 0 {
