@@ -97,7 +97,7 @@ func NewIO(ctx context.Context, id, ns string, s stdio.Stdio, start Starter) (_ 
 			return nil, err
 		}
 	default:
-		if err := i.openFifos(); err != nil {
+		if err := i.openFifos(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -119,7 +119,11 @@ func parseURI(s string) (*url.URL, error) {
 }
 
 // openFifos pipes stdout and stderr to their FIFOs.
-func (i *IO) openFifos() error {
+// fifoOpenWait bounds how long Create waits for the client to open its end
+// of an output FIFO before going on without it.
+var fifoOpenWait = 10 * time.Second
+
+func (i *IO) openFifos(ctx context.Context) error {
 	for _, t := range []struct {
 		path  string
 		child **os.File
@@ -127,10 +131,7 @@ func (i *IO) openFifos() error {
 		if t.path == "" {
 			continue
 		}
-		// O_RDWR never blocks on a FIFO and we never read from it: the
-		// client sees EOF when we close, whether or not it has opened
-		// its end yet.
-		f, err := os.OpenFile(t.path, os.O_RDWR, 0)
+		f, err := openOutputFifo(ctx, t.path)
 		if err != nil {
 			return fmt.Errorf("open %s: %w", t.path, err)
 		}
@@ -151,6 +152,24 @@ func (i *IO) openFifos() error {
 		i.copyOut(f, r)
 	}
 	return nil
+}
+
+// openOutputFifo opens the write end of an output FIFO and waits (up to
+// fifoOpenWait) until the client has opened the read end, as runc's shim
+// does. containerd's client opens its ends in the background and, before
+// it deletes a task, cancels any open still pending: had the process run
+// and exited before that open, its output would be dropped. A client that
+// does not come within fifoOpenWait gets the output once it does: the
+// open then goes on in the background and writes wait for it, and Close
+// cancels it, so nothing waits beyond Delete's drain timeout.
+func openOutputFifo(ctx context.Context, path string) (io.ReadWriteCloser, error) {
+	wait, cancel := context.WithTimeout(ctx, fifoOpenWait)
+	defer cancel()
+	f, err := fifo.OpenFifo(wait, path, syscall.O_WRONLY, 0)
+	if err == nil || ctx.Err() != nil {
+		return f, err
+	}
+	return fifo.OpenFifo(context.Background(), path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
 }
 
 func (i *IO) copyOut(dst io.WriteCloser, src io.ReadCloser) {

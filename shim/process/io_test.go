@@ -56,12 +56,8 @@ func mkfifo(t *testing.T, dir, name string) string {
 func TestFifos(t *testing.T) {
 	dir := t.TempDir()
 	in, out, errp := mkfifo(t, dir, "in"), mkfifo(t, dir, "out"), mkfifo(t, dir, "err")
-	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdin: in, Stdout: out, Stderr: errp}, plainStart)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer i.Close()
-	// The client side, opened after Create as containerd may do.
+	// The client side opens its ends in the background, as containerd's
+	// does; Create waits until they are open.
 	read := func(p string) chan string {
 		ch := make(chan string, 1)
 		go func() {
@@ -72,6 +68,11 @@ func TestFifos(t *testing.T) {
 		return ch
 	}
 	outC, errC := read(out), read(errp)
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdin: in, Stdout: out, Stderr: errp}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
 	w, err := os.OpenFile(in, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -153,5 +154,32 @@ func TestBinaryURI(t *testing.T) {
 	e, _ := os.ReadFile(base + ".err")
 	if string(o) != "out\n" || string(e) != "err\n" {
 		t.Fatalf("out %q err %q", o, e)
+	}
+}
+
+// A client that opens its end only after Create stopped waiting still gets
+// the output: the open goes on in the background and writes wait for it.
+func TestFifoClientLate(t *testing.T) {
+	defer func(d time.Duration) { fifoOpenWait = d }(fifoOpenWait)
+	fifoOpenWait = 200 * time.Millisecond
+	out := mkfifo(t, t.TempDir(), "out")
+	start := time.Now()
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdout: out}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	if waited := time.Since(start); waited < fifoOpenWait {
+		t.Fatalf("Create did not wait for the client (%v)", waited)
+	}
+	runWith(t, i, "echo late-but-delivered")
+	f, err := os.OpenFile(out, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	if string(b) != "late-but-delivered\n" {
+		t.Fatalf("late client read %q", b)
 	}
 }
