@@ -264,6 +264,11 @@ func versions(ctx context.Context, client *containerd.Client, repo, bin string) 
 		v["containerd"] = cv.Version
 	}
 	v["runc"] = strings.TrimPrefix(firstLine(exec.Command("runc", "--version").Output()), "runc version ")
+	// The runc shim containerd finds on its PATH (hack/bench.sh puts
+	// /usr/local/bin first).
+	if p, err := exec.LookPath("containerd-shim-runc-v2"); err == nil {
+		v["runc shim"] = p + " " + versionLine(exec.Command(p, "-v").Output())
+	}
 	tupper := firstLine(exec.Command("git", "-C", repo, "describe", "--tags", "--always", "--dirty").Output())
 	if bin != "" {
 		if bv := firstLine(exec.Command(bin, "--version").Output()); bv != "" {
@@ -272,6 +277,19 @@ func versions(ctx context.Context, client *containerd.Client, repo, bin string) 
 	}
 	v["tupper"] = tupper
 	return v
+}
+
+// versionLine is the value of the "Version:" line of a shim's -v.
+func versionLine(b []byte, err error) string {
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == "Version" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func firstLine(b []byte, err error) string {

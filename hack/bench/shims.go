@@ -417,15 +417,16 @@ func (b *bench) shimPids(runtime string) ([]int, error) {
 	return pids, nil
 }
 
-// memKiB is RSS and PSS of one process, from smaps_rollup.
-func memKiB(pid int) (rss, pss float64, err error) {
+// memKiB is RSS, PSS and anonymous memory of one process, from
+// smaps_rollup.
+func memKiB(pid int) (rss, pss, anon float64, err error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
-	var gotR, gotP bool
+	var gotR, gotP, gotA bool
 	for sc.Scan() {
 		fs := strings.Fields(sc.Text())
 		if len(fs) < 2 {
@@ -440,38 +441,44 @@ func memKiB(pid int) (rss, pss float64, err error) {
 			rss, gotR = v, true
 		case "Pss:":
 			pss, gotP = v, true
+		case "Anonymous:":
+			anon, gotA = v, true
 		}
 	}
-	if !gotR || !gotP {
-		return 0, 0, fmt.Errorf("pid %d: no Rss/Pss in smaps_rollup", pid)
+	if !gotR || !gotP || !gotA {
+		return 0, 0, 0, fmt.Errorf("pid %d: no Rss/Pss/Anonymous in smaps_rollup", pid)
 	}
-	return rss, pss, sc.Err()
+	return rss, pss, anon, sc.Err()
 }
 
 // settle is how long after the last start the shims' memory is read:
 // after the start's garbage, before pkg/shim's first FreeOSMemory (30 s).
 const settle = 2 * time.Second
 
-// shimMemory sums RSS and PSS (MiB) over the stack's shims and checks
-// their number.
-func (b *bench) shimMemory(s stack, want int) (rss, pss float64, err error) {
+// mem is the memory of a set of shims, in MiB.
+type mem struct{ rss, pss, anon float64 }
+
+// shimMemory sums RSS, PSS and anonymous memory over the stack's shims and
+// checks their number.
+func (b *bench) shimMemory(s stack, want int) (m mem, err error) {
 	time.Sleep(settle)
 	pids, err := b.shimPids(s.runtime)
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	if len(pids) != want {
-		return 0, 0, fmt.Errorf("%s: %d shims running, want %d", s.name, len(pids), want)
+		return m, fmt.Errorf("%s: %d shims running, want %d", s.name, len(pids), want)
 	}
 	for _, pid := range pids {
-		r, p, err := memKiB(pid)
+		r, p, a, err := memKiB(pid)
 		if err != nil {
-			return 0, 0, err
+			return m, err
 		}
-		rss += r / 1024
-		pss += p / 1024
+		m.rss += r / 1024
+		m.pss += p / 1024
+		m.anon += a / 1024
 	}
-	return rss, pss, nil
+	return m, nil
 }
 
 // memory measures the shims of 1 container, of 50 containers and of 10
@@ -490,13 +497,16 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 	byName := map[string]stack{tup.name: tup, ovl.name: ovl}
 	subjects := []string{tup.name, ovl.name}
 	mk := func(metric string) *Result { return newResult("shim memory", metric, "MiB", subjects) }
-	oneRSS, onePSS := mk("one shim, one container: RSS"), mk("one shim, one container: PSS")
+	oneRSS, onePSS, oneAnon := mk("one shim, one container: RSS"), mk("one shim, one container: PSS"), mk("one shim, one container: anonymous")
 	oneRSS.Target = &Target{Max: 6, Text: "tupper ≤ 6 MiB RSS"}
 	manyRSS, manyPSS := mk("50 containers, one shim each: RSS sum"), mk("50 containers, one shim each: PSS sum")
 	grpRSS, grpPSS := mk("10 groups × 5 containers: RSS sum"), mk("10 groups × 5 containers: PSS sum")
 	oneRSS.Note = fmt.Sprintf("tupper: containerd-shim-tupper-v2 (tupper runtime on tupper's snapshotter, bridge network); runc+overlayfs: containerd-shim-runc-v2. "+
 		"Containers run busybox `sleep`, started through the Go client; memory read from /proc/<shim pid>/smaps_rollup %s after the last start (before pkg/shim's first FreeOSMemory, at 30 s). "+
-		"The shim's processes only, not the containers'", settle)
+		"The shim's processes only, not the containers'. "+
+		"RSS counts every resident page the shim maps, shared ones too: on this kernel nearly the whole executable (12–13 MiB of either ~20 MB Go binary) and libc are mapped resident, for tupper and runc alike", settle)
+	onePSS.Note = "PSS divides each shared page among the processes mapping it, e.g. the executable among all shims of the same binary (on a shared machine also other users' shims)"
+	oneAnon.Note = "Anonymous in smaps_rollup: the shim's own heap, stacks and runtime data, private to it; the part of RSS that grows with what the shim does"
 	manyRSS.Note = "50 containers started 8 at a time, no group annotation: one shim per container, summed over the shims"
 	grpRSS.Note = "50 containers in 10 groups of 5 by annotation (io.containerd.tupper.v2.group for tupper, io.containerd.runc.v2.group for runc): 10 shims, summed. " +
 		"CRI pods (crictl) are not measured here"
@@ -506,12 +516,13 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 		if err := b.startSleeper(s, img, b.newID("mem1"), ""); err != nil {
 			return err
 		}
-		r, p, err := b.shimMemory(s, 1)
+		m, err := b.shimMemory(s, 1)
 		if err != nil {
 			return err
 		}
-		oneRSS.add(name, r)
-		onePSS.add(name, p)
+		oneRSS.add(name, m.rss)
+		onePSS.add(name, m.pss)
+		oneAnon.add(name, m.anon)
 		if err := b.removeContainers(); err != nil {
 			return err
 		}
@@ -519,11 +530,11 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 		if err := parallel(50, 8, func(i int) error { return b.startSleeper(s, img, b.newID("mem50"), "") }); err != nil {
 			return err
 		}
-		if r, p, err = b.shimMemory(s, 50); err != nil {
+		if m, err = b.shimMemory(s, 50); err != nil {
 			return err
 		}
-		manyRSS.add(name, r)
-		manyPSS.add(name, p)
+		manyRSS.add(name, m.rss)
+		manyPSS.add(name, m.pss)
 		if err := b.removeContainers(); err != nil {
 			return err
 		}
@@ -534,17 +545,17 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 		}); err != nil {
 			return err
 		}
-		if r, p, err = b.shimMemory(s, 10); err != nil {
+		if m, err = b.shimMemory(s, 10); err != nil {
 			return err
 		}
-		grpRSS.add(name, r)
-		grpPSS.add(name, p)
+		grpRSS.add(name, m.rss)
+		grpPSS.add(name, m.pss)
 		return b.removeContainers()
 	})
 	if err != nil {
 		return nil, err
 	}
-	return []*Result{oneRSS, onePSS, manyRSS, manyPSS, grpRSS, grpPSS}, nil
+	return []*Result{oneRSS, onePSS, oneAnon, manyRSS, manyPSS, grpRSS, grpPSS}, nil
 }
 
 // density starts 200 `sleep` containers, 8 at a time, and reports how many
@@ -577,12 +588,12 @@ func (b *bench) density() (_ []*Result, retErr error) {
 			return err
 		}
 		rate.add(name, n/time.Since(t).Seconds())
-		r, p, err := b.shimMemory(s, n)
+		m, err := b.shimMemory(s, n)
 		if err != nil {
 			return err
 		}
-		rss.add(name, r)
-		pss.add(name, p)
+		rss.add(name, m.rss)
+		pss.add(name, m.pss)
 		return b.removeContainers()
 	})
 	if err != nil {
