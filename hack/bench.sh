@@ -92,7 +92,8 @@ cleanup() {
 		for f in /proc/[0-9]*/cmdline; do
 			pid=${f#/proc/}
 			pid=${pid%/cmdline}
-			tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF -- "$ADDRESS" && kill -KILL "$pid" 2>/dev/null
+			# (processes that end meanwhile have no cmdline left to read)
+			{ tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF -- "$ADDRESS" && kill -KILL "$pid" 2>/dev/null
 		done
 	fi
 	# Container processes: everything in our containers' cgroups ...
@@ -364,4 +365,4 @@ log "running the driver: $RUNS paired runs per metric ($MEM_RUNS for shim memory
 	--storage "overlayfs=$OVERLAY_DESC" \
 	--storage "runc+overlayfs=containerd-shim-runc-v2 and runc, overlayfs as above" \
 	--storage "runc+btrfs=containerd-shim-runc-v2 and runc, built-in btrfs as above"
-log "results in $OUT${LATEST:+ and bench/results/latest.{md,svg}}"
+log "results in $OUT${LATEST:+ and bench/results/latest.md, latest.svg}"
