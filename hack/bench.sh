@@ -26,7 +26,8 @@
 #                       for the host's ext4); removed afterwards
 #   BENCH_IMG_SIZE      size of the sparse btrfs file (default 8G)
 #   BENCH_ONLY          comma-separated subset of the driver's benchmarks
-#                       (ops,usage,unpack,start,memory,density)
+#                       (ops,usage,unpack,start,memory,density); such a run
+#                       leaves bench/results/latest.* alone
 #   BENCH_KEEP=1        keep the temp dir (logs, config) after the run
 #   TUPPER_BIN          snapshotter binary (default bin/containerd-tupper-snapshotter)
 set -euo pipefail
@@ -333,6 +334,7 @@ UUID=$(findmnt -n -o UUID --mountpoint "$MNT")
 QUOTA_MODE=$(cat "/sys/fs/btrfs/$UUID/qgroups/mode" 2>/dev/null || echo off)
 NOTE_CMD="Command: \`make bench\` (hack/bench.sh) with BENCH_RUNS=$RUNS BENCH_MEM_RUNS=$MEM_RUNS BENCH_DENSITY_RUNS=$DENSITY_RUNS${BENCH_OVERLAY_ROOT:+ BENCH_OVERLAY_ROOT=$BENCH_OVERLAY_ROOT}${BENCH_ONLY:+ BENCH_ONLY=$BENCH_ONLY}."
 NOTE_QUOTA="btrfs quotas on the loopback filesystem: $QUOTA_MODE (turned on by tupper; they apply to every snapshotter on that filesystem)."
+NOTE_SHIM="Start latency, shim memory, density: tupper is containerd-shim-tupper-v2 on tupper's snapshotter, its containers on a bridge of the bench's own ($SUBNET) unless a row says NetworkMode=none; runc+overlayfs and runc+btrfs are containerd-shim-runc-v2 with runc, whose containers get a network namespace with only lo."
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 # bench/results/latest.* only from a complete run.
 LATEST=$REPO/bench/results
@@ -360,9 +362,10 @@ log "running the driver: $RUNS paired runs per metric ($MEM_RUNS for shim memory
 	--roots "tupper=$TUPPER_ROOT,btrfs=$BTRFS_ROOT,overlayfs=$OVERLAY_ROOT" \
 	--note "$NOTE_CMD" \
 	--note "$NOTE_QUOTA" \
+	--note "$NOTE_SHIM" \
 	--storage "tupper=the loopback btrfs (own subvolume)" \
 	--storage "btrfs=the loopback btrfs (own subvolume)" \
 	--storage "overlayfs=$OVERLAY_DESC" \
-	--storage "runc+overlayfs=containerd-shim-runc-v2 and runc, overlayfs as above" \
-	--storage "runc+btrfs=containerd-shim-runc-v2 and runc, built-in btrfs as above"
+	--storage "runc+overlayfs=overlayfs as above, run by containerd-shim-runc-v2 and runc" \
+	--storage "runc+btrfs=the built-in btrfs as above, run by containerd-shim-runc-v2 and runc"
 log "results in $OUT${LATEST:+ and bench/results/latest.md, latest.svg}"
