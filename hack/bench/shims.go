@@ -493,12 +493,16 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 			retErr = err
 		}
 	}()
-	tup, _, ovl, _ := b.stacks()
-	byName := map[string]stack{tup.name: tup, ovl.name: ovl}
+	tup, none, ovl, _ := b.stacks()
+	byName := map[string]stack{tup.name: tup, none.name: none, ovl.name: ovl}
 	subjects := []string{tup.name, ovl.name}
 	mk := func(metric string) *Result { return newResult("shim memory", metric, "MiB", subjects) }
 	oneRSS, onePSS, oneAnon := mk("one shim, one container: RSS"), mk("one shim, one container: PSS"), mk("one shim, one container: anonymous")
 	oneRSS.Target = &Target{Max: 6, Text: "tupper ≤ 6 MiB RSS"}
+	// The same for tupper with NetworkMode=none, against the same runc samples.
+	noneRSS, noneAnon := mk("one shim, one container, tupper NetworkMode=none: RSS"), mk("one shim, one container, tupper NetworkMode=none: anonymous")
+	noneRSS.Target = &Target{Max: 6, Text: "tupper ≤ 6 MiB RSS"}
+	noneRSS.Note = "tupper's shim serving a container with NetworkMode = \"none\" (no veth, like runc's), so that the network's share of the shim's memory shows"
 	manyRSS, manyPSS := mk("50 containers, one shim each: RSS sum"), mk("50 containers, one shim each: PSS sum")
 	grpRSS, grpPSS := mk("10 groups × 5 containers: RSS sum"), mk("10 groups × 5 containers: PSS sum")
 	oneRSS.Note = fmt.Sprintf("tupper: containerd-shim-tupper-v2 (tupper runtime on tupper's snapshotter, bridge network); runc+overlayfs: containerd-shim-runc-v2. "+
@@ -510,7 +514,7 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 	manyRSS.Note = "50 containers started 8 at a time, no group annotation: one shim per container, summed over the shims"
 	grpRSS.Note = "50 containers in 10 groups of 5 by annotation (io.containerd.tupper.v2.group for tupper, io.containerd.runc.v2.group for runc): 10 shims, summed. " +
 		"CRI pods (crictl) are not measured here"
-	err = interleave(b.shim.memRuns, subjects, func(round int, name string) error {
+	err = interleave(b.shim.memRuns, []string{tup.name, none.name, ovl.name}, func(round int, name string) error {
 		s := byName[name]
 		// One container.
 		if err := b.startSleeper(s, img, b.newID("mem1"), ""); err != nil {
@@ -520,12 +524,21 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 		if err != nil {
 			return err
 		}
-		oneRSS.add(name, m.rss)
-		onePSS.add(name, m.pss)
-		oneAnon.add(name, m.anon)
 		if err := b.removeContainers(); err != nil {
 			return err
 		}
+		switch name {
+		case none.name:
+			noneRSS.add(tup.name, m.rss)
+			noneAnon.add(tup.name, m.anon)
+			return nil // the rest is measured with tupper's default network
+		case ovl.name:
+			noneRSS.add(name, m.rss)
+			noneAnon.add(name, m.anon)
+		}
+		oneRSS.add(name, m.rss)
+		onePSS.add(name, m.pss)
+		oneAnon.add(name, m.anon)
 		// 50 containers, 50 shims.
 		if err := parallel(50, 8, func(i int) error { return b.startSleeper(s, img, b.newID("mem50"), "") }); err != nil {
 			return err
@@ -555,7 +568,7 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	return []*Result{oneRSS, onePSS, oneAnon, manyRSS, manyPSS, grpRSS, grpPSS}, nil
+	return []*Result{oneRSS, onePSS, oneAnon, noneRSS, noneAnon, manyRSS, manyPSS, grpRSS, grpPSS}, nil
 }
 
 // density starts 200 `sleep` containers, 8 at a time, and reports how many
