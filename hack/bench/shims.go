@@ -584,33 +584,54 @@ func (b *bench) density() (_ []*Result, retErr error) {
 			retErr = err
 		}
 	}()
-	tup, _, ovl, _ := b.stacks()
-	byName := map[string]stack{tup.name: tup, ovl.name: ovl}
+	tup, none, ovl, _ := b.stacks()
+	byName := map[string]stack{tup.name: tup, none.name: none, ovl.name: ovl}
 	subjects := []string{tup.name, ovl.name}
-	rate := newResult("density", fmt.Sprintf("containers started per second, %d at a time, to %d running", workers, n), "/s", subjects)
-	rate.Note = fmt.Sprintf("%d busybox `sleep` containers started through the Go client (NewContainer, NewTask, Start), %d workers, timed from the first start to the %dth; "+
-		"tupper with its bridge network (a veth each), runc+overlayfs with a new network namespace and no network. Higher is better, so tupper/runc above 1 is tupper faster. "+
+	// Rows come in pairs: tupper with its bridge network, and with
+	// NetworkMode=none, each against the same runc+overlayfs samples.
+	type rows struct{ rate, rss, pss *Result }
+	mk := func(suffix string) rows {
+		return rows{
+			rate: newResult("density", fmt.Sprintf("containers started per second, %d at a time, to %d running, %s", workers, n, suffix), "/s", subjects),
+			rss:  newResult("density", fmt.Sprintf("%d running: shims' RSS sum, %s", n, suffix), "MiB", subjects),
+			pss:  newResult("density", fmt.Sprintf("%d running: shims' PSS sum, %s", n, suffix), "MiB", subjects),
+		}
+	}
+	withNet, noNet := mk("tupper with its bridge network"), mk("tupper NetworkMode=none")
+	withNet.rate.Note = fmt.Sprintf("%d busybox `sleep` containers started through the Go client (NewContainer, NewTask, Start), %d workers, timed from the first start to the %dth; "+
+		"tupper with its bridge network (a veth each), runc+overlayfs with a new network namespace and no network. Longer is better, so tupper/runc above 1 is tupper faster. "+
 		"The containers are removed between runs (untimed)", n, workers, n)
-	rss := newResult("density", fmt.Sprintf("%d running: shims' RSS sum", n), "MiB", subjects)
-	pss := newResult("density", fmt.Sprintf("%d running: shims' PSS sum", n), "MiB", subjects)
-	rss.Note = fmt.Sprintf("summed over the %d shims once all are running (%s after the last start)", n, settle)
-	err = interleave(b.shim.densityRuns, subjects, func(round int, name string) error {
+	noNet.rate.Note = "the same with tupper's NetworkMode = \"none\": the like-for-like comparison"
+	withNet.rss.Note = fmt.Sprintf("summed over the %d shims once all are running (%s after the last start)", n, settle)
+	err = interleave(b.shim.densityRuns, []string{tup.name, none.name, ovl.name}, func(round int, name string) error {
 		s := byName[name]
 		t := time.Now()
 		if err := parallel(n, workers, func(i int) error { return b.startSleeper(s, img, b.newID("dens"), "") }); err != nil {
 			return err
 		}
-		rate.add(name, n/time.Since(t).Seconds())
+		r := n / time.Since(t).Seconds()
 		m, err := b.shimMemory(s, n)
 		if err != nil {
 			return err
 		}
-		rss.add(name, m.rss)
-		pss.add(name, m.pss)
+		var to []rows
+		switch name {
+		case tup.name:
+			to = []rows{withNet}
+		case none.name:
+			to, name = []rows{noNet}, tup.name
+		default:
+			to = []rows{withNet, noNet}
+		}
+		for _, rs := range to {
+			rs.rate.add(name, r)
+			rs.rss.add(name, m.rss)
+			rs.pss.add(name, m.pss)
+		}
 		return b.removeContainers()
 	})
 	if err != nil {
 		return nil, err
 	}
-	return []*Result{rate, rss, pss}, nil
+	return []*Result{withNet.rate, noNet.rate, withNet.rss, noNet.rss, withNet.pss, noNet.pss}, nil
 }
