@@ -1,25 +1,33 @@
 #!/usr/bin/env bash
-# `make bench`: tupper side by side with containerd's own snapshotters.
+# `make bench`: tupper side by side with containerd's own snapshotters and
+# with containerd-shim-runc-v2.
 #
 # Sets up, under a temp dir, one sparse loopback btrfs and one private
 # containerd (own root, state and socket; no CRI) with three snapshotters:
 #   tupper      our daemon (bin/containerd-tupper-snapshotter), a proxy plugin
 #   btrfs       containerd's built-in btrfs snapshotter
 #   overlayfs   containerd's overlayfs snapshotter
-# all with their roots on that btrfs (overlayfs: see BENCH_OVERLAY_ROOT).
+# all with their roots on that btrfs (overlayfs: see BENCH_OVERLAY_ROOT),
+# and two runtimes: tupper's shim (containerd-shim-tupper-v2, on a bridge,
+# subnet and address pool of the bench's own) and containerd-shim-runc-v2
+# (runc state in a root of the bench's own).
 # Then runs the Go driver hack/bench, which prints the table and writes
 # bench/results/<timestamp>/{results.md,results.json,results.svg} and
-# bench/results/latest.{md,svg}. Everything it starts is stopped by PID,
-# and every mount and loop device undone, also on failure or ^C.
+# bench/results/latest.{md,svg}. Everything it starts is stopped by PID
+# (shims and containers too), and every mount, loop device, cgroup and the
+# bridge undone, also on failure or ^C.
 #
 # Environment:
 #   BENCH_RUNS          paired runs per metric (default 10; 3 for a quick check)
+#   BENCH_MEM_RUNS      paired runs of the shim memory rows (default 3)
+#   BENCH_DENSITY_RUNS  paired runs of the density rows (default 2)
 #   BENCH_OVERLAY_ROOT  put overlayfs' root in a fresh directory below this
 #                       one (default: on the loopback btrfs; e.g. /var/tmp
 #                       for the host's ext4); removed afterwards
 #   BENCH_IMG_SIZE      size of the sparse btrfs file (default 8G)
 #   BENCH_ONLY          comma-separated subset of the driver's benchmarks
-#                       (ops,usage,unpack), for working on one of them
+#                       (ops,usage,unpack,start,memory,density); such a run
+#                       leaves bench/results/latest.* alone
 #   BENCH_KEEP=1        keep the temp dir (logs, config) after the run
 #   TUPPER_BIN          snapshotter binary (default bin/containerd-tupper-snapshotter)
 set -euo pipefail
@@ -29,6 +37,8 @@ export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin
 unset NOTIFY_SOCKET
 
 RUNS="${BENCH_RUNS:-10}"
+MEM_RUNS="${BENCH_MEM_RUNS:-3}"
+DENSITY_RUNS="${BENCH_DENSITY_RUNS:-2}"
 IMG_SIZE="${BENCH_IMG_SIZE:-8G}"
 TUPPER_BIN="${TUPPER_BIN:-$REPO/bin/containerd-tupper-snapshotter}"
 
@@ -41,9 +51,12 @@ die() {
 }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
-[[ $RUNS =~ ^[0-9]+$ ]] && ((RUNS >= 1)) || die "BENCH_RUNS must be a positive integer, not '$RUNS'"
+for v in RUNS MEM_RUNS DENSITY_RUNS; do
+	[[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} >= 1)) || die "BENCH_$v must be a positive integer, not '${!v}'"
+done
 [[ -x $TUPPER_BIN ]] || die "no snapshotter binary $TUPPER_BIN: run \`make build\`"
-for bin in containerd ctr mkfs.btrfs losetup btrfs; do
+[[ -x $REPO/bin/containerd-shim-tupper-v2 ]] || die "no $REPO/bin/containerd-shim-tupper-v2: run \`make build\`"
+for bin in containerd ctr mkfs.btrfs losetup btrfs runc containerd-shim-runc-v2 ip; do
 	command -v "$bin" >/dev/null || die "$bin not on PATH: run \`make deps\`"
 done
 grep -qw btrfs /proc/filesystems || modprobe btrfs || die "no btrfs in this kernel"
@@ -53,6 +66,11 @@ TMP=""
 LOOP=""
 OVERLAY_OUTSIDE="" # overlayfs root outside TMP (BENCH_OVERLAY_ROOT)
 PIDS=() # daemons we started, in start order
+ADDRESS=""    # our containerd's socket: its shims name it in their arguments
+TOK=tb$$      # every container id starts with it (cgroups, runc state)
+BRIDGE=""     # tupper's bridge for the bench's containers, once chosen
+RUNC_ROOT=""  # runc's state root for the bench's containers
+CG_NS=tupper-bench # the driver's containerd namespace: cgroups /$CG_NS/<id>
 
 stop_pid() { # stop_pid NAME PID: SIGTERM, 10 s, SIGKILL
 	local name=$1 pid=$2 i
@@ -72,11 +90,28 @@ cleanup() {
 	trap - EXIT INT TERM
 	set +e
 	[[ -n $TMP ]] || exit "$rc"
-	# Shims and container processes, if a future metric started any.
+	# Shims: processes whose arguments name our containerd's socket.
+	if [[ -n $ADDRESS ]]; then
+		for f in /proc/[0-9]*/cmdline; do
+			pid=${f#/proc/}
+			pid=${pid%/cmdline}
+			# (processes that end meanwhile have no cmdline left to read)
+			{ tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF -- "$ADDRESS" && kill -KILL "$pid" 2>/dev/null
+		done
+	fi
+	# Container processes: everything in our containers' cgroups ...
+	for f in /sys/fs/cgroup/*/"$CG_NS"/"$TOK"-*/cgroup.procs; do
+		[[ -f $f ]] || continue
+		while read -r pid; do
+			[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null
+		done <"$f"
+	done
+	# ... and the inits their bundles name (runc: a number; tupper: JSON).
 	while IFS= read -r -d '' f; do
-		pid=$(cat "$f" 2>/dev/null)
+		pid=$(grep -o '[0-9]\+' "$f" 2>/dev/null | head -n 1)
 		[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null
 	done < <(find "$TMP/containerd/state" \( -name shim.pid -o -name init.pid \) -print0 2>/dev/null)
+	sleep 0.2
 	# containerd first (the snapshotter's client), then the snapshotter.
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
@@ -89,6 +124,17 @@ cleanup() {
 		done < <(findmnt -rn -o TARGET | awk -v d="$d/" 'index($0, d) == 1' | awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-)
 	done
 	[[ -z $OVERLAY_OUTSIDE ]] || rm -rf "$OVERLAY_OUTSIDE"
+	# Our containers' cgroups, then the namespace's if nobody else uses it.
+	for d in /sys/fs/cgroup/*/"$CG_NS"/"$TOK"-*/; do
+		[[ -d $d ]] && rmdir "$d" 2>/dev/null
+	done
+	for d in /sys/fs/cgroup/*/"$CG_NS"/; do
+		[[ -d $d ]] && rmdir "$d" 2>/dev/null
+	done
+	if [[ -n $BRIDGE ]] && ip link show "$BRIDGE" >/dev/null 2>&1; then
+		ip link del "$BRIDGE" || log "cannot delete bridge $BRIDGE"
+	fi
+	[[ -z $RUNC_ROOT ]] || rm -rf "$RUNC_ROOT"
 	if [[ -n $LOOP ]] && [[ $(losetup -n -O BACK-FILE "$LOOP" 2>/dev/null | sed 's/[[:space:]]*$//') == "$TMP/btrfs.img" ]]; then
 		losetup -d "$LOOP" || log "cannot detach $LOOP"
 	fi
@@ -116,6 +162,8 @@ go build -o "$REPO/_output/bin/mkimage" "$REPO/hack/mkimage"
 go build -o "$REPO/_output/bin/bench" "$REPO/hack/bench"
 IMAGE_TAR="$REPO/_output/images/big.tar"
 (cd "$REPO" && _output/bin/mkimage -kind big -name tupper.local/big:latest -o "$IMAGE_TAR")
+BUSYBOX_TAR="$REPO/_output/images/busybox.tar"
+(cd "$REPO" && _output/bin/mkimage -kind busybox -name tupper.local/busybox:latest -o "$BUSYBOX_TAR")
 
 # ------------------------------------------------------------ loopback btrfs
 MNT=$TMP/btrfs
@@ -191,11 +239,16 @@ wait_for snapshotter 20 test -S "$SNAP_SOCK"
 
 ADDRESS=$TMP/containerd.sock
 CONFIG=$TMP/containerd.toml
+SHIM_SOCKETS=$TMP/s
 mkdir -p "$TMP/containerd/root" "$TMP/containerd/state"
 {
 	echo "# Generated by hack/bench.sh: a private containerd for the benchmarks."
 	containerd_config "$TMP/containerd/root" "$TMP/containerd/state" "$ADDRESS" "$SNAP_SOCK" "$TUPPER_ROOT"
 	cat <<EOF
+
+# Shim sockets of our own, removed with the temp dir.
+[plugins.'io.containerd.shim.v1.manager']
+  socket_dir = "$SHIM_SOCKETS"
 
 [plugins.'io.containerd.snapshotter.v1.btrfs']
   root_path = "$BTRFS_ROOT"
@@ -215,31 +268,68 @@ for sn in tupper btrfs overlayfs; do
 	wait_for containerd 60 ctr --address "$ADDRESS" snapshots --snapshotter "$sn" ls
 done
 
+# ------------------------------------------------------------ runtimes
+# tupper's containers get a bridge, subnet and address pool of the bench's
+# own (runtime options TOML), never the host's tupper0; a second options
+# file turns their network off, for the like-for-like start latency.
+BRIDGE_NAME=tpbench$((RANDOM % 10000))
+SUBNET=""
+for n in 250 251 252 253 249 248; do
+	if ! ip -4 route show | grep -q "^10\.213\.$n\." && ! ip -4 addr show | grep -q " 10\.213\.$n\."; then
+		SUBNET=10.213.$n.0/24
+		break
+	fi
+done
+[[ -n $SUBNET ]] || die "no free 10.213.x.0/24 subnet for tupper's bench bridge"
+! ip link show "$BRIDGE_NAME" >/dev/null 2>&1 || die "bridge $BRIDGE_NAME exists already"
+BRIDGE=$BRIDGE_NAME # from here on, cleanup deletes it
+mkdir -p "$TMP/net"
+TUPPER_NET=$TMP/tupper-runtime.toml
+TUPPER_NONET=$TMP/tupper-runtime-nonet.toml
+printf 'Bridge = "%s"\nSubnet = "%s"\nNetworkStateDir = "%s"\n' "$BRIDGE" "$SUBNET" "$TMP/net" >"$TUPPER_NET"
+printf 'NetworkMode = "none"\nBridge = "%s"\nSubnet = "%s"\nNetworkStateDir = "%s"\n' "$BRIDGE" "$SUBNET" "$TMP/net" >"$TUPPER_NONET"
+RUNC_ROOT=$(mktemp -d /run/tupper-bench-runc.XXXXXX)
+log "tupper containers on bridge $BRIDGE ($SUBNET); runc root $RUNC_ROOT; container ids $TOK-*"
+
 # ------------------------------------------------------------ the driver
 # tupper turns on btrfs quotas for the whole filesystem it lives on, so the
 # baselines on the same btrfs pay the same quota accounting on writes.
 UUID=$(findmnt -n -o UUID --mountpoint "$MNT")
 QUOTA_MODE=$(cat "/sys/fs/btrfs/$UUID/qgroups/mode" 2>/dev/null || echo off)
-NOTE_CMD="Command: \`make bench\` (hack/bench.sh) with BENCH_RUNS=$RUNS${BENCH_OVERLAY_ROOT:+ BENCH_OVERLAY_ROOT=$BENCH_OVERLAY_ROOT}${BENCH_ONLY:+ BENCH_ONLY=$BENCH_ONLY}."
+NOTE_CMD="Command: \`make bench\` (hack/bench.sh) with BENCH_RUNS=$RUNS BENCH_MEM_RUNS=$MEM_RUNS BENCH_DENSITY_RUNS=$DENSITY_RUNS${BENCH_OVERLAY_ROOT:+ BENCH_OVERLAY_ROOT=$BENCH_OVERLAY_ROOT}${BENCH_ONLY:+ BENCH_ONLY=$BENCH_ONLY}."
 NOTE_QUOTA="btrfs quotas on the loopback filesystem: $QUOTA_MODE (turned on by tupper; they apply to every snapshotter on that filesystem)."
+NOTE_SHIM="Start latency, shim memory, density: tupper is containerd-shim-tupper-v2 on tupper's snapshotter, its containers on a bridge of the bench's own ($SUBNET) unless a row says NetworkMode=none; runc+overlayfs and runc+btrfs are containerd-shim-runc-v2 with runc, whose containers get a network namespace with only lo."
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+# bench/results/latest.* only from a complete run.
+LATEST=$REPO/bench/results
+[[ -z ${BENCH_ONLY:-} ]] || LATEST=""
 OUT=$REPO/bench/results/$STAMP
-log "running the driver: $RUNS paired runs per metric"
+log "running the driver: $RUNS paired runs per metric ($MEM_RUNS for shim memory, $DENSITY_RUNS for density)"
 "$REPO/_output/bin/bench" \
 	--address "$ADDRESS" \
 	--runs "$RUNS" \
 	--only "${BENCH_ONLY:-}" \
 	--image "$IMAGE_TAR" \
+	--busybox "$BUSYBOX_TAR" \
+	--id-prefix "$TOK" \
+	--tupper-runtime-config "$TUPPER_NET" \
+	--tupper-runtime-config-nonet "$TUPPER_NONET" \
+	--runc-root "$RUNC_ROOT" \
+	--mem-runs "$MEM_RUNS" \
+	--density-runs "$DENSITY_RUNS" \
 	--work "$TMP/work" \
 	--out "$OUT" \
-	--latest "$REPO/bench/results" \
+	--latest "$LATEST" \
 	--repo "$REPO" \
 	--tupper-bin "$TUPPER_BIN" \
 	--tupper-metrics "http://127.0.0.1:$METRICS_PORT/metrics" \
 	--roots "tupper=$TUPPER_ROOT,btrfs=$BTRFS_ROOT,overlayfs=$OVERLAY_ROOT" \
 	--note "$NOTE_CMD" \
 	--note "$NOTE_QUOTA" \
+	--note "$NOTE_SHIM" \
 	--storage "tupper=the loopback btrfs (own subvolume)" \
 	--storage "btrfs=the loopback btrfs (own subvolume)" \
-	--storage "overlayfs=$OVERLAY_DESC"
-log "results in $OUT and bench/results/latest.{md,svg}"
+	--storage "overlayfs=$OVERLAY_DESC" \
+	--storage "runc+overlayfs=overlayfs as above, run by containerd-shim-runc-v2 and runc" \
+	--storage "runc+btrfs=the built-in btrfs as above, run by containerd-shim-runc-v2 and runc"
+log "results in $OUT${LATEST:+ and bench/results/latest.md, latest.svg}"

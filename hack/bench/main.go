@@ -43,6 +43,8 @@ type bench struct {
 	imageTar     string
 	// tupperMetrics is the daemon's Prometheus /metrics URL, if any.
 	tupperMetrics string
+	// shim is the setup of the shim benchmarks (shims.go).
+	shim shimConfig
 }
 
 // benchmark is one measurement function; its rows go into the report in
@@ -56,8 +58,9 @@ var benchmarks = []benchmark{
 	{"ops", (*bench).snapshotOps},
 	{"usage", (*bench).usage},
 	{"unpack", (*bench).unpack},
-	// Start latency (ctr run, task API) and shim memory go here once the
-	// shim is merged: each is a func(*bench) ([]*Result, error).
+	{"start", (*bench).startLatency},
+	{"memory", (*bench).memory},
+	{"density", (*bench).density},
 }
 
 // listFlag is a repeatable string flag.
@@ -78,11 +81,19 @@ func main() {
 		bin      = flag.String("tupper-bin", "", "tupper snapshotter binary, for --version")
 		metrics  = flag.String("tupper-metrics", "", "tupper's /metrics URL")
 		rootsArg = flag.String("roots", "", "snapshotter=root,... (syncfs after unpack)")
-		only     = flag.String("only", "", "comma-separated benchmarks to run (ops,usage,unpack; default all)")
+		only     = flag.String("only", "", "comma-separated benchmarks to run (ops,usage,unpack,start,memory,density; default all)")
 		render   = flag.String("render", "", "only rewrite the report of this results.json into --out (and --latest)")
 		notes    listFlag
+		sc       shimConfig
 		storage  listFlag
 	)
+	flag.StringVar(&sc.busyboxTar, "busybox", "", "busybox image archive (mkimage -kind busybox) for the shim benchmarks")
+	flag.StringVar(&sc.idPrefix, "id-prefix", "tb", "prefix of every container id (cgroup and runc state cleanup match it)")
+	flag.StringVar(&sc.tupperNet, "tupper-runtime-config", "", "tupper runtime options TOML (own bridge, subnet, IPAM dir)")
+	flag.StringVar(&sc.tupperNoNet, "tupper-runtime-config-nonet", "", "the same with NetworkMode = \"none\"")
+	flag.StringVar(&sc.runcRoot, "runc-root", "", "runc state root for the runc shim")
+	flag.IntVar(&sc.memRuns, "mem-runs", 3, "paired rounds of the shim memory benchmark")
+	flag.IntVar(&sc.densityRuns, "density-runs", 2, "paired rounds of the density benchmark")
 	flag.Var(&notes, "note", "a line for the header (repeatable)")
 	flag.Var(&storage, "storage", "subject=where the subject keeps its data, for the header (repeatable)")
 	flag.Parse()
@@ -98,13 +109,14 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*address, *runs, *image, *work, *out, *latest, *repo, *bin, *metrics, *rootsArg, *only, storage, notes); err != nil {
+	sc.address = *address
+	if err := run(*address, *runs, *image, *work, *out, *latest, *repo, *bin, *metrics, *rootsArg, *only, sc, storage, notes); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(address string, runs int, image, work, out, latest, repo, bin, metrics, roots, only string, storage, notes []string) error {
+func run(address string, runs int, image, work, out, latest, repo, bin, metrics, roots, only string, sc shimConfig, storage, notes []string) error {
 	started := time.Now()
 	client, err := containerd.New(address, containerd.WithTimeout(30*time.Second))
 	if err != nil {
@@ -133,6 +145,7 @@ func run(address string, runs int, image, work, out, latest, repo, bin, metrics,
 		roots:         pairs(roots),
 		imageTar:      image,
 		tupperMetrics: metrics,
+		shim:          sc,
 	}
 	rep := &Report{
 		Started:  started,
@@ -251,6 +264,11 @@ func versions(ctx context.Context, client *containerd.Client, repo, bin string) 
 		v["containerd"] = cv.Version
 	}
 	v["runc"] = strings.TrimPrefix(firstLine(exec.Command("runc", "--version").Output()), "runc version ")
+	// The runc shim containerd finds on its PATH (hack/bench.sh puts
+	// /usr/local/bin first).
+	if p, err := exec.LookPath("containerd-shim-runc-v2"); err == nil {
+		v["runc shim"] = p + " " + versionLine(exec.Command(p, "-v").Output())
+	}
 	tupper := firstLine(exec.Command("git", "-C", repo, "describe", "--tags", "--always", "--dirty").Output())
 	if bin != "" {
 		if bv := firstLine(exec.Command(bin, "--version").Output()); bv != "" {
@@ -259,6 +277,19 @@ func versions(ctx context.Context, client *containerd.Client, repo, bin string) 
 	}
 	v["tupper"] = tupper
 	return v
+}
+
+// versionLine is the value of the "Version:" line of a shim's -v.
+func versionLine(b []byte, err error) string {
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == "Version" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func firstLine(b []byte, err error) string {

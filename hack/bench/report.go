@@ -28,7 +28,7 @@ type Report struct {
 // keys in a fixed order for the header.
 var (
 	machineKeys = []string{"kernel", "cpu", "cores", "memory", "load before", "load after"}
-	versionKeys = []string{"containerd", "runc", "go", "tupper"}
+	versionKeys = []string{"containerd", "runc", "runc shim", "go", "tupper"}
 )
 
 func (rep *Report) header(w *bytes.Buffer) {
@@ -60,7 +60,7 @@ func (rep *Report) header(w *bytes.Buffer) {
 	}
 	fmt.Fprintf(w, "- **Method:** every figure is the median of paired interleaved runs: in each round every subject runs once, "+
 		"back to back, in an order that rotates from round to round; n is the number of rounds. "+
-		"The ratio is tupper/baseline, the median over rounds of the two samples of the same round (below 1: tupper is faster). "+
+		"The ratio is tupper/baseline, the median over rounds of the two samples of the same round (below 1: tupper is faster or smaller; for containers per second, above 1). "+
 		"BENCH_RUNS=%d.\n", rep.Runs)
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "- %s\n", n)
@@ -206,6 +206,9 @@ func (rep *Report) SVG() []byte {
 			maxV = math.Max(maxV, r.Median(s))
 		}
 		title := r.Group + ": " + r.Metric + " (median, " + r.Unit + ")"
+		if r.Unit == "/s" {
+			title += ", longer is better"
+		}
 		if met, ok := r.Met(); ok {
 			if met {
 				title += " — target met"
@@ -243,7 +246,7 @@ func (rep *Report) SVG() []byte {
 	fmt.Fprintf(&out, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", width, height, width, height)
 	fmt.Fprintf(&out, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	fmt.Fprintf(&out, `<text x="10" y="22" font-size="16" font-weight="bold">%s</text>`+"\n",
-		esc("tupper vs containerd's snapshotters — shorter is better"))
+		esc("tupper vs containerd's snapshotters and runc — shorter is better"))
 	fmt.Fprintf(&out, `<text x="10" y="40" fill="#555">%s</text>`+"\n",
 		esc(fmt.Sprintf("%s · medians of paired interleaved runs (BENCH_RUNS=%d) · %s", rep.Started.UTC().Format("2006-01-02 15:04 UTC"), rep.Runs, rep.Machine["cpu"])))
 	out.Write(body.Bytes())

@@ -20,10 +20,12 @@ type Result struct {
 	Target *Target `json:"target,omitempty"`
 }
 
-// Target is "tupper/Baseline <= MaxRatio" on the median paired ratio.
+// Target is "tupper/Baseline <= MaxRatio" on the median paired ratio or,
+// without a Baseline, "tupper's median <= Max" in the row's unit.
 type Target struct {
-	Baseline string  `json:"baseline"`
-	MaxRatio float64 `json:"max_ratio"`
+	Baseline string  `json:"baseline,omitempty"`
+	MaxRatio float64 `json:"max_ratio,omitempty"`
+	Max      float64 `json:"max,omitempty"`
 	Text     string  `json:"text"`
 }
 
@@ -50,6 +52,12 @@ func (r *Result) Ratio(baseline string) (float64, bool) {
 func (r *Result) Met() (met, ok bool) {
 	if r.Target == nil {
 		return false, false
+	}
+	if r.Target.Baseline == "" {
+		if len(r.Samples[r.Subjects[0]]) == 0 {
+			return false, false
+		}
+		return r.Median(r.Subjects[0]) <= r.Target.Max, true
 	}
 	ratio, ok := r.Ratio(r.Target.Baseline)
 	if !ok {

@@ -147,3 +147,23 @@ func TestThousands(t *testing.T) {
 		}
 	}
 }
+
+func TestAbsoluteTarget(t *testing.T) {
+	r := newResult("shim memory", "RSS", "MiB", []string{"tupper", "runc"})
+	r.Target = &Target{Max: 6, Text: "tupper ≤ 6 MiB RSS"}
+	if _, ok := r.Met(); ok {
+		t.Error("Met() without samples says it knows")
+	}
+	for _, v := range []float64{5, 7, 5.5} {
+		r.add("tupper", v)
+		r.add("runc", 10)
+	}
+	if met, ok := r.Met(); !ok || !met {
+		t.Errorf("median 5.5 against ≤ 6: Met() = %v, %v; want true, true", met, ok)
+	}
+	r.add("tupper", 8)
+	r.add("tupper", 9)
+	if met, ok := r.Met(); !ok || met {
+		t.Errorf("median 7 against ≤ 6: Met() = %v, %v; want false, true", met, ok)
+	}
+}
