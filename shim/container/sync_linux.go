@@ -94,9 +94,20 @@ func sendMsg(f *os.File, m *message, fds ...int) error {
 
 // recvMsg reads one message; io.EOF means the other end is closed.
 func recvMsg(f *os.File) (*message, []int, error) {
-	buf := make([]byte, maxMessage)
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	for {
+		// Size the buffer to the message (MSG_TRUNC reports a seqpacket's
+		// full length) instead of holding maxMessage per exchange; the
+		// peek passes no control buffer, so it installs no descriptors.
+		var one [1]byte
+		size, _, _, _, err := unix.Recvmsg(int(f.Fd()), one[:], nil, unix.MSG_PEEK|unix.MSG_TRUNC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		buf := make([]byte, max(1, min(size, maxMessage)))
 		n, oobn, _, _, err := unix.Recvmsg(int(f.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {
 			continue
