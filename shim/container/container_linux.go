@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -245,34 +247,45 @@ func Create(opts Options) (*Container, error) {
 			sp.Mounts[i].Source = filepath.Join(opts.Bundle, m.Source)
 		}
 	}
-	var cloneFlags uintptr
-	var joins []nsJoin
-	newCgroupNs := false
-	defer func() {
-		for _, j := range joins {
-			j.f.Close()
-		}
-	}()
+	var plan nsPlan
+	defer plan.close()
+	newCgroupNs, newTimeNs := false, false
 	for _, ns := range spec.Linux.Namespaces {
-		if ns.Path == "" && ns.Type == specs.CgroupNamespace {
-			// Not a clone flag: the helper unshares it once OnSpawn has
-			// moved it into the container's cgroup (see cgroupns below).
-			newCgroupNs = true
-			continue
-		}
 		if ns.Path == "" {
-			cloneFlags |= nsFlags[ns.Type]
+			switch ns.Type {
+			case specs.CgroupNamespace:
+				// Not a clone flag: the helper unshares it once OnSpawn has
+				// moved it into the container's cgroup (see cgroupns below).
+				newCgroupNs = true
+			case specs.TimeNamespace:
+				// clone(2) has no room for CLONE_NEWTIME; the helper
+				// unshares it, and the program enters it at execve.
+				newTimeNs = true
+			default:
+				plan.clone |= nsFlags[ns.Type]
+			}
 			continue
 		}
 		f, err := openNs(ns.Path, ns.Type)
 		if err != nil {
 			return nil, invalid("%v", err)
 		}
-		joins = append(joins, nsJoin{typ: ns.Type, f: f})
+		plan.add(nsJoin{typ: ns.Type, f: f})
+	}
+	if plan.joinsUser() {
+		// The new namespaces must belong to the joined user namespace,
+		// so the constructor creates them after joining it.
+		plan.unshare, plan.clone = plan.clone, 0
+	}
+	if plan.clone&unix.CLONE_NEWUSER != 0 {
+		plan.uidMap, plan.gidMap = spec.Linux.UIDMappings, spec.Linux.GIDMappings
 	}
 	cfg := c.initConfig(spec.Process)
 	cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, cfg.NewCgroupNs = &sp, rootfs, opts.NoPivotRoot, newCgroupNs
-	p, err := c.spawn(cfg, cloneFlags, joins, nil, opts.Stdio)
+	if newTimeNs {
+		cfg.NewTimeNs, cfg.TimeOffsets = true, spec.Linux.TimeOffsets
+	}
+	p, err := c.spawn(cfg, &plan, opts.Stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -303,30 +316,15 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 		return nil, errors.New("container init has exited")
 	default:
 	}
-	var joins []nsJoin
-	var helperFds []*os.File
-	defer func() {
-		for _, j := range joins {
-			j.f.Close()
-		}
-		for _, f := range helperFds {
-			f.Close()
-		}
-	}()
-	nsFds := map[specs.LinuxNamespaceType]int{}
+	var plan nsPlan
+	defer plan.close()
 	for _, ns := range c.spec.Linux.Namespaces {
 		path := fmt.Sprintf("/proc/%d/ns/%s", c.init.pid, procNsName[ns.Type])
 		f, err := openNs(path, ns.Type)
 		if err != nil {
 			return nil, err
 		}
-		if ns.Type == specs.MountNamespace {
-			// fd 3 is the sync socket; joined-by-helper fds follow it.
-			nsFds[ns.Type] = 4 + len(helperFds)
-			helperFds = append(helperFds, f)
-			continue
-		}
-		joins = append(joins, nsJoin{typ: ns.Type, f: f})
+		plan.add(nsJoin{typ: ns.Type, f: f})
 	}
 	// The files were opened by pid. Signal 0 through init's pidfd proves
 	// init was not reaped meanwhile, so they are its namespaces and not
@@ -335,7 +333,7 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 		return nil, fmt.Errorf("container init has exited: %w", err)
 	}
 	cfg := c.initConfig(proc)
-	cfg.Exec, cfg.NsFds = true, nsFds
+	cfg.Exec = true
 	if proc.ApparmorProfile != "" || proc.SelinuxLabel != "" {
 		// An exec may ask for its own labels; the same rules decide.
 		sp := *c.spec
@@ -346,7 +344,7 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 		}
 		cfg.LSM = lsm
 	}
-	p, err := c.spawn(cfg, 0, joins, helperFds, stdio)
+	p, err := c.spawn(cfg, &plan, stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -358,8 +356,56 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 	return p, nil
 }
 
+// nsPlan is how a helper gets its namespaces (see nsjoin_linux.go).
+type nsPlan struct {
+	clone   uintptr  // new namespaces: clone flags of the helper
+	parent  []nsJoin // joined on the parent's thread before the fork
+	helper  []nsJoin // joined by the helper, in helperJoinOrder
+	unshare uintptr  // new namespaces the constructor unshares after its joins
+	// uidMap and gidMap are written for a new user namespace.
+	uidMap, gidMap []specs.LinuxIDMapping
+}
+
+func (p *nsPlan) add(j nsJoin) {
+	if !joinedByHelper(j.typ) {
+		p.parent = append(p.parent, j)
+		return
+	}
+	p.helper = append(p.helper, j)
+	sort.SliceStable(p.helper, func(a, b int) bool {
+		return helperJoinOrder[p.helper[a].typ] < helperJoinOrder[p.helper[b].typ]
+	})
+}
+
+func (p *nsPlan) joinsUser() bool {
+	for _, j := range p.helper {
+		if j.typ == specs.UserNamespace {
+			return true
+		}
+	}
+	return false
+}
+
+// userns reports whether the helper ends up in a user namespace other
+// than ours, where it cannot raise rlimits or lower oom_score_adj.
+func (p *nsPlan) userns() bool { return p.clone&unix.CLONE_NEWUSER != 0 || p.joinsUser() }
+
+func (p *nsPlan) close() {
+	for _, j := range append(p.parent, p.helper...) {
+		j.f.Close()
+	}
+}
+
+func idMaps(m []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	var out []syscall.SysProcIDMap
+	for _, e := range m {
+		out = append(out, syscall.SysProcIDMap{ContainerID: int(e.ContainerID), HostID: int(e.HostID), Size: int(e.Size)})
+	}
+	return out
+}
+
 // spawn starts the helper, sends cfg and waits until it is ready.
-func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, extra []*os.File, stdio Stdio) (_ *Process, retErr error) {
+func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Process, retErr error) {
 	parentSock, childSock, err := socketPair()
 	if err != nil {
 		return nil, err
@@ -369,17 +415,49 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 			parentSock.Close()
 		}
 	}()
+	// Namespaces the helper joins itself are its fds 4, 5, ... (fd 3 is
+	// the sync socket).
+	extra := []*os.File{childSock}
+	var entries []string
+	for _, j := range plan.helper {
+		fd := 3 + len(extra)
+		extra = append(extra, j.f)
+		if cfg.NsFds == nil {
+			cfg.NsFds = map[specs.LinuxNamespaceType]int{}
+		}
+		cfg.NsFds[j.typ] = fd
+		entries = append(entries, fmt.Sprintf("%s:%d", procNsName[j.typ], fd))
+	}
+	env := []string{initEnv + "=1"}
+	if needsConstructor(plan.helper) || plan.unshare != 0 {
+		env = append(env, nsenterEnv+"="+strings.Join(entries, ","))
+		if plan.unshare != 0 {
+			env = append(env, nsenterUnshareEnv+"="+strconv.Itoa(int(plan.unshare)))
+		}
+	}
 	cmd := &exec.Cmd{
 		Path:       c.initPath,
 		Args:       []string{"tupper-init", c.ID},
-		Env:        []string{initEnv + "=1"},
-		ExtraFiles: append([]*os.File{childSock}, extra...),
+		Env:        env,
+		ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneFlags,
+			Cloneflags: plan.clone,
 			Setsid:     true,
 		},
 	}
-	if c.Bundle != "" {
+	if plan.clone&unix.CLONE_NEWUSER != 0 {
+		// The parent writes the maps while the child waits; the child
+		// then becomes root of the namespace before its execve, so the
+		// helper starts with every capability there (an execve by an
+		// unmapped uid would drop them all).
+		cmd.SysProcAttr.UidMappings = idMaps(plan.uidMap)
+		cmd.SysProcAttr.GidMappings = idMaps(plan.gidMap)
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	if c.Bundle != "" && plan.clone&unix.CLONE_NEWUSER == 0 {
+		// Not in a new user namespace: os/exec changes directory after
+		// the credentials, and the mapped root may not search the path.
 		cmd.Dir = c.Bundle
 	}
 	if !cfg.Process.Terminal {
@@ -395,7 +473,7 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 			cmd.Stderr = stdio.Stderr
 		}
 	}
-	wait, err := startJoined(cmd, c.starter, joins)
+	wait, err := startJoined(cmd, c.starter, plan.parent)
 	childSock.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start init helper: %w", err)
@@ -412,7 +490,21 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 	fail := func(err error) (*Process, error) {
 		p.Signal(unix.SIGKILL)
 		<-p.done
+		// shim/nsenter's constructor reports a failed join on the socket
+		// and exits before anything reads it: prefer its message.
+		if m, _, rerr := recvMsg(parentSock); rerr == nil && m.Type == msgError {
+			return nil, errors.New(m.Error)
+		}
 		return nil, err
+	}
+	if plan.userns() {
+		// What the helper can no longer do from inside the user
+		// namespace, the parent does now, before the helper proceeds
+		// (runc sets these from the parent too). The helper repeats the
+		// same values, which needs no privilege.
+		if err := setProcessLimits(p.pid, cfg.Process); err != nil {
+			return fail(err)
+		}
 	}
 	if c.onSpawn != nil {
 		// The helper blocks on the config message until this returns.
@@ -528,4 +620,22 @@ func isBind(m specs.Mount) bool {
 		}
 	}
 	return false
+}
+
+// setProcessLimits sets the rlimits and oom_score_adj of the helper pid
+// from the parent.
+func setProcessLimits(pid int, proc *specs.Process) error {
+	for _, rl := range proc.Rlimits {
+		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
+		if err := unix.Prlimit(pid, rlimitNames[rl.Type], &lim, nil); err != nil {
+			return fmt.Errorf("set %s soft=%d hard=%d: %w", rl.Type, rl.Soft, rl.Hard, err)
+		}
+	}
+	if proc.OOMScoreAdj != nil {
+		path := fmt.Sprintf("/proc/%d/oom_score_adj", pid)
+		if err := os.WriteFile(path, []byte(strconv.Itoa(*proc.OOMScoreAdj)), 0); err != nil {
+			return fmt.Errorf("set oom_score_adj to %d: %w", *proc.OOMScoreAdj, err)
+		}
+	}
+	return nil
 }

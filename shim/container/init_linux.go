@@ -66,8 +66,11 @@ func helperMain() int {
 			return fail(fmt.Errorf("unshare cgroup namespace: %w", err))
 		}
 	}
-	if fd, ok := cfg.NsFds[specs.MountNamespace]; ok {
-		if err := joinMountNs(fd); err != nil {
+	if err := helperJoins(cfg.NsFds); err != nil {
+		return fail(err)
+	}
+	if cfg.NewTimeNs {
+		if err := unshareTime(cfg.TimeOffsets); err != nil {
 			return fail(err)
 		}
 	}
@@ -136,6 +139,28 @@ func helperMain() int {
 	// Only reached when something failed before or in execve.
 	sendMsg(sock, &message{Type: msgError, Error: err.Error()})
 	return 127
+}
+
+// unshareTime makes a time namespace for the helper's children and its
+// execve (time namespaces are entered there, not at unshare) and sets its
+// offsets, which the kernel accepts only while no process is inside.
+func unshareTime(offsets map[string]specs.LinuxTimeOffset) error {
+	if err := unix.Unshare(unix.CLONE_NEWTIME); err != nil {
+		return fmt.Errorf("unshare time namespace: %w", err)
+	}
+	var b strings.Builder
+	for clock, o := range offsets {
+		fmt.Fprintf(&b, "%s %d %d\n", clock, o.Secs, o.Nanosecs)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	// Per process, not per thread: /proc/self is this main thread, the
+	// one that unshared (locked since package init).
+	if err := os.WriteFile("/proc/self/timens_offsets", []byte(b.String()), 0); err != nil {
+		return fmt.Errorf("set time namespace offsets: %w", err)
+	}
+	return nil
 }
 
 // setupContainer builds the container's world from inside its new

@@ -54,6 +54,10 @@ type initConfig struct {
 	// it sets anything up. It is not a clone flag because the parent
 	// moves the helper into the container's cgroup first (OnSpawn).
 	NewCgroupNs bool `json:"newCgroupNs,omitempty"`
+	// NewTimeNs asks the helper to unshare a time namespace (with
+	// TimeOffsets) that its program enters at execve.
+	NewTimeNs   bool                             `json:"newTimeNs,omitempty"`
+	TimeOffsets map[string]specs.LinuxTimeOffset `json:"timeOffsets,omitempty"`
 	// NsFds are namespaces the helper joins itself, by OCI type, as fd
 	// numbers in the helper.
 	NsFds map[specs.LinuxNamespaceType]int `json:"nsFds,omitempty"`
