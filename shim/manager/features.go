@@ -31,6 +31,7 @@ func Features() *features.Features {
 			Namespaces: []string{
 				string(specs.PIDNamespace), string(specs.NetworkNamespace), string(specs.MountNamespace),
 				string(specs.IPCNamespace), string(specs.UTSNamespace), string(specs.CgroupNamespace),
+				string(specs.UserNamespace), string(specs.TimeNamespace),
 			},
 			Capabilities: caps,
 			Seccomp:      security.SeccompFeatures(),
@@ -38,7 +39,11 @@ func Features() *features.Features {
 			Selinux:      &features.Selinux{Enabled: ptr(security.SELinuxEnabled())},
 			// cgroup v1 and v2, cgroupfs and systemd drivers (shim/cgroups);
 			// no user-scoped systemd, and rdma only where the host has it.
-			Cgroup:          &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes, SystemdUser: &no, Rdma: &yes},
+			Cgroup: &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes, SystemdUser: &no, Rdma: &yes},
+			// User namespaces are supported (new with uid/gid maps, joined
+			// by path, exec), but spec mounts carrying their own
+			// uidMappings/gidMappings (idmapped bind mounts) are not: a
+			// rootfs arrives idmapped from the snapshotter's mounts.
 			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &no}},
 		},
 	}

@@ -3,6 +3,7 @@ package manager
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -29,10 +30,14 @@ func TestGroup(t *testing.T) {
 
 func TestFeatures(t *testing.T) {
 	f := Features()
-	for _, ns := range f.Linux.Namespaces {
-		if ns == "user" || ns == "time" {
-			t.Errorf("advertises %s namespaces", ns)
+	ns := strings.Join(f.Linux.Namespaces, " ")
+	for _, want := range []string{"pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time"} {
+		if !strings.Contains(" "+ns+" ", " "+want+" ") {
+			t.Errorf("does not advertise %s namespaces: %s", want, ns)
 		}
+	}
+	if idm := f.Linux.MountExtensions.IDMap; idm == nil || idm.Enabled == nil || *idm.Enabled {
+		t.Error("advertises idmapped spec mounts, which are not implemented")
 	}
 	for _, o := range f.MountOptions {
 		if o == "rro" {
