@@ -423,7 +423,13 @@ func maskPath(p string) error {
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
 	if st.IsDir() {
-		err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "size=0")
+		// One block and one inode (the root): nothing fits, even after a
+		// remount read-write (size=0 would mean no limit). runc's choice;
+		// kernels that want two inodes get two.
+		err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "nr_blocks=1,nr_inodes=1")
+		if err == unix.EINVAL {
+			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "nr_blocks=1,nr_inodes=2")
+		}
 	} else {
 		err = unix.Mount("/dev/null", p, "", unix.MS_BIND, "")
 	}
