@@ -277,10 +277,19 @@ func Create(opts Options) (*Container, error) {
 		// so the constructor creates them after joining it.
 		plan.unshare, plan.clone = plan.clone, 0
 	}
+	cfg := c.initConfig(spec.Process)
 	if plan.clone&unix.CLONE_NEWUSER != 0 {
 		plan.uidMap, plan.gidMap = spec.Linux.UIDMappings, spec.Linux.GIDMappings
+		// An ipc namespace keeps the credentials of whoever made it: its
+		// mqueue filesystem's root belongs to them. Made by the helper
+		// as the namespace's root, /dev/mqueue belongs to that root (as
+		// under runc, whose nsexec unshares after becoming it) instead
+		// of the unmapped host root.
+		if plan.clone&unix.CLONE_NEWIPC != 0 {
+			plan.clone &^= unix.CLONE_NEWIPC
+			cfg.NewIPCNs = true
+		}
 	}
-	cfg := c.initConfig(spec.Process)
 	cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, cfg.NewCgroupNs = &sp, rootfs, opts.NoPivotRoot, newCgroupNs
 	if newTimeNs {
 		cfg.NewTimeNs, cfg.TimeOffsets = true, spec.Linux.TimeOffsets

@@ -57,6 +57,13 @@ func helperMain() int {
 	for fd := 4; fd < 4+len(cfg.NsFds); fd++ {
 		unix.CloseOnExec(fd)
 	}
+	if cfg.NewIPCNs {
+		// Per thread, like the cgroup namespace below: this locked main
+		// thread mounts mqueue and execve's.
+		if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+			return fail(fmt.Errorf("unshare ipc namespace: %w", err))
+		}
+	}
 	if cfg.NewCgroupNs {
 		// The config arrives only after the parent has placed us in the
 		// container's cgroup, which becomes this namespace's root. It is

@@ -54,6 +54,9 @@ type initConfig struct {
 	// it sets anything up. It is not a clone flag because the parent
 	// moves the helper into the container's cgroup first (OnSpawn).
 	NewCgroupNs bool `json:"newCgroupNs,omitempty"`
+	// NewIPCNs asks the helper to unshare an ipc namespace, on its main
+	// thread, as root of its new user namespace.
+	NewIPCNs bool `json:"newIPCNs,omitempty"`
 	// NewTimeNs asks the helper to unshare a time namespace (with
 	// TimeOffsets) that its program enters at execve.
 	NewTimeNs   bool                             `json:"newTimeNs,omitempty"`
