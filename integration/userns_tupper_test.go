@@ -157,3 +157,58 @@ func TestUserNamespaceStartTiming(t *testing.T) {
 			kind, plain, idmapped, chownRes)
 	}
 }
+
+// TestUserNamespaceLikeRunc runs the same user-namespaced container with
+// runc and with tupper (both on the idmapped snapshot) and compares what
+// each shows from inside: id maps, capability sets, ids, the mount table
+// (mount points, types and options) and /dev's owners.
+func TestUserNamespaceLikeRunc(t *testing.T) {
+	e := NewEnv(t)
+	if e.Snapshotter != "tupper" {
+		t.Skip("remap-ids is tupper's capability")
+	}
+	sn := "--snapshotter=" + e.Snapshotter
+	archive, image := e.buildImage("busybox")
+	e.MustCtr("images", "import", sn, archive)
+	probe := `cat /proc/self/uid_map /proc/self/gid_map; grep ^Cap /proc/self/status; id;
+awk '{ for (i = 7; $i != "-"; i++) ; print $5, $(i+1), $6, $(i+3) }' /proc/self/mountinfo | sed -e 's/,inode64//' -e 's/,subvolid=[0-9]*,subvol=[^ ]*//' | sort;
+ls -ln /dev | awk 'NR > 1 { print $1, $3, $4, $NF }'`
+	run := func(runtime []string, name string) string {
+		args := append(append(append([]string{"run", "--rm", sn}, runtime...), usernsFlags...), image, uniqueID(name), "sh", "-c", probe)
+		return e.MustCtr(args...)
+	}
+	runc := run(nil, "runc")
+	tupper := run(e.tupperUserns(), "tupper")
+	// One known difference: runc's nsexec makes the ipc namespace as uid
+	// 0 of the user namespace but still with the host's gid 0, so its
+	// mqueue root's group is unmapped (65534); tupper's helper is root
+	// of the namespace in both ids when it makes it.
+	runc = strings.Replace(runc, "drwxrwxrwt 0 65534 mqueue", "drwxrwxrwt 0 0 mqueue", 1)
+	if runc != tupper {
+		t.Errorf("runc and tupper differ (-runc +tupper):\n%s", lineDiff(runc, tupper))
+	}
+	t.Logf("runc's view:\n%s", runc)
+}
+
+// lineDiff lists the lines only in a (-) or only in b (+).
+func lineDiff(a, b string) string {
+	count := map[string]int{}
+	for _, l := range strings.Split(a, "\n") {
+		count[l]++
+	}
+	for _, l := range strings.Split(b, "\n") {
+		count[l]--
+	}
+	var out []string
+	for _, l := range strings.Split(a, "\n") {
+		if count[l] > 0 {
+			out = append(out, "-"+l)
+		}
+	}
+	for _, l := range strings.Split(b, "\n") {
+		if count[l] < 0 {
+			out = append(out, "+"+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
