@@ -133,15 +133,6 @@ func validate(spec *specs.Spec) error {
 		return invalid("linux.uidMappings/gidMappings are set but there is no user namespace")
 	}
 	for _, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.UserNamespace && ns.Path != "" {
-			for _, n := range spec.Linux.Namespaces {
-				// The helper would have to fork again to be born in a
-				// pid namespace owned by the joined user namespace.
-				if n.Type == specs.PIDNamespace && n.Path == "" {
-					return invalid("a new pid namespace inside a joined user namespace (%s) is not supported yet", ns.Path)
-				}
-			}
-		}
 		if ns.Type == specs.TimeNamespace && ns.Path != "" && len(spec.Linux.TimeOffsets) > 0 {
 			return invalid("linux.timeOffsets apply to a new time namespace, not to the joined %s", ns.Path)
 		}

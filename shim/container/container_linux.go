@@ -64,6 +64,13 @@ type Options struct {
 	// InitPath is the binary re-executed as the init helper; it must call
 	// MaybeInit. Empty means /proc/self/exe.
 	InitPath string
+	// Adopt returns a function that waits for pid, a child this process
+	// did not start with os/exec: the init helper of a container with a
+	// new pid namespace in a joined user namespace, which shim/nsenter
+	// forks with CLONE_PARENT. It must not miss an exit that happens
+	// after it was called. nil means DefaultAdopt; a process that reaps
+	// its children passes one backed by its reaper, like Starter.
+	Adopt func(pid int) (wait func() (int, error), err error)
 	// OnSpawn, when set, is called with the pid of every helper of this
 	// container (its init, then each exec) right after the helper is
 	// started and before it does anything: the helper waits for its
@@ -84,6 +91,7 @@ type Container struct {
 	starter  Starter
 	initPath string
 	onSpawn  func(pid int) error
+	adopt    func(pid int) (func() (int, error), error)
 	init     *Process
 	lsm      security.LSM
 }
@@ -231,6 +239,7 @@ func Create(opts Options) (*Container, error) {
 		starter:  opts.Starter,
 		initPath: opts.InitPath,
 		onSpawn:  opts.OnSpawn,
+		adopt:    opts.Adopt,
 	}
 	if c.starter == nil {
 		c.starter = DefaultStarter
@@ -276,6 +285,9 @@ func Create(opts Options) (*Container, error) {
 		// The new namespaces must belong to the joined user namespace,
 		// so the constructor creates them after joining it.
 		plan.unshare, plan.clone = plan.clone, 0
+		// unshare(CLONE_NEWPID) only moves the caller's children: the
+		// constructor then forks the helper into it (see shim/nsenter).
+		plan.fork = plan.unshare&unix.CLONE_NEWPID != 0
 	}
 	cfg := c.initConfig(spec.Process)
 	if plan.clone&unix.CLONE_NEWUSER != 0 {
@@ -365,12 +377,63 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 	return p, nil
 }
 
+// adoptForked takes over the helper that shim/nsenter's constructor forked
+// (with CLONE_PARENT, so it is our child) into a new pid namespace: it
+// reads its pid, reaps the intermediate process and waits for the helper
+// through Options.Adopt.
+func (c *Container) adoptForked(sock *os.File, cmd *exec.Cmd, wait func() (int, error)) (int, *os.Process, func() (int, error), error) {
+	m, _, err := recvMsg(sock)
+	st, _ := wait() // the intermediate exits once it has sent the pid
+	cmd.Process.Release()
+	switch {
+	case err == io.EOF:
+		return 0, nil, nil, fmt.Errorf("init helper exited before forking into its pid namespace (status %d)", st)
+	case err != nil:
+		return 0, nil, nil, fmt.Errorf("init helper: %w", err)
+	case m.Type == msgError:
+		return 0, nil, nil, errors.New(m.Error)
+	case m.Type != msgPid || m.Pid <= 0:
+		return 0, nil, nil, fmt.Errorf("init helper: expected its pid, got %q", m.Type)
+	}
+	adopt := c.adopt
+	if adopt == nil {
+		adopt = DefaultAdopt
+	}
+	w, err := adopt(m.Pid)
+	if err == nil {
+		var proc *os.Process
+		if proc, err = os.FindProcess(m.Pid); err == nil {
+			return m.Pid, proc, w, nil
+		}
+	}
+	unix.Kill(m.Pid, unix.SIGKILL)
+	return 0, nil, nil, fmt.Errorf("adopt init helper %d: %w", m.Pid, err)
+}
+
+// DefaultAdopt waits for a child that os/exec did not start, with a pidfd.
+// Use it only in processes that do not reap children on their own.
+func DefaultAdopt(pid int) (func() (int, error), error) {
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	return func() (int, error) {
+		defer proc.Release()
+		ps, err := proc.Wait()
+		if err != nil {
+			return -1, err
+		}
+		return ExitStatus(ps.Sys().(syscall.WaitStatus)), nil
+	}, nil
+}
+
 // nsPlan is how a helper gets its namespaces (see nsjoin_linux.go).
 type nsPlan struct {
 	clone   uintptr  // new namespaces: clone flags of the helper
 	parent  []nsJoin // joined on the parent's thread before the fork
 	helper  []nsJoin // joined by the helper, in helperJoinOrder
 	unshare uintptr  // new namespaces the constructor unshares after its joins
+	fork    bool     // the constructor forks the helper into its new pid namespace
 	// uidMap and gidMap are written for a new user namespace.
 	uidMap, gidMap []specs.LinuxIDMapping
 }
@@ -443,6 +506,9 @@ func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Proces
 		if plan.unshare != 0 {
 			env = append(env, nsenterUnshareEnv+"="+strconv.Itoa(int(plan.unshare)))
 		}
+		if plan.fork {
+			env = append(env, nsenterForkEnv+"=1")
+		}
 	}
 	cmd := &exec.Cmd{
 		Path:       c.initPath,
@@ -487,14 +553,20 @@ func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Proces
 	if err != nil {
 		return nil, fmt.Errorf("start init helper: %w", err)
 	}
-	p := &Process{pid: cmd.Process.Pid, proc: cmd.Process, sync: parentSock, done: make(chan struct{})}
+	pid, proc := cmd.Process.Pid, cmd.Process
+	if plan.fork {
+		if pid, proc, wait, err = c.adoptForked(parentSock, cmd, wait); err != nil {
+			return nil, err
+		}
+	}
+	p := &Process{pid: pid, proc: proc, sync: parentSock, done: make(chan struct{})}
 	go func() {
 		st, err := wait()
 		p.status, p.waitErr, p.exited = st, err, time.Now()
 		close(p.done)
 		// Only now: Signal must not find a released handle while the
 		// process still counts as running.
-		cmd.Process.Release()
+		proc.Release()
 	}()
 	fail := func(err error) (*Process, error) {
 		p.Signal(unix.SIGKILL)

@@ -117,6 +117,7 @@ func startJoined(cmd *exec.Cmd, starter Starter, joins []nsJoin) (func() (int, e
 const (
 	nsenterEnv        = "_TUPPER_NSENTER"
 	nsenterUnshareEnv = "_TUPPER_NSENTER_UNSHARE"
+	nsenterForkEnv    = "_TUPPER_NSENTER_FORK"
 )
 
 // helperJoinOrder is the order in which the helper joins namespaces:

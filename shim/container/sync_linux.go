@@ -26,7 +26,10 @@ const (
 	// msgHooks asks the parent to run the prestart and createRuntime
 	// hooks; msgContinue answers with the container state the helper
 	// hands to its own createContainer and startContainer hooks.
-	msgHooks    = "hooks"
+	msgHooks = "hooks"
+	// msgPid comes from shim/nsenter's constructor (C): the pid of the
+	// helper it forked into a new pid namespace.
+	msgPid      = "pid"
 	msgContinue = "continue"
 )
 
@@ -37,6 +40,7 @@ type message struct {
 	Invalid bool         `json:"invalid,omitempty"`
 	Config  *initConfig  `json:"config,omitempty"`
 	State   *specs.State `json:"state,omitempty"`
+	Pid     int          `json:"pid,omitempty"`
 }
 
 type initConfig struct {

@@ -197,16 +197,13 @@ func TestUserNamespaceRefusals(t *testing.T) {
 	noRoot.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 1, HostID: mappedRoot, Size: 10}}
 	mapsOnly := testSpec("true")
 	mapsOnly.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: mappedRoot, Size: 10}}
-	newPid := testSpec("true")
-	newPid.Linux.Namespaces = append(newPid.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace, Path: "/proc/self/ns/user"})
 	for name, tc := range map[string]struct {
 		spec *specs.Spec
 		want string
 	}{
-		"no maps":           {noMaps, "needs linux.uidMappings"},
-		"root unmapped":     {noRoot, "must map gid 0"},
-		"maps without ns":   {mapsOnly, "no user namespace"},
-		"join with new pid": {newPid, "new pid namespace inside a joined user namespace"},
+		"no maps":         {noMaps, "needs linux.uidMappings"},
+		"root unmapped":   {noRoot, "must map gid 0"},
+		"maps without ns": {mapsOnly, "no user namespace"},
 	} {
 		_, err := create(t, newBundle(t), tc.spec)
 		if err == nil || !IsInvalidSpec(err) || !strings.Contains(err.Error(), tc.want) {
@@ -241,5 +238,36 @@ func TestTimeNamespace(t *testing.T) {
 	host, _ := os.Readlink("/proc/self/ns/time")
 	if ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/time", r.c.Pid())); ns == host {
 		t.Errorf("container is in the host's time namespace %s", ns)
+	}
+}
+
+// TestJoinUserNamespaceNewPid is CRI's shape for a container of a pod in
+// a user namespace: the pod's user, net, ipc and uts namespaces by path,
+// and a pid namespace of its own, which the joined user namespace owns.
+// The program is PID 1 there and can mount /proc.
+func TestJoinUserNamespaceNewPid(t *testing.T) {
+	needRoot(t)
+	a, _ := startUserns(t, usernsSpec("sleep", "100"))
+	spec := testSpec("sh", "-c", "echo $$; cat /proc/self/uid_map; id -u; readlink /proc/self/ns/user; ps -o comm | grep -c sleep; hostname")
+	spec.Hostname = ""
+	for i, ns := range spec.Linux.Namespaces {
+		switch ns.Type {
+		case specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace:
+			spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", a.c.Pid(), procNsName[ns.Type])
+		}
+	}
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{
+		Type: specs.UserNamespace, Path: fmt.Sprintf("/proc/%d/ns/user", a.c.Pid())})
+	r, err := create(t, usernsBundle(t), spec)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	st, out := r.wait(t)
+	want, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", a.c.Pid()))
+	if st != 0 || strings.Join(strings.Fields(out), " ") != "1 0 100000 65536 0 "+want+" 0 tupper-test" {
+		t.Fatalf("status %d, got %q", st, out)
 	}
 }

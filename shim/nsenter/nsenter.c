@@ -3,10 +3,12 @@
 #include <errno.h>
 #include <grp.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef CLONE_NEWTIME
@@ -87,5 +89,23 @@ void tupper_nsenter(void)
 			fail("nsenter: bad unshare flags", un, EINVAL);
 		if (unshare((int)flags) < 0)
 			fail("unshare", un, errno);
+	}
+
+	// _TUPPER_NSENTER_FORK: a new pid namespace was unshared, which only
+	// takes effect for children. Fork the helper into it as its PID 1,
+	// with CLONE_PARENT so that it is the parent's (the shim's) own child
+	// to wait for; tell the parent its pid on the sync socket and leave.
+	// The child returns from here and starts Go as the helper.
+	const char *fork_env = getenv("_TUPPER_NSENTER_FORK");
+	if (fork_env != NULL && *fork_env != '\0') {
+		long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+		if (pid < 0)
+			fail("clone", "CLONE_PARENT", errno);
+		if (pid == 0)
+			return;
+		char buf[64];
+		int n = snprintf(buf, sizeof(buf), "{\"type\":\"pid\",\"pid\":%ld}", pid);
+		send(SYNC_FD, buf, n, MSG_NOSIGNAL);
+		_exit(0);
 	}
 }

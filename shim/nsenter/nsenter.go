@@ -28,6 +28,14 @@
 // then creates new namespaces (mnt, uts, ipc, net), which the joined user
 // namespace owns.
 //
+// With _TUPPER_NSENTER_FORK=1 (a new pid namespace inside a joined user
+// namespace: unshare(CLONE_NEWPID) only moves the caller's children) the
+// constructor forks once more, with CLONE_PARENT, sends the child's pid as
+// {"type":"pid","pid":N} on fd 3 and exits; the child, PID 1 of the new
+// namespace and a direct child of the parent, goes on as the helper. (A
+// pid namespace cannot be handed to the parent to fork into instead:
+// /proc/<pid>/ns/pid_for_children cannot be opened before it has a PID 1.)
+//
 // On failure the constructor sends shim/container's error message on the
 // helper's sync socket (fd 3) and exits; the parent reports it.
 // The fds stay open: the Go side checks that each join happened.
