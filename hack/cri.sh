@@ -228,6 +228,18 @@ down() {
 			kill -KILL "${proc#/proc/}" 2>/dev/null || true
 		fi
 	done
+	# Container processes a dead shim left (a pod's shared pid namespace
+	# keeps children alive): those in a mount namespace of their own whose
+	# mounts come from our directories. They pin the snapshotter's btrfs.
+	local self_mnt
+	self_mnt=$(readlink /proc/self/ns/mnt)
+	for proc in /proc/[0-9]*; do
+		[[ $(readlink "$proc/ns/mnt" 2>/dev/null) != "$self_mnt" ]] || continue
+		if grep -qsE " ($RUN_DIR|$LIB_DIR)/" "$proc/mountinfo"; then
+			log "killing leftover container process ${proc#/proc/} ($(cat "$proc/comm" 2>/dev/null))"
+			kill -KILL "${proc#/proc/}" 2>/dev/null || true
+		fi
+	done
 	stop_pidfile registry "$RUN_DIR/registry.pid"
 	stop_pidfile snapshotter "$RUN_DIR/snapshotter.pid"
 	# Mounts left under our dirs (pod sandboxes' shm, rootfs), deepest first.

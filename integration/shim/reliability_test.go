@@ -100,6 +100,36 @@ func TestReliability(t *testing.T) {
 		}
 	})
 
+	// A container in another's pid namespace (as in a pod sharing one):
+	// when its init dies the kernel leaves init's children running, so
+	// the shim must end them, or they keep the container's output open and
+	// Delete waits (CRI's StopPodSandbox hung on exactly this).
+	t.Run("shared-pid-namespace-init-exit", func(t *testing.T) {
+		e.t = t
+		e.mustCtr(tupper(image, "pidowner", "sleep", "1000")...)
+		e.mustCtr(tupper("--with-ns", fmt.Sprintf("pid:/proc/%d/ns/pid", e.taskPid("pidowner")), image, "member",
+			"sh", "-c", "sleep 1001 & exec sleep 1002")...)
+		var child int
+		waitFor(t, func() bool {
+			out, _ := exec.Command("pgrep", "-f", "^sleep 1001$").Output()
+			fmt.Sscan(string(out), &child)
+			return child > 0
+		}, "the member's background child")
+		e.mustCtr("task", "kill", "-s", "KILL", "member")
+		e.waitStopped("member")
+		// Dead is gone or a zombie: the namespace's PID 1 here is a sleep
+		// that never reaps (a pod's pause would).
+		waitFor(t, func() bool {
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+			return err != nil || strings.Contains(string(st), ") Z ")
+		}, "the member's child to end with its init")
+		e.mustCtr("task", "delete", "member")
+		e.mustCtr("task", "kill", "-s", "KILL", "pidowner")
+		e.waitStopped("pidowner")
+		e.mustCtr("task", "delete", "pidowner")
+		e.mustCtr("containers", "rm", "member", "pidowner")
+	})
+
 	t.Run("shim-sigkill-releases-everything", func(t *testing.T) {
 		e.t = t
 		before := e.shimPids()

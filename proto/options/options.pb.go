@@ -39,6 +39,8 @@ type Options struct {
 	Subnet6 string `protobuf:"bytes,4,opt,name=subnet6,proto3" json:"subnet6,omitempty"`
 	// Outbound NAT from the bridge's subnet; off by default.
 	Nat bool `protobuf:"varint,5,opt,name=nat,proto3" json:"nat,omitempty"`
+	// The interface NAT masquerades on; empty means any but the bridge.
+	NatInterface string `protobuf:"bytes,10,opt,name=nat_interface,json=natInterface,proto3" json:"nat_interface,omitempty"`
 	// Directory for IPAM allocations (default /var/lib/tupper/network).
 	NetworkStateDir string `protobuf:"bytes,6,opt,name=network_state_dir,json=networkStateDir,proto3" json:"network_state_dir,omitempty"`
 	// Use the systemd cgroup driver (cgroupsPath slice:prefix:name) instead
@@ -118,6 +120,13 @@ func (x *Options) GetNat() bool {
 	return false
 }
 
+func (x *Options) GetNatInterface() string {
+	if x != nil {
+		return x.NatInterface
+	}
+	return ""
+}
+
 func (x *Options) GetNetworkStateDir() string {
 	if x != nil {
 		return x.NetworkStateDir
@@ -150,13 +159,15 @@ var File_options_options_proto protoreflect.FileDescriptor
 
 const file_options_options_proto_rawDesc = "" +
 	"\n" +
-	"\x15options/options.proto\x12\x11tupper.options.v1\"\x9f\x02\n" +
+	"\x15options/options.proto\x12\x11tupper.options.v1\"\xc4\x02\n" +
 	"\aOptions\x12!\n" +
 	"\fnetwork_mode\x18\x01 \x01(\tR\vnetworkMode\x12\x16\n" +
 	"\x06bridge\x18\x02 \x01(\tR\x06bridge\x12\x16\n" +
 	"\x06subnet\x18\x03 \x01(\tR\x06subnet\x12\x18\n" +
 	"\asubnet6\x18\x04 \x01(\tR\asubnet6\x12\x10\n" +
-	"\x03nat\x18\x05 \x01(\bR\x03nat\x12*\n" +
+	"\x03nat\x18\x05 \x01(\bR\x03nat\x12#\n" +
+	"\rnat_interface\x18\n" +
+	" \x01(\tR\fnatInterface\x12*\n" +
 	"\x11network_state_dir\x18\x06 \x01(\tR\x0fnetworkStateDir\x12%\n" +
 	"\x0esystemd_cgroup\x18\a \x01(\bR\rsystemdCgroup\x12\x1f\n" +
 	"\vshim_cgroup\x18\b \x01(\tR\n" +

@@ -651,14 +651,8 @@ func (c *Container) Pids() ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	own := false
-	for _, n := range c.spec.Linux.Namespaces {
-		if n.Type == specs.PIDNamespace && n.Path == "" {
-			own = true
-		}
-	}
 	pids := []int{c.init.pid}
-	if !own {
+	if !c.OwnPidNamespace() {
 		return pids, nil
 	}
 	ents, err := os.ReadDir("/proc")
@@ -678,6 +672,18 @@ func (c *Container) Pids() ([]int, error) {
 }
 
 // KillAll sends sig to every process of the container.
+// OwnPidNamespace reports whether the container has a pid namespace of its
+// own, whose processes the kernel kills when init exits. Without one (a
+// pod's shared namespace, or the host's), init's children outlive it.
+func (c *Container) OwnPidNamespace() bool {
+	for _, n := range c.spec.Linux.Namespaces {
+		if n.Type == specs.PIDNamespace && n.Path == "" {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *Container) KillAll(sig unix.Signal) error {
 	pids, err := c.Pids()
 	if err != nil {

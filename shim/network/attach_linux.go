@@ -65,6 +65,11 @@ func Attach(c Config, id, netnsPath string) (_ *Attachment, retErr error) {
 		return nil, err
 	}
 	att.Addr = netip.PrefixFrom(addr, c.Subnet.Bits())
+	if c.NAT {
+		if err := ipam.locked(func() error { return ensureNAT(c) }); err != nil {
+			return nil, err
+		}
+	}
 	if ipam6 != nil {
 		a6, err := ipam6.Allocate(id)
 		if err != nil {
@@ -153,6 +158,15 @@ func Detach(c Config, id string) error {
 		ipam, err := NewIPAM(c.ipamDir(fam.family), fam.subnet)
 		if err == nil {
 			err = ipam.Release(id)
+		}
+		if err == nil && fam.family == 4 && c.NAT {
+			// The last container of the subnet takes the NAT rule along.
+			err = ipam.locked(func() error {
+				if all, err := ipam.readAll(); err != nil || len(all) > 0 {
+					return err
+				}
+				return removeNAT(c)
+			})
 		}
 		errs = append(errs, err)
 	}

@@ -211,3 +211,54 @@ func assertNothingFor(t *testing.T, c Config, id string) {
 		}
 	}
 }
+
+// TestNAT: an "upstream" network this test makes (a netns behind a veth,
+// with no route back to the containers' subnet) answers a container's ping
+// only when its traffic is masqueraded, on that veth and nowhere else. The
+// rule goes with the last container.
+func TestNAT(t *testing.T) {
+	c := testNetwork(t, 15)
+	up, upPath := newNetns(t)
+	host := "tpu" + randHex(4)
+	if out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", "tpupeer"+randHex(2), "netns", up).CombinedOutput(); err != nil {
+		t.Fatalf("veth to upstream: %v %s", err, out)
+	}
+	defer exec.Command("ip", "link", "del", host).Run()
+	_ = upPath
+	for _, cmd := range [][]string{
+		{"ip", "addr", "add", "10.213.16.1/24", "dev", host}, {"ip", "link", "set", host, "up"},
+		{"ip", "netns", "exec", up, "sh", "-c", "ip addr add 10.213.16.2/24 dev $(ip -o link | awk -F': ' '/tpupeer/{print $2}' | cut -d@ -f1) && ip link set $(ip -o link | awk -F': ' '/tpupeer/{print $2}' | cut -d@ -f1) up && ip link set lo up"},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", cmd, err, out)
+		}
+	}
+	ns, path := newNetns(t)
+
+	// Without NAT the upstream cannot answer: it has no route back.
+	if _, err := Attach(c, "plain", path); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := inNetns(t, ns, "busybox", "ping", "-c", "1", "-W", "1", "10.213.16.2"); err == nil {
+		t.Fatalf("upstream answered without NAT, so the test proves nothing:\n%s", out)
+	}
+	Detach(c, "plain")
+
+	c.NAT, c.NATInterface = true, host
+	if _, err := Attach(c, "natted", path); err != nil {
+		t.Fatal(err)
+	}
+	if !NATActive(c) {
+		t.Fatal("no NAT rule after attaching a NAT container")
+	}
+	if out, err := inNetns(t, ns, "busybox", "ping", "-c", "1", "-W", "2", "10.213.16.2"); err != nil {
+		t.Fatalf("ping through NAT: %v\n%s", err, out)
+	}
+	if err := Detach(c, "natted"); err != nil {
+		t.Fatal(err)
+	}
+	if NATActive(c) {
+		removeNAT(c)
+		t.Fatal("the NAT rule outlived the last container")
+	}
+}

@@ -100,6 +100,8 @@ func TestConfigValidation(t *testing.T) {
 		{map[string]string{AnnotationSubnet: "fd00::/64"}, "IPv4"},
 		{map[string]string{AnnotationSubnet: "10.1.1.0/31"}, "/30"},
 		{map[string]string{AnnotationSubnet6: "10.1.0.0/16"}, "IPv6"},
+		{map[string]string{AnnotationNAT: "yes"}, `"yes"`},
+		{map[string]string{AnnotationNAT: "true", AnnotationNATInterface: "eth0/x"}, "eth0/x"},
 	} {
 		_, err := DefaultConfig().WithAnnotations(tc.ann)
 		if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {

@@ -25,6 +25,9 @@ const (
 	AnnotationBridge  = "io.containerd.tupper.v2.network.bridge"  // bridge name
 	AnnotationSubnet  = "io.containerd.tupper.v2.network.subnet"  // IPv4 subnet, e.g. 10.209.0.0/16
 	AnnotationSubnet6 = "io.containerd.tupper.v2.network.subnet6" // optional IPv6 subnet
+	AnnotationNAT     = "io.containerd.tupper.v2.network.nat"     // "true": masquerade outbound traffic
+	// AnnotationNATInterface limits outbound NAT to one interface.
+	AnnotationNATInterface = "io.containerd.tupper.v2.network.nat-interface"
 )
 
 // Modes of Config.Mode.
@@ -50,6 +53,11 @@ type Config struct {
 	Subnet   netip.Prefix
 	Subnet6  netip.Prefix // zero: no IPv6
 	StateDir string       // IPAM allocations live under StateDir/<bridge>/
+	// NAT masquerades the subnet's outbound traffic (off by default),
+	// leaving through NATInterface, or through any interface but the
+	// bridge when that is empty.
+	NAT          bool
+	NATInterface string
 }
 
 // DefaultConfig is tupper's bridge network.
@@ -64,6 +72,19 @@ func (c Config) WithAnnotations(a map[string]string) (Config, error) {
 	}
 	if v, ok := a[AnnotationBridge]; ok {
 		c.Bridge = v
+	}
+	if v, ok := a[AnnotationNAT]; ok {
+		switch v {
+		case "true":
+			c.NAT = true
+		case "false":
+			c.NAT = false
+		default:
+			return c, fmt.Errorf("annotation %s=%q must be true or false: %w", AnnotationNAT, v, errdefs.ErrInvalidArgument)
+		}
+	}
+	if v, ok := a[AnnotationNATInterface]; ok {
+		c.NATInterface = v
 	}
 	for key, dst := range map[string]*netip.Prefix{AnnotationSubnet: &c.Subnet, AnnotationSubnet6: &c.Subnet6} {
 		if v, ok := a[key]; ok {
@@ -95,6 +116,9 @@ func (c Config) Validate() error {
 	}
 	if c.Subnet6.IsValid() && (!c.Subnet6.Addr().Is6() || c.Subnet6.Addr().Is4In6() || c.Subnet6.Bits() > 126) {
 		return fmt.Errorf("subnet6 %s must be an IPv6 prefix of /126 or larger: %w", c.Subnet6, errdefs.ErrInvalidArgument)
+	}
+	if c.NATInterface != "" && !validIfName(c.NATInterface) {
+		return fmt.Errorf("NAT interface %q is not a valid interface name: %w", c.NATInterface, errdefs.ErrInvalidArgument)
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
 		return fmt.Errorf("network state directory %q must be an absolute path: %w", c.StateDir, errdefs.ErrInvalidArgument)

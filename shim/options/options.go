@@ -161,6 +161,7 @@ func Network(o *optionspb.Options) (network.Config, error) {
 	if o.NetworkStateDir != "" {
 		c.StateDir = o.NetworkStateDir
 	}
+	c.NAT, c.NATInterface = o.Nat, o.NatInterface
 	for name, src := range map[string]struct {
 		s   string
 		dst *netip.Prefix

@@ -22,6 +22,16 @@ func (s *service) waitExit(c *Container, p *process.Process) {
 	id := p.ID
 	if id == "" {
 		id = c.ID
+		if !c.ctr.OwnPidNamespace() {
+			// A container ends with its init; in a shared pid namespace
+			// the kernel leaves init's children running (and holding the
+			// container's output open), so they go here, as under runc.
+			if m := c.cg.manager(); m != nil {
+				if err := m.KillAll(); err != nil {
+					log.G(s.ctx).WithError(err).WithField("id", c.ID).Warn("kill what init left in a shared pid namespace")
+				}
+			}
+		}
 		s.drainExecs(c)
 		if err := bundle.WriteExit(c.Bundle, bundle.Exit{Pid: p.Pid(), Status: code, ExitedAt: at}); err != nil {
 			log.G(s.ctx).WithError(err).Warn("record exit status")
