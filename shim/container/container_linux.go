@@ -593,7 +593,18 @@ func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Proces
 			return fail(err)
 		}
 	}
-	if err := sendMsg(parentSock, &message{Type: msgConfig, Config: cfg}); err != nil {
+	var mountFds []int
+	defer func() {
+		for _, fd := range mountFds {
+			unix.Close(fd)
+		}
+	}()
+	if plan.userns() && cfg.Spec != nil {
+		if cfg.MountFds, mountFds, err = openBindSources(p.pid, cfg.Spec.Mounts); err != nil {
+			return fail(err)
+		}
+	}
+	if err := sendMsg(parentSock, &message{Type: msgConfig, Config: cfg}, mountFds...); err != nil {
 		return fail(fmt.Errorf("send config to init helper: %w", err))
 	}
 	m, fds, err := recvMsg(parentSock)
@@ -707,6 +718,45 @@ func isBind(m specs.Mount) bool {
 		}
 	}
 	return false
+}
+
+// openBindSources opens the sources of the bind mounts for a helper in a
+// user namespace, whose root may not be allowed to reach them (a bundle's
+// files, a volume under a 0700 directory): as we are allowed, through the
+// helper's own root (/proc/<pid>/root), so each O_PATH fd refers to the
+// helper's mount namespace, where it can be bind-mounted from. Symlinks
+// are resolved first, on our side: absolute ones would otherwise resolve
+// against our root, in our mount namespace. runc likewise opens mount
+// sources before the container's user namespace is entered.
+func openBindSources(pid int, mounts []specs.Mount) (map[int]int, []int, error) {
+	idx := map[int]int{}
+	var fds []int
+	for i, m := range mounts {
+		if !isBind(m) {
+			continue
+		}
+		if len(fds) == maxFds {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return nil, nil, fmt.Errorf("more than %d bind mounts in a user namespace", maxFds)
+		}
+		src, err := filepath.EvalSymlinks(m.Source)
+		if err == nil {
+			var fd int
+			fd, err = unix.Open(fmt.Sprintf("/proc/%d/root%s", pid, src), unix.O_PATH|unix.O_CLOEXEC, 0)
+			if err == nil {
+				idx[i] = len(fds)
+				fds = append(fds, fd)
+				continue
+			}
+		}
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, nil, fmt.Errorf("mount %s (bind) on %s: %w", m.Source, m.Destination, err)
+	}
+	return idx, fds, nil
 }
 
 // setProcessLimits sets the rlimits and oom_score_adj of the helper pid

@@ -45,7 +45,7 @@ func helperMain() int {
 		}
 		return 1
 	}
-	m, _, err := recvMsg(sock)
+	m, srcFds, err := recvMsg(sock)
 	if err != nil {
 		return 1
 	}
@@ -53,6 +53,16 @@ func helperMain() int {
 		return fail(errors.New("init helper: no config"))
 	}
 	cfg := m.Config
+	// Bind sources the parent opened for us (see openBindSources): the
+	// spec's mount i is bound from /proc/self/fd/<fds[MountFds[i]]>.
+	if cfg.Spec != nil && len(cfg.MountFds) > 0 {
+		for i, k := range cfg.MountFds {
+			if i < 0 || i >= len(cfg.Spec.Mounts) || k < 0 || k >= len(srcFds) {
+				return fail(errors.New("init helper: bad mount source fds"))
+			}
+			cfg.Spec.Mounts[i].Source = fmt.Sprintf("/proc/self/fd/%d", srcFds[k])
+		}
+	}
 	unix.Umask(0)
 	for fd := 4; fd < 4+len(cfg.NsFds); fd++ {
 		unix.CloseOnExec(fd)

@@ -58,6 +58,9 @@ type initConfig struct {
 	// it sets anything up. It is not a clone flag because the parent
 	// moves the helper into the container's cgroup first (OnSpawn).
 	NewCgroupNs bool `json:"newCgroupNs,omitempty"`
+	// MountFds maps the index of a bind mount in Spec.Mounts to the index
+	// of its source among the fds sent with the config message.
+	MountFds map[int]int `json:"mountFds,omitempty"`
 	// NewIPCNs asks the helper to unshare an ipc namespace, on its main
 	// thread, as root of its new user namespace.
 	NewIPCNs bool `json:"newIPCNs,omitempty"`
@@ -79,6 +82,9 @@ type initConfig struct {
 }
 
 const maxMessage = 4 << 20
+
+// maxFds is the most fds one message carries (the kernel's SCM_MAX_FD).
+const maxFds = 253
 
 func socketPair() (parent, child *os.File, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
@@ -106,7 +112,7 @@ func sendMsg(f *os.File, m *message, fds ...int) error {
 // recvMsg reads one message; io.EOF means the other end is closed.
 func recvMsg(f *os.File) (*message, []int, error) {
 	buf := make([]byte, maxMessage)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*maxFds))
 	for {
 		n, oobn, _, _, err := unix.Recvmsg(int(f.Fd()), buf, oob, unix.MSG_CMSG_CLOEXEC)
 		if err == unix.EINTR {

@@ -271,3 +271,27 @@ func TestJoinUserNamespaceNewPid(t *testing.T) {
 		t.Fatalf("status %d, got %q", st, out)
 	}
 }
+
+// TestUserNamespaceBindSource binds a directory that the mapped root
+// cannot reach (below a 0700 directory of the host's root) read-only
+// into a user-namespaced container: the parent opens the source for the
+// helper. The container reads it and cannot write it; a symlinked
+// source resolves on the host's side.
+func TestUserNamespaceBindSource(t *testing.T) {
+	needRoot(t)
+	secret := filepath.Join(t.TempDir(), "vol")
+	os.Chmod(filepath.Dir(secret), 0o700)
+	os.Mkdir(secret, 0o755)
+	os.WriteFile(filepath.Join(secret, "data"), []byte("from the host\n"), 0o644)
+	link := filepath.Join(t.TempDir(), "link")
+	os.Symlink(secret, link)
+	spec := usernsSpec("sh", "-c", "cat /vol/data /vol2/data; touch /vol/x 2>/dev/null || echo ro")
+	spec.Mounts = append(spec.Mounts,
+		specs.Mount{Destination: "/vol", Type: "bind", Source: secret, Options: []string{"rbind", "ro"}},
+		specs.Mount{Destination: "/vol2", Type: "bind", Source: link, Options: []string{"bind"}})
+	r, _ := startUserns(t, spec) // after usernsBundle's chmods
+	st, out := r.wait(t)
+	if st != 0 || out != "from the host\nfrom the host\nro\n" {
+		t.Fatalf("status %d, output %q", st, out)
+	}
+}
