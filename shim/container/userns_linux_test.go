@@ -2,6 +2,7 @@ package container
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -293,5 +294,53 @@ func TestUserNamespaceBindSource(t *testing.T) {
 	st, out := r.wait(t)
 	if st != 0 || out != "from the host\nfrom the host\nro\n" {
 		t.Fatalf("status %d, output %q", st, out)
+	}
+}
+
+// TestUserNamespaceCgroup: a user-namespaced container with a cgroup
+// namespace is in its cgroup from the start, sees it as its root and
+// mounts the v1 hierarchies (read-only) inside its user namespace; an
+// exec joins both.
+func TestUserNamespaceCgroup(t *testing.T) {
+	needRoot(t)
+	spec := cgroupSpec(true, "sh", "-c", "grep ':pids:' /proc/self/cgroup; cat /sys/fs/cgroup/pids/pids.max; touch /sys/fs/cgroup/pids/x 2>/dev/null && echo rw || echo ro; sleep 100")
+	u := usernsSpec("true")
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+	spec.Linux.UIDMappings, spec.Linux.GIDMappings = u.Linux.UIDMappings, u.Linux.GIDMappings
+	r, m, _ := withCgroupBundle(t, usernsBundle(t), spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if pids, err := m.Pids(); err != nil || !contains(pids, r.c.Pid()) {
+		t.Fatalf("cgroup holds %v (%v), not init %d", pids, err, r.c.Pid())
+	}
+	out, st := execOut(t, r.c, "sh", "-c", "grep ':pids:' /proc/self/cgroup; id -u")
+	if st != 0 || !strings.HasSuffix(strings.TrimSpace(out), ":pids:/\n0") {
+		t.Errorf("exec: status %d %q", st, out)
+	}
+	r.c.Init().Signal(syscall.SIGKILL)
+	if _, got := r.wait(t); !strings.HasSuffix(got, ":pids:/\n64\nro\n") {
+		t.Errorf("container sees:\n%s", got)
+	}
+}
+
+// TestExecTerminalUserNamespace: an exec with a terminal in a
+// user-namespaced container gets a pty of the container's devpts, owned
+// by the process' user.
+func TestExecTerminalUserNamespace(t *testing.T) {
+	needRoot(t)
+	r, _ := startUserns(t, usernsSpec("sleep", "100"))
+	proc := &specs.Process{Terminal: true, Args: []string{"sh", "-c", "tty; stat -c %u $(tty)"}, Env: []string{"PATH=/bin"}, Cwd: "/",
+		User: specs.User{UID: 1000, GID: 1000}}
+	p, err := r.c.Exec(proc, Stdio{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	con := p.Console()
+	defer con.Close()
+	out, _ := io.ReadAll(con)
+	p.Wait()
+	if f := strings.Fields(string(out)); len(f) != 2 || !strings.HasPrefix(f[0], "/dev/pts/") || f[1] != "1000" {
+		t.Fatalf("tty output %q", out)
 	}
 }
