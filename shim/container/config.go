@@ -152,6 +152,12 @@ func validate(spec *specs.Spec) error {
 		if !filepath.IsAbs(m.Destination) {
 			return invalid("mount destination %q is not absolute", m.Destination)
 		}
+		if (len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0) && !isBind(m) {
+			return invalid("mount %s: uid/gid mappings are supported on bind mounts only", m.Destination)
+		}
+		if (len(m.UIDMappings) > 0) != (len(m.GIDMappings) > 0) {
+			return invalid("mount %s: an idmapped mount needs both uidMappings and gidMappings", m.Destination)
+		}
 	}
 	return nil
 }

@@ -599,8 +599,8 @@ func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Proces
 			unix.Close(fd)
 		}
 	}()
-	if plan.userns() && cfg.Spec != nil {
-		if cfg.MountFds, mountFds, err = openBindSources(p.pid, cfg.Spec.Mounts); err != nil {
+	if cfg.Spec != nil {
+		if cfg.MountFds, cfg.TreeFds, mountFds, err = c.openMountSources(p.pid, cfg.Spec.Mounts, plan.userns()); err != nil {
 			return fail(err)
 		}
 	}
@@ -720,43 +720,57 @@ func isBind(m specs.Mount) bool {
 	return false
 }
 
-// openBindSources opens the sources of the bind mounts for a helper in a
-// user namespace, whose root may not be allowed to reach them (a bundle's
-// files, a volume under a 0700 directory): as we are allowed, through the
-// helper's own root (/proc/<pid>/root), so each O_PATH fd refers to the
-// helper's mount namespace, where it can be bind-mounted from. Symlinks
-// are resolved first, on our side: absolute ones would otherwise resolve
-// against our root, in our mount namespace. runc likewise opens mount
-// sources before the container's user namespace is entered.
-func openBindSources(pid int, mounts []specs.Mount) (map[int]int, []int, error) {
-	idx := map[int]int{}
-	var fds []int
-	for i, m := range mounts {
-		if !isBind(m) {
-			continue
-		}
-		if len(fds) == maxFds {
+// openMountSources opens, for the helper with pid, what it mounts from
+// fds rather than paths: idmapped bind mounts, made here as detached
+// mounts (see idmap_linux.go), and, for a helper in a user namespace, the
+// sources of the other bind mounts, which its root may not be allowed to
+// reach (a bundle's files, a volume under a 0700 directory). Those are
+// opened O_PATH, as we are allowed, through the helper's own root
+// (/proc/<pid>/root), so each refers to the helper's mount namespace, where
+// it can be bind-mounted from. Symlinks are resolved first, on our side:
+// absolute ones would otherwise resolve against our root, in our mount
+// namespace. runc likewise opens mount sources before the container's user
+// namespace is entered. It returns, by index in mounts, the index of each
+// fd in fds.
+func (c *Container) openMountSources(pid int, mounts []specs.Mount, userns bool) (paths, trees map[int]int, fds []int, err error) {
+	paths, trees = map[int]int{}, map[int]int{}
+	defer func() {
+		if err != nil {
 			for _, fd := range fds {
 				unix.Close(fd)
 			}
-			return nil, nil, fmt.Errorf("more than %d bind mounts in a user namespace", maxFds)
+			fds = nil
+		}
+	}()
+	for i, m := range mounts {
+		if !isBind(m) || (!userns && !isIDMapped(m)) {
+			continue
+		}
+		if len(fds) == maxFds {
+			return nil, nil, fds, fmt.Errorf("more than %d bind mounts opened for the helper", maxFds)
+		}
+		if isIDMapped(m) {
+			fd, err := c.openIDMapped(pid, m)
+			if err != nil {
+				return nil, nil, fds, err
+			}
+			trees[i] = len(fds)
+			fds = append(fds, fd)
+			continue
 		}
 		src, err := filepath.EvalSymlinks(m.Source)
 		if err == nil {
 			var fd int
 			fd, err = unix.Open(fmt.Sprintf("/proc/%d/root%s", pid, src), unix.O_PATH|unix.O_CLOEXEC, 0)
 			if err == nil {
-				idx[i] = len(fds)
+				paths[i] = len(fds)
 				fds = append(fds, fd)
 				continue
 			}
 		}
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		return nil, nil, fmt.Errorf("mount %s (bind) on %s: %w", m.Source, m.Destination, err)
+		return nil, nil, fds, fmt.Errorf("mount %s (bind) on %s: %w", m.Source, m.Destination, err)
 	}
-	return idx, fds, nil
+	return paths, trees, fds, nil
 }
 
 // setProcessLimits sets the rlimits and oom_score_adj of the helper pid

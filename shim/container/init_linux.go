@@ -55,12 +55,20 @@ func helperMain() int {
 	cfg := m.Config
 	// Bind sources the parent opened for us (see openBindSources): the
 	// spec's mount i is bound from /proc/self/fd/<fds[MountFds[i]]>.
-	if cfg.Spec != nil && len(cfg.MountFds) > 0 {
+	// Detached idmapped mounts are attached from fds[TreeFds[i]].
+	trees := map[int]int{}
+	if cfg.Spec != nil {
 		for i, k := range cfg.MountFds {
 			if i < 0 || i >= len(cfg.Spec.Mounts) || k < 0 || k >= len(srcFds) {
 				return fail(errors.New("init helper: bad mount source fds"))
 			}
 			cfg.Spec.Mounts[i].Source = fmt.Sprintf("/proc/self/fd/%d", srcFds[k])
+		}
+		for i, k := range cfg.TreeFds {
+			if i < 0 || i >= len(cfg.Spec.Mounts) || k < 0 || k >= len(srcFds) {
+				return fail(errors.New("init helper: bad mount fds"))
+			}
+			trees[i] = srcFds[k]
 		}
 	}
 	unix.Umask(0)
@@ -114,7 +122,7 @@ func helperMain() int {
 			}
 			return nil
 		}
-		if err := setupContainer(cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, beforePivot); err != nil {
+		if err := setupContainer(cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, trees, beforePivot); err != nil {
 			return fail(err)
 		}
 	}
@@ -182,8 +190,8 @@ func unshareTime(offsets map[string]specs.LinuxTimeOffset) error {
 
 // setupContainer builds the container's world from inside its new
 // namespaces: root filesystem, hostname, sysctls.
-func setupContainer(spec *specs.Spec, rootfs string, noPivot bool, beforePivot func() error) error {
-	return setupRootfs(spec, rootfs, noPivot, beforePivot, func() error { return setupSystem(spec) })
+func setupContainer(spec *specs.Spec, rootfs string, noPivot bool, trees map[int]int, beforePivot func() error) error {
+	return setupRootfs(spec, rootfs, noPivot, trees, beforePivot, func() error { return setupSystem(spec) })
 }
 
 // setupSystem sets hostname, domainname and sysctls, inside the new root

@@ -13,7 +13,8 @@ import (
 
 // setupRootfs runs in the helper, in its own mount namespace, and leaves
 // it chrooted (pivoted) into the container's root.
-func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, afterPivot func() error) error {
+// trees holds, by index in spec.Mounts, detached mounts to attach.
+func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, trees map[int]int, beforePivot, afterPivot func() error) error {
 	prop := unix.MS_PRIVATE | unix.MS_REC
 	if p := spec.Linux.RootfsPropagation; p != "" {
 		f, ok := propagationFlags[p]
@@ -36,8 +37,12 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, aft
 	for _, ns := range spec.Linux.Namespaces {
 		cgroupns = cgroupns || ns.Type == specs.CgroupNamespace
 	}
-	for _, m := range spec.Mounts {
-		if err := mountOne(rootfs, m, cgroupns); err != nil {
+	for i, m := range spec.Mounts {
+		if fd, ok := trees[i]; ok {
+			if err := attachMount(rootfs, m, fd); err != nil {
+				return err
+			}
+		} else if err := mountOne(rootfs, m, cgroupns); err != nil {
 			return err
 		}
 		if filepath.Clean(m.Destination) == "/dev" && !isBind(m) {

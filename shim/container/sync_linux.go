@@ -61,6 +61,9 @@ type initConfig struct {
 	// MountFds maps the index of a bind mount in Spec.Mounts to the index
 	// of its source among the fds sent with the config message.
 	MountFds map[int]int `json:"mountFds,omitempty"`
+	// TreeFds does the same for detached (idmapped) mounts, which the
+	// helper attaches with move_mount.
+	TreeFds map[int]int `json:"treeFds,omitempty"`
 	// NewIPCNs asks the helper to unshare an ipc namespace, on its main
 	// thread, as root of its new user namespace.
 	NewIPCNs bool `json:"newIPCNs,omitempty"`

@@ -344,3 +344,40 @@ func TestExecTerminalUserNamespace(t *testing.T) {
 		t.Fatalf("tty output %q", out)
 	}
 }
+
+// TestIDMappedMount binds a host directory owned by the host's root into a
+// user-namespaced container with the container's own mappings: inside,
+// root owns it and can write, and what it writes belongs to root on the
+// host. A second mount with other mappings (0 -> 2000) gets a throwaway
+// user namespace; a container without a user namespace can have one too.
+func TestIDMappedMount(t *testing.T) {
+	needRoot(t)
+	vol := filepath.Join(t.TempDir(), "vol")
+	os.Mkdir(vol, 0o755)
+	os.WriteFile(filepath.Join(vol, "data"), []byte("x"), 0o644)
+	spec := usernsSpec("sh", "-c", "stat -c %u:%g /vol/data /other/data; touch /vol/new && echo written")
+	other := []specs.LinuxIDMapping{{ContainerID: 2000, HostID: 0, Size: 1}}
+	spec.Mounts = append(spec.Mounts,
+		specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind"},
+			UIDMappings: spec.Linux.UIDMappings, GIDMappings: spec.Linux.GIDMappings},
+		specs.Mount{Destination: "/other", Type: "bind", Source: vol, Options: []string{"bind", "ro"},
+			UIDMappings: other, GIDMappings: other})
+	r, _ := startUserns(t, spec)
+	st, out := r.wait(t)
+	// /other: on-disk 0 shows as 2000 to the mount's namespace, which maps
+	// to nothing in the container's: overflow ids.
+	if st != 0 || out != "0:0\n65534:65534\nwritten\n" {
+		t.Fatalf("status %d, output %q", st, out)
+	}
+	var fst syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(vol, "new"), &fst); err != nil || fst.Uid != 0 || fst.Gid != 0 {
+		t.Errorf("file written through the idmapped mount: %v %d:%d, want 0:0 on the host", err, fst.Uid, fst.Gid)
+	}
+
+	plain := testSpec("stat", "-c", "%u:%g", "/other/data")
+	plain.Mounts = append(plain.Mounts, specs.Mount{Destination: "/other", Type: "bind", Source: vol, Options: []string{"bind"},
+		UIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 3000, Size: 1}}, GIDMappings: []specs.LinuxIDMapping{{ContainerID: 0, HostID: 3000, Size: 1}}})
+	if out := runOK(t, plain); out != "3000:3000\n" {
+		t.Errorf("idmapped mount without a user namespace: %q", out)
+	}
+}

@@ -40,11 +40,10 @@ func Features() *features.Features {
 			// cgroup v1 and v2, cgroupfs and systemd drivers (shim/cgroups);
 			// no user-scoped systemd, and rdma only where the host has it.
 			Cgroup: &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes, SystemdUser: &no, Rdma: &yes},
-			// User namespaces are supported (new with uid/gid maps, joined
-			// by path, exec), but spec mounts carrying their own
-			// uidMappings/gidMappings (idmapped bind mounts) are not: a
-			// rootfs arrives idmapped from the snapshotter's mounts.
-			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &no}},
+			// Spec bind mounts with uidMappings/gidMappings become
+			// idmapped mounts (shim/container/idmap_linux.go). With "user"
+			// above, this is what CRI needs to run user-namespaced pods.
+			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &yes}},
 		},
 	}
 }

@@ -36,8 +36,8 @@ func TestFeatures(t *testing.T) {
 			t.Errorf("does not advertise %s namespaces: %s", want, ns)
 		}
 	}
-	if idm := f.Linux.MountExtensions.IDMap; idm == nil || idm.Enabled == nil || *idm.Enabled {
-		t.Error("advertises idmapped spec mounts, which are not implemented")
+	if idm := f.Linux.MountExtensions.IDMap; idm == nil || idm.Enabled == nil || !*idm.Enabled {
+		t.Error("does not advertise idmapped spec mounts")
 	}
 	for _, o := range f.MountOptions {
 		if o == "rro" {
