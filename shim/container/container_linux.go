@@ -759,6 +759,9 @@ func (c *Container) openMountSources(pid int, mounts []specs.Mount, userns bool)
 			continue
 		}
 		src, err := filepath.EvalSymlinks(m.Source)
+		if err == nil && !filepath.IsAbs(src) {
+			err = errors.New("the source must be an absolute path")
+		}
 		if err == nil {
 			var fd int
 			fd, err = unix.Open(fmt.Sprintf("/proc/%d/root%s", pid, src), unix.O_PATH|unix.O_CLOEXEC, 0)

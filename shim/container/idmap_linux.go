@@ -100,6 +100,9 @@ func (c *Container) openIDMapped(helperPid int, m specs.Mount) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("idmapped mount %s: %w", m.Destination, err)
 	}
+	if !filepath.IsAbs(src) {
+		return -1, fmt.Errorf("idmapped mount %s: source %q is not an absolute path", m.Destination, m.Source)
+	}
 	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
 	setFlags := uint(unix.AT_EMPTY_PATH)
 	for _, o := range m.Options {
