@@ -95,7 +95,10 @@ void tupper_nsenter(void)
 	// takes effect for children. Fork the helper into it as its PID 1,
 	// with CLONE_PARENT so that it is the parent's (the shim's) own child
 	// to wait for; tell the parent its pid on the sync socket and leave.
-	// The child returns from here and starts Go as the helper.
+	// The child returns from here and starts Go as the helper. A raw
+	// clone leaves glibc's thread descriptor with the intermediate's tid
+	// (as runc's nsexec, which forks the same way, does); nothing the
+	// helper does before its execve goes through it (Go asks the kernel).
 	const char *fork_env = getenv("_TUPPER_NSENTER_FORK");
 	if (fork_env != NULL && *fork_env != '\0') {
 		long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
