@@ -14,6 +14,7 @@ build:
 
 deps:
 	hack/install-deps.sh
+	hack/install-cri.sh
 
 test: deps build
 	hack/test.sh

@@ -14,7 +14,8 @@
 #
 # Environment: TUPPER_CRI_DIR (default /run/tupper-cri; state in
 # /var/lib/tupper-cri), TUPPER_CRI_REGISTRY (default 127.0.0.1:5000),
-# TUPPER_CRI_SUBNET (default 10.213.240.0/24, pods' CNI subnet).
+# TUPPER_CRI_SUBNET (default 10.213.240.0/24, pods' CNI subnet),
+# TUPPER_CRI_BRIDGE (default tpcri0).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,7 +30,7 @@ SNAP_IMG=$LIB_DIR/btrfs.img
 CONFIG=$RUN_DIR/containerd.toml
 REGISTRY=${TUPPER_CRI_REGISTRY:-127.0.0.1:5000}
 SUBNET=${TUPPER_CRI_SUBNET:-10.213.240.0/24}
-BRIDGE=tpcri0
+BRIDGE=${TUPPER_CRI_BRIDGE:-tpcri0}
 SANDBOX_IMAGE=registry.k8s.io/pause:3.10.2
 TUPPER_BIN=${TUPPER_BIN:-$REPO/bin/containerd-tupper-snapshotter}
 SHIM_BIN=$REPO/bin/containerd-shim-tupper-v2
@@ -250,7 +251,7 @@ down() {
 	# (The snapshotter's btrfs itself is undone by btrfs-loop.sh, which also
 	# detaches its loop device.)
 	awk -v a="$RUN_DIR" -v b="$LIB_DIR" -v s="$SNAP_ROOT" '($2 ~ "^"a"/" || $2 ~ "^"b"/") && $2 != s {print $2}' /proc/self/mounts | sort -r |
-		while read -r m; do umount "$m" 2>/dev/null || umount -l "$m"; done
+		while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
 	if mountpoint -q "$SNAP_ROOT"; then
 		"$REPO/hack/btrfs-loop.sh" down "$SNAP_ROOT" --rm
 	fi

@@ -17,6 +17,7 @@
 # Failing specs are reported, not fatal: the exit status is non-zero only
 # when critest could not run (stack, images, no report).
 set -euo pipefail
+export INSTALL_CRITEST=1 # hack/cri.sh up builds critest too
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"

@@ -20,6 +20,7 @@ import (
 	v2stats "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/tupper/tupper/internal/testutil"
 )
@@ -351,5 +352,35 @@ func TestExpandSlice(t *testing.T) {
 		if got := expandSlice(in); got != want {
 			t.Errorf("expandSlice(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A CRI spec's device rules are just "deny all"; with runc's defaults
+// appended, /dev/null and /dev/ptmx (exec -t) work and /dev/mem does not.
+func TestDefaultDevicesAsRunc(t *testing.T) {
+	path := testPath(t)
+	m, err := New(context.Background(), path, WithDefaultDevices(&specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}}), false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Delete()
+	// /dev/mem itself may not exist on the host: a node of the same number.
+	mem := filepath.Join(t.TempDir(), "mem")
+	if err := unix.Mknod(mem, unix.S_IFCHR|0o600, int(unix.Mkdev(1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	cmd, out, exited, release := startHeld(t, "echo > /dev/null && echo null-ok; exec 3<>/dev/ptmx && echo ptmx-ok; head -c1 "+mem+" >/dev/null 2>&1 && echo mem-open; true")
+	if err := m.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	<-exited
+	for _, want := range []string{"null-ok", "ptmx-ok"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("want %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out.String(), "mem-open") {
+		t.Errorf("/dev/mem opened in a container whose spec allows no device:\n%s", out)
 	}
 }

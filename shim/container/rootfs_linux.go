@@ -28,6 +28,16 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, trees map[int]in
 	if err := unix.Mount("", "/", "", uintptr(prop), ""); err != nil {
 		return fmt.Errorf("set mount propagation of /: %w", err)
 	}
+	// pivot_root refuses a new root, or a parent of it, that is shared
+	// (EINVAL). The parent of the self-bind below is the mount at rootfs
+	// (the shim's mount of the snapshot) or the one containing it: make it
+	// private in our namespace. A shared or slave rootfsPropagation is
+	// applied to the new / right after the switch.
+	if under, err := mountPointOf(rootfs); err == nil {
+		if err := unix.Mount("", under, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("make the mount under the rootfs (%s) private: %w", under, err)
+		}
+	}
 	// pivot_root needs the new root to be a mount point.
 	if err := unix.Mount(rootfs, rootfs, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind rootfs onto itself: %w", err)
@@ -59,12 +69,9 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, trees map[int]in
 			return err
 		}
 	}
-	if spec.Linux.RootfsPropagation == "" || prop&unix.MS_SHARED == 0 {
-		// Keep the rootfs mount private so the old root can be detached
-		// without propagating the unmount anywhere.
-		if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
-			return fmt.Errorf("make rootfs private: %w", err)
-		}
+	// The new root itself must not be shared either (see above).
+	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make rootfs private: %w", err)
 	}
 	if spec.Process != nil && spec.Process.Terminal || devIsTmpfs {
 		// /dev/ptmx must be the container's devpts instance.
@@ -85,6 +92,11 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, trees map[int]in
 	}
 	if err := enterRoot(rootfs, noPivot); err != nil {
 		return err
+	}
+	if spec.Linux.RootfsPropagation != "" && prop&(unix.MS_SHARED|unix.MS_SLAVE) != 0 {
+		if err := unix.Mount("", "/", "", uintptr(prop), ""); err != nil {
+			return fmt.Errorf("set rootfsPropagation %s on the new root: %w", spec.Linux.RootfsPropagation, err)
+		}
 	}
 	// Sysctls go through /proc/sys, which is about to become read-only.
 	if afterPivot != nil {
@@ -157,9 +169,47 @@ var mountFlags = map[string]flagOpt{
 
 // parseOptions splits mount options into flags, propagation flags and
 // the data string handed to the filesystem.
+// recursiveAttrs are the runtime spec's recursive mount options, applied
+// with mount_setattr(AT_RECURSIVE) to the mount and everything below it:
+// what is set and cleared (atime options also clear the atime mask).
+var recursiveAttrs = map[string]struct{ set, clr uint64 }{
+	"rro": {set: unix.MOUNT_ATTR_RDONLY}, "rrw": {clr: unix.MOUNT_ATTR_RDONLY},
+	"rnosuid": {set: unix.MOUNT_ATTR_NOSUID}, "rsuid": {clr: unix.MOUNT_ATTR_NOSUID},
+	"rnodev": {set: unix.MOUNT_ATTR_NODEV}, "rdev": {clr: unix.MOUNT_ATTR_NODEV},
+	"rnoexec": {set: unix.MOUNT_ATTR_NOEXEC}, "rexec": {clr: unix.MOUNT_ATTR_NOEXEC},
+	"rnodiratime": {set: unix.MOUNT_ATTR_NODIRATIME}, "rdiratime": {clr: unix.MOUNT_ATTR_NODIRATIME},
+	"rrelatime":      {set: unix.MOUNT_ATTR_RELATIME, clr: unix.MOUNT_ATTR__ATIME},
+	"rnorelatime":    {clr: unix.MOUNT_ATTR__ATIME},
+	"rnoatime":       {set: unix.MOUNT_ATTR_NOATIME, clr: unix.MOUNT_ATTR__ATIME},
+	"ratime":         {clr: unix.MOUNT_ATTR__ATIME},
+	"rstrictatime":   {set: unix.MOUNT_ATTR_STRICTATIME, clr: unix.MOUNT_ATTR__ATIME},
+	"rnostrictatime": {clr: unix.MOUNT_ATTR__ATIME},
+	"rnosymfollow":   {set: unix.MOUNT_ATTR_NOSYMFOLLOW}, "rsymfollow": {clr: unix.MOUNT_ATTR_NOSYMFOLLOW},
+}
+
+// RecursiveMountOptions lists the recursive options mounts accept.
+func RecursiveMountOptions() []string {
+	out := make([]string, 0, len(recursiveAttrs))
+	for o := range recursiveAttrs {
+		out = append(out, o)
+	}
+	return out
+}
+
 func parseOptions(opts []string) (flags int, prop []int, data string) {
+	flags, prop, data, _ = parseAllOptions(opts)
+	return flags, prop, data
+}
+
+// parseAllOptions also returns the recursive attributes to apply.
+func parseAllOptions(opts []string) (flags int, prop []int, data string, rattr unix.MountAttr) {
 	var d []string
 	for _, o := range opts {
+		if r, ok := recursiveAttrs[o]; ok {
+			rattr.Attr_set = rattr.Attr_set&^r.clr | r.set
+			rattr.Attr_clr |= r.clr
+			continue
+		}
 		if f, ok := mountFlags[o]; ok {
 			if f.clear {
 				flags &^= f.flag
@@ -174,7 +224,7 @@ func parseOptions(opts []string) (flags int, prop []int, data string) {
 		}
 		d = append(d, o)
 	}
-	return flags, prop, strings.Join(d, ",")
+	return flags, prop, strings.Join(d, ","), rattr
 }
 
 func mountOne(rootfs string, m specs.Mount, cgroupns bool) error {
@@ -185,7 +235,7 @@ func mountOne(rootfs string, m specs.Mount, cgroupns bool) error {
 		}
 		return fmt.Errorf("mount %s: %w", m.Destination, err)
 	}
-	flags, prop, data := parseOptions(m.Options)
+	flags, prop, data, rattr := parseAllOptions(m.Options)
 	wrap := func(err error) error {
 		return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, m.Destination, err)
 	}
@@ -231,6 +281,11 @@ func mountOne(rootfs string, m specs.Mount, cgroupns bool) error {
 		}
 		if err != nil {
 			return wrap(err)
+		}
+	}
+	if rattr.Attr_set != 0 || rattr.Attr_clr != 0 {
+		if err := unix.MountSetattr(-1, dest, unix.AT_RECURSIVE, &rattr); err != nil {
+			return wrap(fmt.Errorf("recursive mount options %v: %w", m.Options, err))
 		}
 	}
 	for _, p := range prop {
@@ -367,6 +422,30 @@ func createDevice(rootfs string, d specs.LinuxDevice) error {
 		return fmt.Errorf("chown %s: %w", d.Path, err)
 	}
 	return nil
+}
+
+// mountPointOf returns the mount point that path lies on (the longest
+// mount point that is a prefix of it).
+func mountPointOf(path string) (string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	best := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := f[4]
+		if (path == mp || mp == "/" || strings.HasPrefix(path, mp+"/")) && len(mp) > len(best) {
+			best = mp
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("no mount point above %s", path)
+	}
+	return best, nil
 }
 
 // enterRoot makes rootfs the root of the mount namespace. With pivot_root

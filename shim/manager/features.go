@@ -5,12 +5,12 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/security"
 )
 
 // Features lists what tupper really implements today. CRI reads it (for
-// example "rro" in MountOptions would turn on recursive read-only
-// mounts, so it is absent).
+// example "rro" in MountOptions turns on recursive read-only mounts).
 func Features() *features.Features {
 	opts := []string{
 		"defaults", "ro", "rw", "suid", "nosuid", "dev", "nodev", "exec", "noexec",
@@ -19,6 +19,7 @@ func Features() *features.Features {
 		"bind", "rbind", "private", "rprivate", "shared", "rshared", "slave", "rslave",
 		"unbindable", "runbindable",
 	}
+	opts = append(opts, container.RecursiveMountOptions()...)
 	sort.Strings(opts)
 	no, yes := false, true
 	caps := security.KnownCapabilities()

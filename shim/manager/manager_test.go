@@ -3,6 +3,7 @@ package manager
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -39,10 +40,10 @@ func TestFeatures(t *testing.T) {
 	if idm := f.Linux.MountExtensions.IDMap; idm == nil || idm.Enabled == nil || !*idm.Enabled {
 		t.Error("does not advertise idmapped spec mounts")
 	}
-	for _, o := range f.MountOptions {
-		if o == "rro" {
-			t.Error("advertises rro")
-		}
+	// Recursive read-only mounts are implemented (mount_setattr), and CRI
+	// turns them on when it sees "rro".
+	if !slices.Contains(f.MountOptions, "rro") || !slices.Contains(f.MountOptions, "rnosuid") {
+		t.Errorf("recursive mount options missing: %v", f.MountOptions)
 	}
 	if c := f.Linux.Cgroup; c == nil || c.V1 == nil || !*c.V1 || c.V2 == nil || !*c.V2 || c.Systemd == nil || !*c.Systemd || c.SystemdUser == nil || *c.SystemdUser {
 		t.Errorf("cgroup features %+v", c)

@@ -68,7 +68,7 @@ func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 			return fmt.Errorf("container is paused: %w", errdefs.ErrFailedPrecondition)
 		}
 		if cg.m == nil {
-			m, err := cgroups.New(ctx, cg.path, cg.res, cg.systemd, pid)
+			m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), cg.systemd, pid)
 			if err != nil {
 				return err
 			}
