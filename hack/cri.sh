@@ -232,10 +232,14 @@ down() {
 	# Container processes a dead shim left (a pod's shared pid namespace
 	# keeps children alive): those in a mount namespace of their own whose
 	# mounts come from our directories. They pin the snapshotter's btrfs.
-	local self_mnt
+	# A process whose namespace link we cannot read is not one of ours:
+	# in a sandboxed session PID 1's is unreadable, while its mountinfo
+	# shows our btrfs mount, and it was once taken for a container.
+	local self_mnt mnt
 	self_mnt=$(readlink /proc/self/ns/mnt)
 	for proc in /proc/[0-9]*; do
-		[[ $(readlink "$proc/ns/mnt" 2>/dev/null) != "$self_mnt" ]] || continue
+		mnt=$(readlink "$proc/ns/mnt" 2>/dev/null) || continue
+		[[ $mnt != "$self_mnt" ]] || continue
 		if grep -qsE " ($RUN_DIR|$LIB_DIR)/" "$proc/mountinfo"; then
 			log "killing leftover container process ${proc#/proc/} ($(cat "$proc/comm" 2>/dev/null))"
 			kill -KILL "${proc#/proc/}" 2>/dev/null || true

@@ -6,7 +6,9 @@ import (
 
 	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/tupper/tupper/shim/container"
+	// Joins of user and time namespaces, before the Go runtime starts.
 	"github.com/tupper/tupper/shim/manager"
+	_ "github.com/tupper/tupper/shim/nsenter"
 
 	_ "github.com/tupper/tupper/shim/task/plugin"
 )

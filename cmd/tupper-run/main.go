@@ -25,6 +25,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container"
+	// Joins of user and time namespaces, before the Go runtime starts.
+	_ "github.com/tupper/tupper/shim/nsenter"
 	"golang.org/x/sys/unix"
 )
 

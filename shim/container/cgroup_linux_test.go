@@ -31,6 +31,11 @@ func cgroupSpec(cgroupns bool, args ...string) *specs.Spec {
 // cgroup, and returns it with the helpers' pids as OnSpawn saw them.
 func withCgroup(t *testing.T, spec *specs.Spec) (*run, *cgroups.Manager, *[]int) {
 	t.Helper()
+	return withCgroupBundle(t, newBundle(t), spec)
+}
+
+func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec) (*run, *cgroups.Manager, *[]int) {
+	t.Helper()
 	path := fmt.Sprintf("/tupper-test/%d", time.Now().UnixNano())
 	var m *cgroups.Manager
 	var spawned []int
@@ -48,7 +53,7 @@ func withCgroup(t *testing.T, spec *specs.Spec) (*run, *cgroups.Manager, *[]int)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w},
+	c, err := Create(Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w},
 		OnSpawn: func(pid int) error {
 			spawned = append(spawned, pid)
 			if m == nil {

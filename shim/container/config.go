@@ -110,11 +110,12 @@ func validate(spec *specs.Spec) error {
 		}
 		seen[ns.Type] = true
 		switch ns.Type {
-		case specs.UserNamespace, specs.TimeNamespace:
-			// See nsjoin_linux.go: joining needs a single-threaded
-			// process, and new user namespaces need id mapping, which
-			// this version does not implement yet.
-			return invalid("%s namespaces are not supported yet", ns.Type)
+		case specs.UserNamespace:
+			if ns.Path == "" {
+				if err := validateIDMaps(spec.Linux); err != nil {
+					return err
+				}
+			}
 		case specs.MountNamespace:
 			if ns.Path != "" {
 				return invalid("joining an existing mount namespace (%s) for a new container is not supported", ns.Path)
@@ -128,12 +129,58 @@ func validate(spec *specs.Spec) error {
 	if !hasMnt {
 		return invalid("a new mount namespace is required")
 	}
+	if !seen[specs.UserNamespace] && (len(spec.Linux.UIDMappings) > 0 || len(spec.Linux.GIDMappings) > 0) {
+		return invalid("linux.uidMappings/gidMappings are set but there is no user namespace")
+	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.TimeNamespace && ns.Path != "" && len(spec.Linux.TimeOffsets) > 0 {
+			return invalid("linux.timeOffsets apply to a new time namespace, not to the joined %s", ns.Path)
+		}
+	}
+	if len(spec.Linux.TimeOffsets) > 0 && !seen[specs.TimeNamespace] {
+		return invalid("linux.timeOffsets are set but there is no time namespace")
+	}
+	for clock := range spec.Linux.TimeOffsets {
+		if clock != "monotonic" && clock != "boottime" {
+			return invalid("linux.timeOffsets: unknown clock %q (monotonic or boottime)", clock)
+		}
+	}
 	if spec.Hostname != "" && !seen[specs.UTSNamespace] {
 		return invalid("hostname is set but there is no uts namespace")
 	}
 	for _, m := range spec.Mounts {
 		if !filepath.IsAbs(m.Destination) {
 			return invalid("mount destination %q is not absolute", m.Destination)
+		}
+		if (len(m.UIDMappings) > 0 || len(m.GIDMappings) > 0) && !isBind(m) {
+			return invalid("mount %s: uid/gid mappings are supported on bind mounts only", m.Destination)
+		}
+		if (len(m.UIDMappings) > 0) != (len(m.GIDMappings) > 0) {
+			return invalid("mount %s: an idmapped mount needs both uidMappings and gidMappings", m.Destination)
+		}
+	}
+	return nil
+}
+
+// validateIDMaps checks the mappings of a new user namespace. Root of the
+// namespace must be mapped: the helper builds the container as that root
+// (runc's nsexec likewise becomes uid/gid 0 before it goes on).
+func validateIDMaps(l *specs.Linux) error {
+	if len(l.UIDMappings) == 0 || len(l.GIDMappings) == 0 {
+		return invalid("a new user namespace needs linux.uidMappings and linux.gidMappings")
+	}
+	for name, maps := range map[string][]specs.LinuxIDMapping{"uid": l.UIDMappings, "gid": l.GIDMappings} {
+		root := false
+		for _, m := range maps {
+			if m.Size == 0 {
+				return invalid("linux.%sMappings: empty mapping %+v", name, m)
+			}
+			if m.ContainerID == 0 {
+				root = true
+			}
+		}
+		if !root {
+			return invalid("linux.%sMappings must map %s 0 (the container's root)", name, name)
 		}
 	}
 	return nil

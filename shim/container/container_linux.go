@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -62,6 +64,13 @@ type Options struct {
 	// InitPath is the binary re-executed as the init helper; it must call
 	// MaybeInit. Empty means /proc/self/exe.
 	InitPath string
+	// Adopt returns a function that waits for pid, a child this process
+	// did not start with os/exec: the init helper of a container with a
+	// new pid namespace in a joined user namespace, which shim/nsenter
+	// forks with CLONE_PARENT. It must not miss an exit that happens
+	// after it was called. nil means DefaultAdopt; a process that reaps
+	// its children passes one backed by its reaper, like Starter.
+	Adopt func(pid int) (wait func() (int, error), err error)
 	// OnSpawn, when set, is called with the pid of every helper of this
 	// container (its init, then each exec) right after the helper is
 	// started and before it does anything: the helper waits for its
@@ -82,6 +91,7 @@ type Container struct {
 	starter  Starter
 	initPath string
 	onSpawn  func(pid int) error
+	adopt    func(pid int) (func() (int, error), error)
 	init     *Process
 	lsm      security.LSM
 }
@@ -229,6 +239,7 @@ func Create(opts Options) (*Container, error) {
 		starter:  opts.Starter,
 		initPath: opts.InitPath,
 		onSpawn:  opts.OnSpawn,
+		adopt:    opts.Adopt,
 	}
 	if c.starter == nil {
 		c.starter = DefaultStarter
@@ -245,34 +256,57 @@ func Create(opts Options) (*Container, error) {
 			sp.Mounts[i].Source = filepath.Join(opts.Bundle, m.Source)
 		}
 	}
-	var cloneFlags uintptr
-	var joins []nsJoin
-	newCgroupNs := false
-	defer func() {
-		for _, j := range joins {
-			j.f.Close()
-		}
-	}()
+	var plan nsPlan
+	defer plan.close()
+	newCgroupNs, newTimeNs := false, false
 	for _, ns := range spec.Linux.Namespaces {
-		if ns.Path == "" && ns.Type == specs.CgroupNamespace {
-			// Not a clone flag: the helper unshares it once OnSpawn has
-			// moved it into the container's cgroup (see cgroupns below).
-			newCgroupNs = true
-			continue
-		}
 		if ns.Path == "" {
-			cloneFlags |= nsFlags[ns.Type]
+			switch ns.Type {
+			case specs.CgroupNamespace:
+				// Not a clone flag: the helper unshares it once OnSpawn has
+				// moved it into the container's cgroup (see cgroupns below).
+				newCgroupNs = true
+			case specs.TimeNamespace:
+				// clone(2) has no room for CLONE_NEWTIME; the helper
+				// unshares it, and the program enters it at execve.
+				newTimeNs = true
+			default:
+				plan.clone |= nsFlags[ns.Type]
+			}
 			continue
 		}
 		f, err := openNs(ns.Path, ns.Type)
 		if err != nil {
 			return nil, invalid("%v", err)
 		}
-		joins = append(joins, nsJoin{typ: ns.Type, f: f})
+		plan.add(nsJoin{typ: ns.Type, f: f})
+	}
+	if plan.joinsUser() {
+		// The new namespaces must belong to the joined user namespace,
+		// so the constructor creates them after joining it.
+		plan.unshare, plan.clone = plan.clone, 0
+		// unshare(CLONE_NEWPID) only moves the caller's children: the
+		// constructor then forks the helper into it (see shim/nsenter).
+		plan.fork = plan.unshare&unix.CLONE_NEWPID != 0
 	}
 	cfg := c.initConfig(spec.Process)
+	if plan.clone&unix.CLONE_NEWUSER != 0 {
+		plan.uidMap, plan.gidMap = spec.Linux.UIDMappings, spec.Linux.GIDMappings
+		// An ipc namespace keeps the credentials of whoever made it: its
+		// mqueue filesystem's root belongs to them. Made by the helper
+		// as the namespace's root, /dev/mqueue belongs to that root (as
+		// under runc, whose nsexec unshares after becoming it) instead
+		// of the unmapped host root.
+		if plan.clone&unix.CLONE_NEWIPC != 0 {
+			plan.clone &^= unix.CLONE_NEWIPC
+			cfg.NewIPCNs = true
+		}
+	}
 	cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, cfg.NewCgroupNs = &sp, rootfs, opts.NoPivotRoot, newCgroupNs
-	p, err := c.spawn(cfg, cloneFlags, joins, nil, opts.Stdio)
+	if newTimeNs {
+		cfg.NewTimeNs, cfg.TimeOffsets = true, spec.Linux.TimeOffsets
+	}
+	p, err := c.spawn(cfg, &plan, opts.Stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -303,30 +337,15 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 		return nil, errors.New("container init has exited")
 	default:
 	}
-	var joins []nsJoin
-	var helperFds []*os.File
-	defer func() {
-		for _, j := range joins {
-			j.f.Close()
-		}
-		for _, f := range helperFds {
-			f.Close()
-		}
-	}()
-	nsFds := map[specs.LinuxNamespaceType]int{}
+	var plan nsPlan
+	defer plan.close()
 	for _, ns := range c.spec.Linux.Namespaces {
 		path := fmt.Sprintf("/proc/%d/ns/%s", c.init.pid, procNsName[ns.Type])
 		f, err := openNs(path, ns.Type)
 		if err != nil {
 			return nil, err
 		}
-		if ns.Type == specs.MountNamespace {
-			// fd 3 is the sync socket; joined-by-helper fds follow it.
-			nsFds[ns.Type] = 4 + len(helperFds)
-			helperFds = append(helperFds, f)
-			continue
-		}
-		joins = append(joins, nsJoin{typ: ns.Type, f: f})
+		plan.add(nsJoin{typ: ns.Type, f: f})
 	}
 	// The files were opened by pid. Signal 0 through init's pidfd proves
 	// init was not reaped meanwhile, so they are its namespaces and not
@@ -335,7 +354,7 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 		return nil, fmt.Errorf("container init has exited: %w", err)
 	}
 	cfg := c.initConfig(proc)
-	cfg.Exec, cfg.NsFds = true, nsFds
+	cfg.Exec = true
 	if proc.ApparmorProfile != "" || proc.SelinuxLabel != "" {
 		// An exec may ask for its own labels; the same rules decide.
 		sp := *c.spec
@@ -346,7 +365,7 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 		}
 		cfg.LSM = lsm
 	}
-	p, err := c.spawn(cfg, 0, joins, helperFds, stdio)
+	p, err := c.spawn(cfg, &plan, stdio)
 	if err != nil {
 		return nil, err
 	}
@@ -358,8 +377,107 @@ func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 	return p, nil
 }
 
+// adoptForked takes over the helper that shim/nsenter's constructor forked
+// (with CLONE_PARENT, so it is our child) into a new pid namespace: it
+// reads its pid, reaps the intermediate process and waits for the helper
+// through Options.Adopt.
+func (c *Container) adoptForked(sock *os.File, cmd *exec.Cmd, wait func() (int, error)) (int, *os.Process, func() (int, error), error) {
+	m, _, err := recvMsg(sock)
+	st, _ := wait() // the intermediate exits once it has sent the pid
+	cmd.Process.Release()
+	switch {
+	case err == io.EOF:
+		return 0, nil, nil, fmt.Errorf("init helper exited before forking into its pid namespace (status %d)", st)
+	case err != nil:
+		return 0, nil, nil, fmt.Errorf("init helper: %w", err)
+	case m.Type == msgError:
+		return 0, nil, nil, errors.New(m.Error)
+	case m.Type != msgPid || m.Pid <= 0:
+		return 0, nil, nil, fmt.Errorf("init helper: expected its pid, got %q", m.Type)
+	}
+	adopt := c.adopt
+	if adopt == nil {
+		adopt = DefaultAdopt
+	}
+	w, err := adopt(m.Pid)
+	if err == nil {
+		var proc *os.Process
+		if proc, err = os.FindProcess(m.Pid); err == nil {
+			return m.Pid, proc, w, nil
+		}
+	}
+	unix.Kill(m.Pid, unix.SIGKILL)
+	return 0, nil, nil, fmt.Errorf("adopt init helper %d: %w", m.Pid, err)
+}
+
+// DefaultAdopt waits for a child that os/exec did not start, with a pidfd.
+// Use it only in processes that do not reap children on their own.
+func DefaultAdopt(pid int) (func() (int, error), error) {
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	return func() (int, error) {
+		defer proc.Release()
+		ps, err := proc.Wait()
+		if err != nil {
+			return -1, err
+		}
+		return ExitStatus(ps.Sys().(syscall.WaitStatus)), nil
+	}, nil
+}
+
+// nsPlan is how a helper gets its namespaces (see nsjoin_linux.go).
+type nsPlan struct {
+	clone   uintptr  // new namespaces: clone flags of the helper
+	parent  []nsJoin // joined on the parent's thread before the fork
+	helper  []nsJoin // joined by the helper, in helperJoinOrder
+	unshare uintptr  // new namespaces the constructor unshares after its joins
+	fork    bool     // the constructor forks the helper into its new pid namespace
+	// uidMap and gidMap are written for a new user namespace.
+	uidMap, gidMap []specs.LinuxIDMapping
+}
+
+func (p *nsPlan) add(j nsJoin) {
+	if !joinedByHelper(j.typ) {
+		p.parent = append(p.parent, j)
+		return
+	}
+	p.helper = append(p.helper, j)
+	sort.SliceStable(p.helper, func(a, b int) bool {
+		return helperJoinOrder[p.helper[a].typ] < helperJoinOrder[p.helper[b].typ]
+	})
+}
+
+func (p *nsPlan) joinsUser() bool {
+	for _, j := range p.helper {
+		if j.typ == specs.UserNamespace {
+			return true
+		}
+	}
+	return false
+}
+
+// userns reports whether the helper ends up in a user namespace other
+// than ours, where it cannot raise rlimits or lower oom_score_adj.
+func (p *nsPlan) userns() bool { return p.clone&unix.CLONE_NEWUSER != 0 || p.joinsUser() }
+
+func (p *nsPlan) close() {
+	for _, j := range append(p.parent, p.helper...) {
+		j.f.Close()
+	}
+}
+
+func idMaps(m []specs.LinuxIDMapping) []syscall.SysProcIDMap {
+	var out []syscall.SysProcIDMap
+	for _, e := range m {
+		out = append(out, syscall.SysProcIDMap{ContainerID: int(e.ContainerID), HostID: int(e.HostID), Size: int(e.Size)})
+	}
+	return out
+}
+
 // spawn starts the helper, sends cfg and waits until it is ready.
-func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, extra []*os.File, stdio Stdio) (_ *Process, retErr error) {
+func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Process, retErr error) {
 	parentSock, childSock, err := socketPair()
 	if err != nil {
 		return nil, err
@@ -369,17 +487,52 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 			parentSock.Close()
 		}
 	}()
+	// Namespaces the helper joins itself are its fds 4, 5, ... (fd 3 is
+	// the sync socket).
+	extra := []*os.File{childSock}
+	var entries []string
+	for _, j := range plan.helper {
+		fd := 3 + len(extra)
+		extra = append(extra, j.f)
+		if cfg.NsFds == nil {
+			cfg.NsFds = map[specs.LinuxNamespaceType]int{}
+		}
+		cfg.NsFds[j.typ] = fd
+		entries = append(entries, fmt.Sprintf("%s:%d", procNsName[j.typ], fd))
+	}
+	env := []string{initEnv + "=1"}
+	if needsConstructor(plan.helper) || plan.unshare != 0 {
+		env = append(env, nsenterEnv+"="+strings.Join(entries, ","))
+		if plan.unshare != 0 {
+			env = append(env, nsenterUnshareEnv+"="+strconv.Itoa(int(plan.unshare)))
+		}
+		if plan.fork {
+			env = append(env, nsenterForkEnv+"=1")
+		}
+	}
 	cmd := &exec.Cmd{
 		Path:       c.initPath,
 		Args:       []string{"tupper-init", c.ID},
-		Env:        []string{initEnv + "=1"},
-		ExtraFiles: append([]*os.File{childSock}, extra...),
+		Env:        env,
+		ExtraFiles: extra,
 		SysProcAttr: &syscall.SysProcAttr{
-			Cloneflags: cloneFlags,
+			Cloneflags: plan.clone,
 			Setsid:     true,
 		},
 	}
-	if c.Bundle != "" {
+	if plan.clone&unix.CLONE_NEWUSER != 0 {
+		// The parent writes the maps while the child waits; the child
+		// then becomes root of the namespace before its execve, so the
+		// helper starts with every capability there (an execve by an
+		// unmapped uid would drop them all).
+		cmd.SysProcAttr.UidMappings = idMaps(plan.uidMap)
+		cmd.SysProcAttr.GidMappings = idMaps(plan.gidMap)
+		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
+	}
+	if c.Bundle != "" && plan.clone&unix.CLONE_NEWUSER == 0 {
+		// Not in a new user namespace: os/exec changes directory after
+		// the credentials, and the mapped root may not search the path.
 		cmd.Dir = c.Bundle
 	}
 	if !cfg.Process.Terminal {
@@ -395,24 +548,44 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 			cmd.Stderr = stdio.Stderr
 		}
 	}
-	wait, err := startJoined(cmd, c.starter, joins)
+	wait, err := startJoined(cmd, c.starter, plan.parent)
 	childSock.Close()
 	if err != nil {
 		return nil, fmt.Errorf("start init helper: %w", err)
 	}
-	p := &Process{pid: cmd.Process.Pid, proc: cmd.Process, sync: parentSock, done: make(chan struct{})}
+	pid, proc := cmd.Process.Pid, cmd.Process
+	if plan.fork {
+		if pid, proc, wait, err = c.adoptForked(parentSock, cmd, wait); err != nil {
+			return nil, err
+		}
+	}
+	p := &Process{pid: pid, proc: proc, sync: parentSock, done: make(chan struct{})}
 	go func() {
 		st, err := wait()
 		p.status, p.waitErr, p.exited = st, err, time.Now()
 		close(p.done)
 		// Only now: Signal must not find a released handle while the
 		// process still counts as running.
-		cmd.Process.Release()
+		proc.Release()
 	}()
 	fail := func(err error) (*Process, error) {
 		p.Signal(unix.SIGKILL)
 		<-p.done
+		// shim/nsenter's constructor reports a failed join on the socket
+		// and exits before anything reads it: prefer its message.
+		if m, _, rerr := recvMsg(parentSock); rerr == nil && m.Type == msgError {
+			return nil, errors.New(m.Error)
+		}
 		return nil, err
+	}
+	if plan.userns() {
+		// What the helper can no longer do from inside the user
+		// namespace, the parent does now, before the helper proceeds
+		// (runc sets these from the parent too). The helper repeats the
+		// same values, which needs no privilege.
+		if err := setProcessLimits(p.pid, cfg.Process); err != nil {
+			return fail(err)
+		}
 	}
 	if c.onSpawn != nil {
 		// The helper blocks on the config message until this returns.
@@ -420,7 +593,18 @@ func (c *Container) spawn(cfg *initConfig, cloneFlags uintptr, joins []nsJoin, e
 			return fail(err)
 		}
 	}
-	if err := sendMsg(parentSock, &message{Type: msgConfig, Config: cfg}); err != nil {
+	var mountFds []int
+	defer func() {
+		for _, fd := range mountFds {
+			unix.Close(fd)
+		}
+	}()
+	if cfg.Spec != nil {
+		if cfg.MountFds, cfg.TreeFds, mountFds, err = c.openMountSources(p.pid, cfg.Spec.Mounts, plan.userns()); err != nil {
+			return fail(err)
+		}
+	}
+	if err := sendMsg(parentSock, &message{Type: msgConfig, Config: cfg}, mountFds...); err != nil {
 		return fail(fmt.Errorf("send config to init helper: %w", err))
 	}
 	m, fds, err := recvMsg(parentSock)
@@ -534,4 +718,78 @@ func isBind(m specs.Mount) bool {
 		}
 	}
 	return false
+}
+
+// openMountSources opens, for the helper with pid, what it mounts from
+// fds rather than paths: idmapped bind mounts, made here as detached
+// mounts (see idmap_linux.go), and, for a helper in a user namespace, the
+// sources of the other bind mounts, which its root may not be allowed to
+// reach (a bundle's files, a volume under a 0700 directory). Those are
+// opened O_PATH, as we are allowed, through the helper's own root
+// (/proc/<pid>/root), so each refers to the helper's mount namespace, where
+// it can be bind-mounted from. Symlinks are resolved first, on our side:
+// absolute ones would otherwise resolve against our root, in our mount
+// namespace. runc likewise opens mount sources before the container's user
+// namespace is entered. It returns, by index in mounts, the index of each
+// fd in fds.
+func (c *Container) openMountSources(pid int, mounts []specs.Mount, userns bool) (paths, trees map[int]int, fds []int, err error) {
+	paths, trees = map[int]int{}, map[int]int{}
+	defer func() {
+		if err != nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			fds = nil
+		}
+	}()
+	for i, m := range mounts {
+		if !isBind(m) || (!userns && !isIDMapped(m)) {
+			continue
+		}
+		if len(fds) == maxFds {
+			return nil, nil, fds, fmt.Errorf("more than %d bind mounts opened for the helper", maxFds)
+		}
+		if isIDMapped(m) {
+			fd, err := c.openIDMapped(pid, m)
+			if err != nil {
+				return nil, nil, fds, err
+			}
+			trees[i] = len(fds)
+			fds = append(fds, fd)
+			continue
+		}
+		src, err := filepath.EvalSymlinks(m.Source)
+		if err == nil && !filepath.IsAbs(src) {
+			err = errors.New("the source must be an absolute path")
+		}
+		if err == nil {
+			var fd int
+			fd, err = unix.Open(fmt.Sprintf("/proc/%d/root%s", pid, src), unix.O_PATH|unix.O_CLOEXEC, 0)
+			if err == nil {
+				paths[i] = len(fds)
+				fds = append(fds, fd)
+				continue
+			}
+		}
+		return nil, nil, fds, fmt.Errorf("mount %s (bind) on %s: %w", m.Source, m.Destination, err)
+	}
+	return paths, trees, fds, nil
+}
+
+// setProcessLimits sets the rlimits and oom_score_adj of the helper pid
+// from the parent.
+func setProcessLimits(pid int, proc *specs.Process) error {
+	for _, rl := range proc.Rlimits {
+		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
+		if err := unix.Prlimit(pid, rlimitNames[rl.Type], &lim, nil); err != nil {
+			return fmt.Errorf("set %s soft=%d hard=%d: %w", rl.Type, rl.Soft, rl.Hard, err)
+		}
+	}
+	if proc.OOMScoreAdj != nil {
+		path := fmt.Sprintf("/proc/%d/oom_score_adj", pid)
+		if err := os.WriteFile(path, []byte(strconv.Itoa(*proc.OOMScoreAdj)), 0); err != nil {
+			return fmt.Errorf("set oom_score_adj to %d: %w", *proc.OOMScoreAdj, err)
+		}
+	}
+	return nil
 }

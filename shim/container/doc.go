@@ -8,5 +8,7 @@
 // executable, then blocks on its sync socket. Start tells the helper to
 // drop to the process' credentials and execve the container's program, so
 // the program is PID 1 of its pid namespace. Every binary that uses this
-// package must call MaybeInit first thing in main (or TestMain).
+// package must call MaybeInit first thing in main (or TestMain), and
+// import github.com/tupper/tupper/shim/nsenter (for its cgo constructor)
+// to join user or time namespaces: see nsjoin_linux.go.
 package container

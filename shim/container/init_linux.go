@@ -45,7 +45,7 @@ func helperMain() int {
 		}
 		return 1
 	}
-	m, _, err := recvMsg(sock)
+	m, srcFds, err := recvMsg(sock)
 	if err != nil {
 		return 1
 	}
@@ -53,9 +53,34 @@ func helperMain() int {
 		return fail(errors.New("init helper: no config"))
 	}
 	cfg := m.Config
+	// Bind sources the parent opened for us (see openBindSources): the
+	// spec's mount i is bound from /proc/self/fd/<fds[MountFds[i]]>.
+	// Detached idmapped mounts are attached from fds[TreeFds[i]].
+	trees := map[int]int{}
+	if cfg.Spec != nil {
+		for i, k := range cfg.MountFds {
+			if i < 0 || i >= len(cfg.Spec.Mounts) || k < 0 || k >= len(srcFds) {
+				return fail(errors.New("init helper: bad mount source fds"))
+			}
+			cfg.Spec.Mounts[i].Source = fmt.Sprintf("/proc/self/fd/%d", srcFds[k])
+		}
+		for i, k := range cfg.TreeFds {
+			if i < 0 || i >= len(cfg.Spec.Mounts) || k < 0 || k >= len(srcFds) {
+				return fail(errors.New("init helper: bad mount fds"))
+			}
+			trees[i] = srcFds[k]
+		}
+	}
 	unix.Umask(0)
 	for fd := 4; fd < 4+len(cfg.NsFds); fd++ {
 		unix.CloseOnExec(fd)
+	}
+	if cfg.NewIPCNs {
+		// Per thread, like the cgroup namespace below: this locked main
+		// thread mounts mqueue and execve's.
+		if err := unix.Unshare(unix.CLONE_NEWIPC); err != nil {
+			return fail(fmt.Errorf("unshare ipc namespace: %w", err))
+		}
 	}
 	if cfg.NewCgroupNs {
 		// The config arrives only after the parent has placed us in the
@@ -66,8 +91,11 @@ func helperMain() int {
 			return fail(fmt.Errorf("unshare cgroup namespace: %w", err))
 		}
 	}
-	if fd, ok := cfg.NsFds[specs.MountNamespace]; ok {
-		if err := joinMountNs(fd); err != nil {
+	if err := helperJoins(cfg.NsFds); err != nil {
+		return fail(err)
+	}
+	if cfg.NewTimeNs {
+		if err := unshareTime(cfg.TimeOffsets); err != nil {
 			return fail(err)
 		}
 	}
@@ -94,7 +122,7 @@ func helperMain() int {
 			}
 			return nil
 		}
-		if err := setupContainer(cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, beforePivot); err != nil {
+		if err := setupContainer(cfg.Spec, cfg.Rootfs, cfg.NoPivotRoot, trees, beforePivot); err != nil {
 			return fail(err)
 		}
 	}
@@ -138,10 +166,32 @@ func helperMain() int {
 	return 127
 }
 
+// unshareTime makes a time namespace for the helper's children and its
+// execve (time namespaces are entered there, not at unshare) and sets its
+// offsets, which the kernel accepts only while no process is inside.
+func unshareTime(offsets map[string]specs.LinuxTimeOffset) error {
+	if err := unix.Unshare(unix.CLONE_NEWTIME); err != nil {
+		return fmt.Errorf("unshare time namespace: %w", err)
+	}
+	var b strings.Builder
+	for clock, o := range offsets {
+		fmt.Fprintf(&b, "%s %d %d\n", clock, o.Secs, o.Nanosecs)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	// Per process, not per thread: /proc/self is this main thread, the
+	// one that unshared (locked since package init).
+	if err := os.WriteFile("/proc/self/timens_offsets", []byte(b.String()), 0); err != nil {
+		return fmt.Errorf("set time namespace offsets: %w", err)
+	}
+	return nil
+}
+
 // setupContainer builds the container's world from inside its new
 // namespaces: root filesystem, hostname, sysctls.
-func setupContainer(spec *specs.Spec, rootfs string, noPivot bool, beforePivot func() error) error {
-	return setupRootfs(spec, rootfs, noPivot, beforePivot, func() error { return setupSystem(spec) })
+func setupContainer(spec *specs.Spec, rootfs string, noPivot bool, trees map[int]int, beforePivot func() error) error {
+	return setupRootfs(spec, rootfs, noPivot, trees, beforePivot, func() error { return setupSystem(spec) })
 }
 
 // setupSystem sets hostname, domainname and sysctls, inside the new root

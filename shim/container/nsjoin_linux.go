@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// How tupper joins existing namespaces, and why without a C constructor.
+// How tupper joins existing namespaces.
 //
 // setns(2) acts on the calling thread. The Go runtime is multithreaded, so
 // the question is which joins one thread can do and how the result reaches
@@ -34,15 +34,21 @@ import (
 //     done in the parent because the parent then has to execve the helper
 //     binary by a path that does not exist inside the container.
 //   - user, time: the kernel requires a single-threaded caller
-//     (userns_install / timens_install), which no Go program is. These
-//     need code that runs before the Go runtime starts (a cgo constructor
-//     gated by an environment variable, as runc's nsexec does). tupper does
-//     not support user or time namespaces yet, so validate() rejects them
-//     with a clear error rather than pretending; the constructor belongs in
-//     its own small package when user namespaces land.
+//     (userns_install / timens_install), which no Go program is. The
+//     helper joins them in a C constructor that runs before the Go
+//     runtime (package shim/nsenter, which every helper binary imports),
+//     told what to join by the _TUPPER_NSENTER environment variable: user
+//     first, then mnt (whose owner is usually that user namespace) and
+//     time. The same constructor unshares the new namespaces a container
+//     joining a user namespace by path wants, so the joined namespace owns
+//     them. The helper's Go code checks that every join happened
+//     (helperJoins), so a binary without the constructor fails clearly.
 //
-// This keeps the shim free of cgo (static binary, no C toolchain) while
-// every join it claims is done by the kernel's own rules; tests cover each.
+// A new user namespace needs no constructor: the helper is cloned with
+// CLONE_NEWUSER together with the other new namespaces (which the new user
+// namespace then owns), and os/exec writes uid_map/gid_map from the parent
+// before the child goes on and becomes root of the namespace (Credential
+// 0:0) ahead of its execve, which therefore keeps full capabilities there.
 
 type nsJoin struct {
 	typ specs.LinuxNamespaceType
@@ -105,6 +111,76 @@ func startJoined(cmd *exec.Cmd, starter Starter, joins []nsJoin) (func() (int, e
 	}()
 	r := <-ch
 	return r.wait, r.err
+}
+
+// Environment of the helper for shim/nsenter's constructor.
+const (
+	nsenterEnv        = "_TUPPER_NSENTER"
+	nsenterUnshareEnv = "_TUPPER_NSENTER_UNSHARE"
+	nsenterForkEnv    = "_TUPPER_NSENTER_FORK"
+)
+
+// helperJoinOrder is the order in which the helper joins namespaces:
+// user first, since it grants the capabilities over what it owns.
+var helperJoinOrder = map[specs.LinuxNamespaceType]int{
+	specs.UserNamespace: 0, specs.MountNamespace: 1, specs.TimeNamespace: 2,
+}
+
+// joinedByHelper reports whether the helper (not the parent's thread)
+// joins namespaces of type typ.
+func joinedByHelper(typ specs.LinuxNamespaceType) bool {
+	_, ok := helperJoinOrder[typ]
+	return ok
+}
+
+// needsConstructor reports whether joins, done by the helper, include one
+// only shim/nsenter's constructor can do.
+func needsConstructor(joins []nsJoin) bool {
+	for _, j := range joins {
+		if j.typ == specs.UserNamespace || j.typ == specs.TimeNamespace {
+			return true
+		}
+	}
+	return false
+}
+
+// sameNamespace reports whether the namespace file open as fd is the
+// calling thread's namespace of that type.
+func sameNamespace(fd int, typ specs.LinuxNamespaceType) (bool, error) {
+	var a, b unix.Stat_t
+	if err := unix.Fstat(fd, &a); err != nil {
+		return false, err
+	}
+	if err := unix.Stat("/proc/thread-self/ns/"+procNsName[typ], &b); err != nil {
+		return false, err
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino, nil
+}
+
+// helperJoins runs first in the helper: it checks the joins shim/nsenter's
+// constructor did, and joins the mount namespace itself when no
+// constructor was needed.
+func helperJoins(fds map[specs.LinuxNamespaceType]int) error {
+	for _, typ := range []specs.LinuxNamespaceType{specs.UserNamespace, specs.MountNamespace, specs.TimeNamespace} {
+		fd, ok := fds[typ]
+		if !ok {
+			continue
+		}
+		in, err := sameNamespace(fd, typ)
+		if err != nil {
+			return fmt.Errorf("check %s namespace: %w", typ, err)
+		}
+		switch {
+		case in:
+		case typ == specs.MountNamespace:
+			if err := joinMountNs(fd); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("the %s namespace was not joined: the init helper binary must import github.com/tupper/tupper/shim/nsenter", typ)
+		}
+	}
+	return nil
 }
 
 // joinMountNs is run by the helper on its locked main thread.

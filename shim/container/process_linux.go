@@ -159,7 +159,7 @@ func (p *preparedProcess) exec() error {
 			return fmt.Errorf("set %s: %w", rl.Type, err)
 		}
 	}
-	if s.OOMScoreAdj != nil {
+	if s.OOMScoreAdj != nil && !oomScoreAdjIs(*s.OOMScoreAdj) {
 		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(*s.OOMScoreAdj)), 0); err != nil {
 			return fmt.Errorf("set oom_score_adj to %d: %w (lowering it needs CAP_SYS_RESOURCE)", *s.OOMScoreAdj, err)
 		}
@@ -228,4 +228,11 @@ func (p *preparedProcess) exec() error {
 		return fmt.Errorf("exec %s: %w", p.path, err)
 	}
 	return nil
+}
+
+// oomScoreAdjIs reports whether ours is already v (the parent sets it for
+// a helper in a user namespace, where lowering it is not allowed).
+func oomScoreAdjIs(v int) bool {
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	return err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(v)
 }

@@ -13,7 +13,8 @@ import (
 
 // setupRootfs runs in the helper, in its own mount namespace, and leaves
 // it chrooted (pivoted) into the container's root.
-func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, afterPivot func() error) error {
+// trees holds, by index in spec.Mounts, detached mounts to attach.
+func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, trees map[int]int, beforePivot, afterPivot func() error) error {
 	prop := unix.MS_PRIVATE | unix.MS_REC
 	if p := spec.Linux.RootfsPropagation; p != "" {
 		f, ok := propagationFlags[p]
@@ -46,8 +47,12 @@ func setupRootfs(spec *specs.Spec, rootfs string, noPivot bool, beforePivot, aft
 	for _, ns := range spec.Linux.Namespaces {
 		cgroupns = cgroupns || ns.Type == specs.CgroupNamespace
 	}
-	for _, m := range spec.Mounts {
-		if err := mountOne(rootfs, m, cgroupns); err != nil {
+	for i, m := range spec.Mounts {
+		if fd, ok := trees[i]; ok {
+			if err := attachMount(rootfs, m, fd); err != nil {
+				return err
+			}
+		} else if err := mountOne(rootfs, m, cgroupns); err != nil {
 			return err
 		}
 		if filepath.Clean(m.Destination) == "/dev" && !isBind(m) {
@@ -502,7 +507,13 @@ func maskPath(p string) error {
 		return fmt.Errorf("mask %s: %w", p, err)
 	}
 	if st.IsDir() {
-		err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "size=0")
+		// One block and one inode (the root): nothing fits, even after a
+		// remount read-write (size=0 would mean no limit). runc's choice;
+		// kernels that want two inodes get two.
+		err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "nr_blocks=1,nr_inodes=1")
+		if err == unix.EINVAL {
+			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY, "nr_blocks=1,nr_inodes=2")
+		}
 	} else {
 		err = unix.Mount("/dev/null", p, "", unix.MS_BIND, "")
 	}

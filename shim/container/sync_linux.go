@@ -26,7 +26,10 @@ const (
 	// msgHooks asks the parent to run the prestart and createRuntime
 	// hooks; msgContinue answers with the container state the helper
 	// hands to its own createContainer and startContainer hooks.
-	msgHooks    = "hooks"
+	msgHooks = "hooks"
+	// msgPid comes from shim/nsenter's constructor (C): the pid of the
+	// helper it forked into a new pid namespace.
+	msgPid      = "pid"
 	msgContinue = "continue"
 )
 
@@ -37,6 +40,7 @@ type message struct {
 	Invalid bool         `json:"invalid,omitempty"`
 	Config  *initConfig  `json:"config,omitempty"`
 	State   *specs.State `json:"state,omitempty"`
+	Pid     int          `json:"pid,omitempty"`
 }
 
 type initConfig struct {
@@ -54,6 +58,19 @@ type initConfig struct {
 	// it sets anything up. It is not a clone flag because the parent
 	// moves the helper into the container's cgroup first (OnSpawn).
 	NewCgroupNs bool `json:"newCgroupNs,omitempty"`
+	// MountFds maps the index of a bind mount in Spec.Mounts to the index
+	// of its source among the fds sent with the config message.
+	MountFds map[int]int `json:"mountFds,omitempty"`
+	// TreeFds does the same for detached (idmapped) mounts, which the
+	// helper attaches with move_mount.
+	TreeFds map[int]int `json:"treeFds,omitempty"`
+	// NewIPCNs asks the helper to unshare an ipc namespace, on its main
+	// thread, as root of its new user namespace.
+	NewIPCNs bool `json:"newIPCNs,omitempty"`
+	// NewTimeNs asks the helper to unshare a time namespace (with
+	// TimeOffsets) that its program enters at execve.
+	NewTimeNs   bool                             `json:"newTimeNs,omitempty"`
+	TimeOffsets map[string]specs.LinuxTimeOffset `json:"timeOffsets,omitempty"`
 	// NsFds are namespaces the helper joins itself, by OCI type, as fd
 	// numbers in the helper.
 	NsFds map[specs.LinuxNamespaceType]int `json:"nsFds,omitempty"`
@@ -68,6 +85,9 @@ type initConfig struct {
 }
 
 const maxMessage = 4 << 20
+
+// maxFds is the most fds one message carries (the kernel's SCM_MAX_FD).
+const maxFds = 253
 
 func socketPair() (parent, child *os.File, err error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
@@ -94,7 +114,7 @@ func sendMsg(f *os.File, m *message, fds ...int) error {
 
 // recvMsg reads one message; io.EOF means the other end is closed.
 func recvMsg(f *os.File) (*message, []int, error) {
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*maxFds))
 	for {
 		// Size the buffer to the message (MSG_TRUNC reports a seqpacket's
 		// full length) instead of holding maxMessage per exchange; the

@@ -32,6 +32,7 @@ func Features() *features.Features {
 			Namespaces: []string{
 				string(specs.PIDNamespace), string(specs.NetworkNamespace), string(specs.MountNamespace),
 				string(specs.IPCNamespace), string(specs.UTSNamespace), string(specs.CgroupNamespace),
+				string(specs.UserNamespace), string(specs.TimeNamespace),
 			},
 			Capabilities: caps,
 			Seccomp:      security.SeccompFeatures(),
@@ -39,8 +40,11 @@ func Features() *features.Features {
 			Selinux:      &features.Selinux{Enabled: ptr(security.SELinuxEnabled())},
 			// cgroup v1 and v2, cgroupfs and systemd drivers (shim/cgroups);
 			// no user-scoped systemd, and rdma only where the host has it.
-			Cgroup:          &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes, SystemdUser: &no, Rdma: &yes},
-			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &no}},
+			Cgroup: &features.Cgroup{V1: &yes, V2: &yes, Systemd: &yes, SystemdUser: &no, Rdma: &yes},
+			// Spec bind mounts with uidMappings/gidMappings become
+			// idmapped mounts (shim/container/idmap_linux.go). With "user"
+			// above, this is what CRI needs to run user-namespaced pods.
+			MountExtensions: &features.MountExtensions{IDMap: &features.IDMap{Enabled: &yes}},
 		},
 	}
 }

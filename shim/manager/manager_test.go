@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -30,10 +31,14 @@ func TestGroup(t *testing.T) {
 
 func TestFeatures(t *testing.T) {
 	f := Features()
-	for _, ns := range f.Linux.Namespaces {
-		if ns == "user" || ns == "time" {
-			t.Errorf("advertises %s namespaces", ns)
+	ns := strings.Join(f.Linux.Namespaces, " ")
+	for _, want := range []string{"pid", "network", "mount", "ipc", "uts", "cgroup", "user", "time"} {
+		if !strings.Contains(" "+ns+" ", " "+want+" ") {
+			t.Errorf("does not advertise %s namespaces: %s", want, ns)
 		}
+	}
+	if idm := f.Linux.MountExtensions.IDMap; idm == nil || idm.Enabled == nil || !*idm.Enabled {
+		t.Error("does not advertise idmapped spec mounts")
 	}
 	// Recursive read-only mounts are implemented (mount_setattr), and CRI
 	// turns them on when it sees "rro".

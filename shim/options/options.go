@@ -1,7 +1,9 @@
 // Package options reads the shim's runtime options from what containerd
 // passes with a task: tupper's own Options message, or CRI's generic
 // runtimeoptions.v1.Options whose ConfigBody (or ConfigPath) holds the TOML
-// of the runtime handler's options table.
+// of the runtime handler's options table. runc's Options message, which
+// ctr sends for a user-namespaced task whatever the runtime, is accepted
+// for the fields that mean something here.
 package options
 
 import (
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"unicode"
 
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
@@ -43,9 +46,30 @@ func FromAny(a typeurl.Any) (*optionspb.Options, error) {
 			}
 		}
 		return FromTOML(body)
+	case *runcoptions.Options:
+		return fromRunc(o)
 	}
 	return nil, fmt.Errorf("runtime options of type %s are not tupper's (want %s or CRI's runtimeoptions.v1.Options): %w",
 		a.GetTypeUrl(), (&optionspb.Options{}).ProtoReflect().Descriptor().FullName(), errdefs.ErrInvalidArgument)
+}
+
+// fromRunc takes runc's options: ctr's client puts IoUid/IoGid there
+// for a user-namespaced task (WithUIDOwner/WithGIDOwner), which fails for
+// any other options type, so `ctr run --uidmap` sends this message.
+// tupper hands the container its stdio as open fds, never by FIFO path,
+// so their owner does not matter; tupper never makes a session keyring,
+// so NoNewKeyring holds either way. What would change runc's behaviour
+// and has no meaning here is refused.
+func fromRunc(o *runcoptions.Options) (*optionspb.Options, error) {
+	for name, set := range map[string]bool{
+		"NoPivotRoot": o.NoPivotRoot, "BinaryName": o.BinaryName != "", "Root": o.Root != "",
+		"CriuImagePath": o.CriuImagePath != "", "CriuWorkPath": o.CriuWorkPath != "",
+	} {
+		if set {
+			return nil, fmt.Errorf("runc runtime option %s is not supported by tupper: %w", name, errdefs.ErrInvalidArgument)
+		}
+	}
+	return &optionspb.Options{SystemdCgroup: o.SystemdCgroup, ShimCgroup: o.ShimCgroup}, nil
 }
 
 // keyName is the TOML key of a field: its Go name, e.g. SystemdCgroup.

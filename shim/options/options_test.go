@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
@@ -47,6 +48,19 @@ func TestCRIConfigBody(t *testing.T) {
 	a, _ = typeurl.MarshalAny(&runtimeoptions.Options{ConfigPath: path})
 	if o, err := FromAny(a); err != nil || o.Bridge != "tp9" {
 		t.Fatalf("ConfigPath: %+v, %v", o, err)
+	}
+}
+
+// What ctr sends for a user-namespaced task: runc's message with the
+// stdio owner.
+func TestRuncOptions(t *testing.T) {
+	a, _ := typeurl.MarshalAny(&runcoptions.Options{IoUid: 100000, IoGid: 100000, SystemdCgroup: true})
+	if o, err := FromAny(a); err != nil || !o.SystemdCgroup {
+		t.Fatalf("runc options: %+v, %v", o, err)
+	}
+	a, _ = typeurl.MarshalAny(&runcoptions.Options{BinaryName: "crun"})
+	if _, err := FromAny(a); err == nil || !strings.Contains(err.Error(), "BinaryName") {
+		t.Fatalf("runc BinaryName accepted: %v", err)
 	}
 }
 

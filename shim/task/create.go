@@ -106,6 +106,7 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Spec:    spec,
 		Stdio:   pio.ChildStdio(),
 		Starter: reaperStart,
+		Adopt:   reaperAdopt,
 		OnSpawn: cg.onSpawn(ctx),
 	})
 	pio.CloseChildEnds()

@@ -7,12 +7,14 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/tupper/tupper/shim/bundle"
 	"github.com/tupper/tupper/shim/network"
@@ -95,22 +97,66 @@ func writeEtcFiles(rootfs string, spec *specs.Spec, n *netPlan, att *network.Att
 	if att != nil {
 		files["/etc/resolv.conf"] = hostResolvConf()
 	}
-	for dst, content := range files {
-		if mountedBySpec(spec, dst) {
-			continue
+	return asContainerRoot(spec, func() error {
+		for dst, content := range files {
+			if mountedBySpec(spec, dst) {
+				continue
+			}
+			p := filepath.Join(rootfs, dst)
+			if _, err := os.Lstat(p); err == nil || !errors.Is(err, os.ErrNotExist) {
+				continue // the image has one: never overwrite it
+			}
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+				return err
+			}
 		}
-		p := filepath.Join(rootfs, dst)
-		if _, err := os.Lstat(p); err == nil || !errors.Is(err, os.ErrNotExist) {
-			continue // the image has one: never overwrite it
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-			return err
-		}
+		return nil
+	})
+}
+
+// asContainerRoot runs fn with the filesystem ids of the container's root
+// when the spec maps it (a user namespace): what fn creates then belongs
+// to that root, on a chowned rootfs and on an idmapped one alike (which
+// refuses to create files for ids outside its mapping: EOVERFLOW). The
+// thread is locked and never unlocked, so the ids die with it.
+func asContainerRoot(spec *specs.Spec, fn func() error) error {
+	uid, gid, ok := mappedRoot(spec)
+	if !ok {
+		return fn()
 	}
-	return nil
+	ch := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		unix.Setfsgid(gid)
+		unix.Setfsuid(uid)
+		if got, _ := unix.SetfsuidRetUid(-1); got != uid {
+			ch <- fmt.Errorf("setfsuid %d failed", uid)
+			return
+		}
+		ch <- fn()
+	}()
+	return <-ch
+}
+
+// mappedRoot is the host uid and gid of the container's root.
+func mappedRoot(spec *specs.Spec) (uid, gid int, ok bool) {
+	if spec.Linux == nil {
+		return 0, 0, false
+	}
+	host := func(m []specs.LinuxIDMapping) (int, bool) {
+		for _, e := range m {
+			if e.ContainerID == 0 {
+				return int(e.HostID), true
+			}
+		}
+		return 0, false
+	}
+	uid, ok1 := host(spec.Linux.UIDMappings)
+	gid, ok2 := host(spec.Linux.GIDMappings)
+	return uid, gid, ok1 && ok2
 }
 
 func newNetns(spec *specs.Spec) bool {

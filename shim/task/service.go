@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/ttrpc"
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
+	"golang.org/x/sys/unix"
 )
 
 var _ taskAPI.TTRPCTaskService = (*service)(nil)
@@ -68,6 +69,27 @@ func reaperStart(cmd *exec.Cmd) (func() (int, error), error) {
 	// Callers Release cmd.Process after wait returns (nobody calls
 	// cmd.Wait), which closes its pidfd.
 	return func() (int, error) { return reaper.Default.Wait(cmd, ec) }, nil
+}
+
+// reaperAdopt waits through the reaper for pid, a child the shim did not
+// start with os/exec (container.Options.Adopt). Subscribed first, then
+// checked: an exit the reaper handled before the subscription shows as
+// ESRCH; any later one comes through the subscription.
+func reaperAdopt(pid int) (func() (int, error), error) {
+	ec := reaper.Default.Subscribe()
+	if err := unix.Kill(pid, 0); err == unix.ESRCH {
+		reaper.Default.Unsubscribe(ec)
+		return func() (int, error) { return -1, reaper.ErrNoSuchProcess }, nil
+	}
+	return func() (int, error) {
+		for e := range ec {
+			if e.Pid == pid {
+				reaper.Default.Unsubscribe(ec)
+				return e.Status, nil
+			}
+		}
+		return -1, reaper.ErrNoSuchProcess
+	}, nil
 }
 
 var (

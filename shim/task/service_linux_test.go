@@ -26,6 +26,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/shim/container"
+	_ "github.com/tupper/tupper/shim/nsenter"
 )
 
 func TestMain(m *testing.M) {

@@ -1,0 +1,114 @@
+// See nsenter.go for why this runs before the Go runtime.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+#define SYNC_FD 3
+
+// fail reports on the sync socket as a shim/container error message (one
+// SOCK_SEQPACKET record of JSON) and exits. what never holds a quote.
+static void fail(const char *what, const char *arg, int err)
+{
+	char buf[512];
+	int n = snprintf(buf, sizeof(buf), "{\"type\":\"error\",\"error\":\"%s %s: %s\"}", what, arg, strerror(err));
+	if (n > 0 && n < (int)sizeof(buf))
+		send(SYNC_FD, buf, n, MSG_NOSIGNAL);
+	_exit(1);
+}
+
+static const struct {
+	const char *name;
+	int flag;
+} kinds[] = {
+	{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}, {"time", CLONE_NEWTIME},
+	{"net", CLONE_NEWNET},   {"ipc", CLONE_NEWIPC}, {"uts", CLONE_NEWUTS},
+	{"pid", CLONE_NEWPID},   {"cgroup", CLONE_NEWCGROUP},
+};
+
+static int kind(const char *name)
+{
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(kinds[i].name, name) == 0)
+			return kinds[i].flag;
+	return -1;
+}
+
+void tupper_nsenter(void)
+{
+	const char *env = getenv("_TUPPER_NSENTER");
+	if (env == NULL || *env == '\0')
+		return;
+	char list[256];
+	if (strlen(env) >= sizeof(list))
+		fail("nsenter:", "list too long", EINVAL);
+	strcpy(list, env);
+
+	char *save = NULL;
+	for (char *item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(item, ':');
+		if (colon == NULL)
+			fail("nsenter: bad entry", item, EINVAL);
+		*colon = '\0';
+		int flag = kind(item);
+		char *end;
+		long fd = strtol(colon + 1, &end, 10);
+		if (flag < 0 || *end != '\0' || fd < 0)
+			fail("nsenter: bad entry", item, EINVAL);
+		if (setns((int)fd, flag) < 0)
+			fail("join namespace", item, errno);
+		if (flag == CLONE_NEWUSER) {
+			// Become the namespace's root: the helper mounts, pivots
+			// and later switches to the process' own ids from there.
+			// Host groups mean nothing inside; drop them if allowed.
+			if (setresgid(0, 0, 0) < 0)
+				fail("setresgid 0 in", "the user namespace", errno);
+			if (setgroups(0, NULL) < 0 && errno != EPERM)
+				fail("setgroups in", "the user namespace", errno);
+			if (setresuid(0, 0, 0) < 0)
+				fail("setresuid 0 in", "the user namespace", errno);
+		}
+	}
+
+	const char *un = getenv("_TUPPER_NSENTER_UNSHARE");
+	if (un != NULL && *un != '\0') {
+		char *end;
+		long flags = strtol(un, &end, 10);
+		if (*end != '\0')
+			fail("nsenter: bad unshare flags", un, EINVAL);
+		if (unshare((int)flags) < 0)
+			fail("unshare", un, errno);
+	}
+
+	// _TUPPER_NSENTER_FORK: a new pid namespace was unshared, which only
+	// takes effect for children. Fork the helper into it as its PID 1,
+	// with CLONE_PARENT so that it is the parent's (the shim's) own child
+	// to wait for; tell the parent its pid on the sync socket and leave.
+	// The child returns from here and starts Go as the helper. A raw
+	// clone leaves glibc's thread descriptor with the intermediate's tid
+	// (as runc's nsexec, which forks the same way, does); nothing the
+	// helper does before its execve goes through it (Go asks the kernel).
+	const char *fork_env = getenv("_TUPPER_NSENTER_FORK");
+	if (fork_env != NULL && *fork_env != '\0') {
+		long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+		if (pid < 0)
+			fail("clone", "CLONE_PARENT", errno);
+		if (pid == 0)
+			return;
+		char buf[64];
+		int n = snprintf(buf, sizeof(buf), "{\"type\":\"pid\",\"pid\":%ld}", pid);
+		send(SYNC_FD, buf, n, MSG_NOSIGNAL);
+		_exit(0);
+	}
+}
