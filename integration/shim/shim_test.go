@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -221,6 +223,19 @@ try sh -c 'echo h > /proc/sysrq-trigger'
 try sh -c 'head -c1 /dev/mem'
 try insmod /nonexistent.ko
 ls /dev | tr '\n' ' '`
+		// keyctl and ptrace need a probe binary (busybox has neither). The
+		// ptrace target is a host process that root on the host could trace.
+		probeBin := filepath.Join(e.dir, "probe")
+		if out, err := exec.Command("gcc", "-static", "-O2", "-o", probeBin, "testdata/probe.c").CombinedOutput(); err != nil {
+			t.Fatalf("building the syscall probe (hack/install-deps.sh installs gcc): %v %s", err, out)
+		}
+		hostProc := exec.Command("sleep", "300")
+		if err := hostProc.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { hostProc.Process.Kill(); hostProc.Wait() }()
+		probe += fmt.Sprintf("\necho\n/probe keyctl\n/probe ptrace %d", hostProc.Process.Pid)
+		probeMount := "type=bind,src=" + probeBin + ",dst=/probe,options=rbind:ro"
 		// reboot(2) is refused without CAP_SYS_BOOT; with it (privileged) it
 		// would end the container's pid namespace, so only unprivileged
 		// runs try it.
@@ -228,7 +243,7 @@ ls /dev | tr '\n' ' '`
 		for _, mode := range [][]string{nil, {"--seccomp"}, {"--privileged"}} {
 			outs := map[string]string{}
 			for _, rt := range []string{"tupper", "runc"} {
-				args := append([]string{"run", "--rm", "--runtime", "io.containerd." + rt + ".v2"}, mode...)
+				args := append([]string{"run", "--rm", "--runtime", "io.containerd." + rt + ".v2", "--mount", probeMount}, mode...)
 				script := probe
 				if len(mode) == 0 || mode[0] != "--privileged" {
 					script += rebootProbe
@@ -243,10 +258,13 @@ ls /dev | tr '\n' ' '`
 			if outs["tupper"] != outs["runc"] {
 				t.Errorf("%v: tupper and runc differ\ntupper:\n%s\nrunc:\n%s", mode, outs["tupper"], outs["runc"])
 			}
+			if !strings.Contains(outs["tupper"], "ptrace: refused") {
+				t.Errorf("%v: a host process is traceable from the container:\n%s", mode, outs["tupper"])
+			}
 			switch {
 			case len(mode) == 0 && !strings.Contains(outs["tupper"], "sh: refused"):
 				t.Errorf("default spec: /proc/sys or sysrq writable:\n%s", outs["tupper"])
-			case len(mode) == 1 && mode[0] == "--seccomp" && (!strings.Contains(outs["tupper"], "Seccomp:\t2") || !strings.Contains(outs["tupper"], "unshare: refused") || !strings.Contains(outs["tupper"], "reboot: refused")):
+			case len(mode) == 1 && mode[0] == "--seccomp" && (!strings.Contains(outs["tupper"], "Seccomp:\t2") || !strings.Contains(outs["tupper"], "unshare: refused") || !strings.Contains(outs["tupper"], "reboot: refused") || !strings.Contains(outs["tupper"], "keyctl: refused")):
 				t.Errorf("--seccomp: filter not in force:\n%s", outs["tupper"])
 			case len(mode) == 1 && mode[0] == "--privileged" && !strings.Contains(outs["tupper"], "mount: allowed"):
 				t.Errorf("--privileged cannot mount:\n%s", outs["tupper"])
