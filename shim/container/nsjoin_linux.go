@@ -55,17 +55,6 @@ type nsJoin struct {
 	f   *os.File
 }
 
-var nsTypeIoctl = map[specs.LinuxNamespaceType]int{
-	specs.PIDNamespace:     unix.CLONE_NEWPID,
-	specs.NetworkNamespace: unix.CLONE_NEWNET,
-	specs.MountNamespace:   unix.CLONE_NEWNS,
-	specs.IPCNamespace:     unix.CLONE_NEWIPC,
-	specs.UTSNamespace:     unix.CLONE_NEWUTS,
-	specs.UserNamespace:    unix.CLONE_NEWUSER,
-	specs.CgroupNamespace:  unix.CLONE_NEWCGROUP,
-	specs.TimeNamespace:    unix.CLONE_NEWTIME,
-}
-
 // openNs opens a namespace file and checks that it is a namespace of the
 // expected type (NS_GET_NSTYPE), so a wrong path fails Create early.
 func openNs(path string, typ specs.LinuxNamespaceType) (*os.File, error) {
@@ -78,7 +67,7 @@ func openNs(path string, typ specs.LinuxNamespaceType) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s is not a namespace file: %w", path, err)
 	}
-	if got != nsTypeIoctl[typ] {
+	if got != int(nsFlags[typ]) {
 		f.Close()
 		return nil, fmt.Errorf("%s is not a %s namespace", path, typ)
 	}
@@ -101,7 +90,7 @@ func startJoined(cmd *exec.Cmd, starter Starter, joins []nsJoin) (func() (int, e
 		// rest of the process, so it must exit with this goroutine.
 		runtime.LockOSThread()
 		for _, j := range joins {
-			if err := unix.Setns(int(j.f.Fd()), nsTypeIoctl[j.typ]); err != nil {
+			if err := unix.Setns(int(j.f.Fd()), int(nsFlags[j.typ])); err != nil {
 				ch <- result{err: fmt.Errorf("join %s namespace %s: %w", j.typ, j.f.Name(), err)}
 				return
 			}
