@@ -700,6 +700,12 @@ func (c *Container) KillAll(sig unix.Signal) error {
 	if err != nil {
 		return err
 	}
+	return SignalPids(pids, sig)
+}
+
+// SignalPids sends sig to each of pids; a process that is already gone is
+// not an error.
+func SignalPids(pids []int, sig unix.Signal) error {
 	for _, pid := range pids {
 		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
 			return err

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
 	"golang.org/x/sys/unix"
 )
@@ -58,12 +59,7 @@ func (s *service) killAll(c *Container, sig unix.Signal) error {
 	if err != nil {
 		return err
 	}
-	for _, pid := range pids {
-		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
-			return err
-		}
-	}
-	return nil
+	return container.SignalPids(pids, sig)
 }
 
 // thawForKill thaws a paused container that was just SIGKILLed.
