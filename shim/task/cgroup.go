@@ -156,7 +156,16 @@ func (s *service) reportOOM(c *Container, notified bool) {
 	s.events.send(&eventstypes.TaskOOM{ContainerID: c.ID})
 }
 
-// noCgroup is the error of cgroup RPCs for a container without one.
-func noCgroup(id string) error {
-	return fmt.Errorf("container %q has no cgroup (its spec has no linux.cgroupsPath): %w", id, errdefs.ErrNotFound)
+// cgroupOf returns the container and its cgroup for the RPCs that need
+// one; a container whose spec has no cgroup is NotFound.
+func (s *service) cgroupOf(id string) (*Container, *cgroups.Manager, error) {
+	c, err := s.get(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := c.cg.manager()
+	if m == nil {
+		return nil, nil, fmt.Errorf("container %q has no cgroup (its spec has no linux.cgroupsPath): %w", id, errdefs.ErrNotFound)
+	}
+	return c, m, nil
 }

@@ -28,13 +28,9 @@ func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*types.
 }
 
 func (s *service) setPaused(id string, pause bool) (*types.Empty, error) {
-	c, err := s.get(id)
+	c, m, err := s.cgroupOf(id)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
-	}
-	m := c.cg.manager()
-	if m == nil {
-		return nil, errgrpc.ToGRPC(noCgroup(id))
 	}
 	// init's lock orders TaskPaused/TaskResumed with its TaskExit.
 	c.init.Lock()
@@ -76,13 +72,9 @@ func (c *Container) isPaused() bool {
 // Update applies new resources (a *specs.LinuxResources) to the running
 // container.
 func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*types.Empty, error) {
-	c, err := s.get(r.ID)
+	_, m, err := s.cgroupOf(r.ID)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
-	}
-	m := c.cg.manager()
-	if m == nil {
-		return nil, errgrpc.ToGRPC(noCgroup(r.ID))
 	}
 	if r.Resources == nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("update without resources: %w", errdefs.ErrInvalidArgument))
@@ -104,13 +96,9 @@ func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ty
 // Stats returns the cgroup's metrics: containerd's cgroup1 or cgroup2
 // stats.Metrics, which ctr, CRI and the kubelet decode.
 func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
-	c, err := s.get(r.ID)
+	_, m, err := s.cgroupOf(r.ID)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
-	}
-	m := c.cg.manager()
-	if m == nil {
-		return nil, errgrpc.ToGRPC(noCgroup(r.ID))
 	}
 	metrics, err := m.Stats()
 	if err != nil {
