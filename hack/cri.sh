@@ -230,8 +230,11 @@ down() {
 		fi
 	done
 	# Container processes a dead shim left (a pod's shared pid namespace
-	# keeps children alive): those in a mount namespace of their own whose
-	# mounts come from our directories. They pin the snapshotter's btrfs.
+	# keeps children alive): those in a mount namespace of their own with a
+	# bind mount whose source is in our directories and whose mount point is
+	# not (a container's /etc/hosts). A bystander whose namespace was merely
+	# copied while the stack was up shows our mounts at our paths, and is
+	# left alone. They pin the snapshotter's btrfs.
 	# A process whose namespace link we cannot read is not one of ours:
 	# in a sandboxed session PID 1's is unreadable, while its mountinfo
 	# shows our btrfs mount, and it was once taken for a container.
@@ -240,7 +243,7 @@ down() {
 	for proc in /proc/[0-9]*; do
 		mnt=$(readlink "$proc/ns/mnt" 2>/dev/null) || continue
 		[[ $mnt != "$self_mnt" ]] || continue
-		if grep -qsE " ($RUN_DIR|$LIB_DIR)/" "$proc/mountinfo"; then
+		if awk -v a="$RUN_DIR/" -v b="$LIB_DIR/" '(index($4, a) == 1 || index($4, b) == 1) && index($5, a) != 1 && index($5, b) != 1 { found = 1 } END { exit !found }' "$proc/mountinfo" 2>/dev/null; then
 			log "killing leftover container process ${proc#/proc/} ($(cat "$proc/comm" 2>/dev/null))"
 			kill -KILL "${proc#/proc/}" 2>/dev/null || true
 		fi
