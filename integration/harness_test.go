@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -432,47 +431,6 @@ func (e *Env) Subvolumes() []string {
 	return subs
 }
 
-// MountsUnder lists mountpoints below dir (dir itself excluded).
-func MountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var mps []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if strings.HasPrefix(mp, dir+"/") {
-			mps = append(mps, mp)
-		}
-	}
-	return mps, sc.Err()
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // cleanup stops what NewEnv started, strictly by PID, and undoes its
 // mounts and loop device. It logs rather than fails where it can go on.
 func (e *Env) cleanup() {
@@ -492,7 +450,7 @@ func (e *Env) cleanup() {
 		stop(t, e.procs[i])
 	}
 
-	mps, err := MountsUnder(e.Dir)
+	mps, err := testutil.MountsUnder(e.Dir)
 	if err != nil {
 		t.Errorf("cleanup: %v", err)
 	}

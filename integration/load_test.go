@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 // loadSize is how many containers each round starts and removes, 8 at a
@@ -35,7 +37,7 @@ type leftovers struct {
 func (e *Env) leftovers() leftovers {
 	e.t.Helper()
 	var l leftovers
-	mps, _ := MountsUnder(e.Dir)
+	mps, _ := testutil.MountsUnder(e.Dir)
 	for _, m := range mps {
 		if m != e.SnapshotterRoot {
 			l.mounts = append(l.mounts, m)

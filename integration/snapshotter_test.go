@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 // TestSnapshotter imports the multi-layer test image into the snapshotter,
@@ -99,7 +101,7 @@ func TestSnapshotter(t *testing.T) {
 		if len(subs) != 0 {
 			t.Errorf("btrfs subvolumes left under %s:\n%s", e.SnapshotterRoot, strings.Join(subs, "\n"))
 		}
-		mps, err := MountsUnder(e.Dir)
+		mps, err := testutil.MountsUnder(e.Dir)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -312,14 +312,10 @@ func (e *env) shimPids() []int {
 }
 
 // mountsUnder lists mount points below dir.
+// mountsUnder is testutil.MountsUnder for checks that poll: an unreadable
+// mountinfo reads as no mounts, and the next check fails on what is left.
 func mountsUnder(dir string) []string {
-	b, _ := os.ReadFile("/proc/self/mountinfo")
-	var ms []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			ms = append(ms, f[4])
-		}
-	}
+	ms, _ := testutil.MountsUnder(dir)
 	return ms
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -374,15 +375,9 @@ func TestJoinByPath(t *testing.T) {
 
 // mountsUnder lists host mount points below dir.
 func mountsUnder(t *testing.T, dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := testutil.MountsUnder(dir)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var ms []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			ms = append(ms, f[4])
-		}
 	}
 	return ms
 }
