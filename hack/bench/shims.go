@@ -156,6 +156,17 @@ func (b *bench) startLatency() ([]*Result, error) {
 	taskNet := row("task only (NewTask to task Delete), tupper with its bridge network",
 		"the runtime's part of the task API row: NewTask, Start, exit, task Delete (no container record, no snapshot)", false)
 	taskNone := row("task only (NewTask to task Delete), tupper NetworkMode=none", "the same, tupper with NetworkMode = \"none\"", false)
+	// Where the task API row's time goes, phase by phase, so a profile
+	// can start from the phase that differs.
+	var phaseNet, phaseNone []*Result
+	for _, ph := range taskPhases {
+		r := newResult("start latency by phase (task API)", ph.name+", tupper with its bridge network", "ms", subjects)
+		r.Note = ph.note
+		phaseNet = append(phaseNet, r)
+		r = newResult("start latency by phase (task API)", ph.name+", tupper NetworkMode=none", "ms", subjects)
+		r.Note = "the same, tupper with NetworkMode = \"none\""
+		phaseNone = append(phaseNone, r)
+	}
 
 	record := func(s stack, rNet, rNone *Result, v float64) {
 		switch s.name {
@@ -188,18 +199,33 @@ func (b *bench) startLatency() ([]*Result, error) {
 			return err
 		}
 		record(s, ctrNet, ctrNone, ms(d))
-		total, task, err := b.taskRun(s, img)
+		t, err := b.taskRun(s, img)
 		if err != nil {
 			return err
 		}
-		record(s, apiNet, apiNone, ms(total))
-		record(s, taskNet, taskNone, ms(task))
+		record(s, apiNet, apiNone, ms(t[len(t)-1].Sub(t[0])))
+		record(s, taskNet, taskNone, ms(t[5].Sub(t[1])))
+		for i := range taskPhases {
+			record(s, phaseNet[i], phaseNone[i], ms(t[i+1].Sub(t[i])))
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return []*Result{ctrNet, ctrNone, apiNet, apiNone, taskNet, taskNone}, nil
+	out := []*Result{ctrNet, ctrNone, apiNet, apiNone, taskNet, taskNone}
+	out = append(out, phaseNet...)
+	return append(out, phaseNone...), nil
+}
+
+// taskPhases are the steps of taskRun, in order.
+var taskPhases = []struct{ name, note string }{
+	{"NewContainer", "container record, spec and snapshot Prepare"},
+	{"NewTask", "shim start and the task's Create (namespaces, rootfs, network, cgroup)"},
+	{"Start", "the task's Start RPC"},
+	{"exit", "from Start's return to the exit event of `true`"},
+	{"task Delete", "the task's Delete RPC and the shim's shutdown"},
+	{"container Delete", "container record and snapshot Remove"},
 }
 
 // ctrRun times `ctr run --rm IMAGE ID true` with the stack's flags.
@@ -219,21 +245,23 @@ func (b *bench) ctrRun(s stack, image string) (time.Duration, error) {
 	return d, nil
 }
 
-// taskRun runs `true` through the Go client: total is the whole life of
-// the container, task the part from NewTask to the task's Delete.
-func (b *bench) taskRun(s stack, img containerd.Image) (total, task time.Duration, err error) {
+// taskRun runs `true` through the Go client and returns the times that
+// begin and end each of taskPhases.
+func (b *bench) taskRun(s stack, img containerd.Image) ([]time.Time, error) {
 	id := b.newID("api")
-	t0 := time.Now()
+	t := []time.Time{time.Now()}
+	mark := func() { t = append(t, time.Now()) }
 	c, err := b.newContainer(s, img, id, nil, "true")
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	t1 := time.Now()
+	mark()
 	tk, err := c.NewTask(b.ctx, cio.NullIO)
 	if err != nil {
 		c.Delete(b.ctx, containerd.WithSnapshotCleanup)
-		return 0, 0, fmt.Errorf("%s: new task: %w", s.name, err)
+		return nil, fmt.Errorf("%s: new task: %w", s.name, err)
 	}
+	mark()
 	exitCh, err := tk.Wait(b.ctx)
 	if err == nil {
 		err = tk.Start(b.ctx)
@@ -241,21 +269,23 @@ func (b *bench) taskRun(s stack, img containerd.Image) (total, task time.Duratio
 	if err != nil {
 		tk.Delete(b.ctx, containerd.WithProcessKill)
 		c.Delete(b.ctx, containerd.WithSnapshotCleanup)
-		return 0, 0, fmt.Errorf("%s: start: %w", s.name, err)
+		return nil, fmt.Errorf("%s: start: %w", s.name, err)
 	}
+	mark()
 	st := <-exitCh
+	mark()
 	if _, err := tk.Delete(b.ctx); err != nil {
-		return 0, 0, fmt.Errorf("%s: task delete: %w", s.name, err)
+		return nil, fmt.Errorf("%s: task delete: %w", s.name, err)
 	}
-	t2 := time.Now()
+	mark()
 	if err := c.Delete(b.ctx, containerd.WithSnapshotCleanup); err != nil {
-		return 0, 0, fmt.Errorf("%s: container delete: %w", s.name, err)
+		return nil, fmt.Errorf("%s: container delete: %w", s.name, err)
 	}
-	t3 := time.Now()
+	mark()
 	if code, _, err := st.Result(); err != nil || code != 0 {
-		return 0, 0, fmt.Errorf("%s: `true` exited %d (%v)", s.name, code, err)
+		return nil, fmt.Errorf("%s: `true` exited %d (%v)", s.name, code, err)
 	}
-	return t3.Sub(t0), t2.Sub(t1), nil
+	return t, nil
 }
 
 func (b *bench) newContainer(s stack, img containerd.Image, id string, annotations map[string]string, args ...string) (containerd.Container, error) {
