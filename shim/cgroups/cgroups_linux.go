@@ -28,6 +28,9 @@ type Manager struct {
 	path string // as the host sees it, e.g. /default/web or /kubepods.slice/.../cri-containerd-x.scope
 	v1   cgroup1.Cgroup
 	v2   *cgroup2.Manager
+	// v1Dirs are the cgroup's directories in the v1 hierarchies (cgroupfs
+	// driver only), for SelfJoinFiles.
+	v1Dirs []string
 }
 
 // unified reports whether the host runs the v2 hierarchy alone; on hybrid
@@ -68,7 +71,46 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 	if err != nil {
 		return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
 	}
-	return &Manager{path: p.path, v1: cg}, nil
+	m := &Manager{path: p.path, v1: cg}
+	if !systemd {
+		for _, s := range cg.Subsystems() {
+			if d, ok := s.(interface{ Path(string) string }); ok {
+				m.v1Dirs = append(m.v1Dirs, d.Path(p.path))
+			}
+		}
+	}
+	return m, nil
+}
+
+// SelfJoins reports whether processes join the cgroup through
+// SelfJoinFiles.
+func (m *Manager) SelfJoins() bool { return len(m.v1Dirs) > 0 }
+
+// SelfJoinFiles opens the cgroup's v1 "tasks" files for a new process to
+// move itself in while it is still single-threaded, by writing "0" to each
+// (shim/nsenter's constructor does that in the init helper). Moving
+// oneself that way skips the global threadgroup lock that writing another
+// process' pid takes, whose first taking after a quiet spell waits for an
+// RCU grace period: 7 to 25 ms on these hosts, on the path of every
+// container start. The files are also readable, so the process can check
+// that it is listed. nil (and Add is the way in) on v2 and with the
+// systemd driver, which starts its scope with the pid instead.
+func (m *Manager) SelfJoinFiles() ([]*os.File, error) {
+	if !m.SelfJoins() {
+		return nil, nil
+	}
+	var files []*os.File
+	for _, d := range m.v1Dirs {
+		f, err := os.OpenFile(filepath.Join(d, "tasks"), os.O_RDWR, 0)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, fmt.Errorf("cgroup %s: %w", m.path, err)
+		}
+		files = append(files, f)
+	}
+	return files, nil
 }
 
 // Load opens an existing container cgroup, e.g. to delete it after the shim

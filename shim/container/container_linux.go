@@ -80,20 +80,30 @@ type Options struct {
 	// the helper creates after this point, has that cgroup as its root.
 	// An error fails Create or Exec; the helper is killed and reaped.
 	OnSpawn func(pid int) error
+	// CgroupFiles, when set, is called before each helper is started. It
+	// returns open v1 "tasks" files of the container's cgroup (made by
+	// then; see shim/cgroups' SelfJoinFiles), or none. The helper, still
+	// single-threaded in shim/nsenter's constructor, moves itself in by
+	// writing "0" to each: unlike OnSpawn moving it, that takes no global
+	// lock and waits for no RCU grace period. It then checks that it is
+	// listed. OnSpawn is still called; with files it has nothing to move.
+	// The files are closed once the helper has them.
+	CgroupFiles func() ([]*os.File, error)
 }
 
 // Container is a created (and possibly started) container.
 type Container struct {
-	ID       string
-	Bundle   string
-	spec     *specs.Spec
-	rootfs   string
-	starter  Starter
-	initPath string
-	onSpawn  func(pid int) error
-	adopt    func(pid int) (func() (int, error), error)
-	init     *Process
-	lsm      security.LSM
+	ID          string
+	Bundle      string
+	spec        *specs.Spec
+	rootfs      string
+	starter     Starter
+	initPath    string
+	onSpawn     func(pid int) error
+	cgroupFiles func() ([]*os.File, error)
+	adopt       func(pid int) (func() (int, error), error)
+	init        *Process
+	lsm         security.LSM
 }
 
 // initConfig is what every process of the container gets: the container's
@@ -231,15 +241,16 @@ func Create(opts Options) (*Container, error) {
 		return nil, err
 	}
 	c := &Container{
-		lsm:      lsm,
-		ID:       opts.ID,
-		Bundle:   opts.Bundle,
-		spec:     spec,
-		rootfs:   rootfs,
-		starter:  opts.Starter,
-		initPath: opts.InitPath,
-		onSpawn:  opts.OnSpawn,
-		adopt:    opts.Adopt,
+		lsm:         lsm,
+		ID:          opts.ID,
+		Bundle:      opts.Bundle,
+		spec:        spec,
+		rootfs:      rootfs,
+		starter:     opts.Starter,
+		initPath:    opts.InitPath,
+		onSpawn:     opts.OnSpawn,
+		cgroupFiles: opts.CgroupFiles,
+		adopt:       opts.Adopt,
 	}
 	if c.starter == nil {
 		c.starter = DefaultStarter
@@ -501,6 +512,25 @@ func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Proces
 		entries = append(entries, fmt.Sprintf("%s:%d", procNsName[j.typ], fd))
 	}
 	env := []string{initEnv + "=1"}
+	cgFiles, err := c.cgroupJoinFiles()
+	if err != nil {
+		childSock.Close()
+		return nil, err
+	}
+	defer func() {
+		for _, f := range cgFiles {
+			f.Close()
+		}
+	}()
+	if len(cgFiles) > 0 {
+		var fds []string
+		for _, f := range cgFiles {
+			cfg.CgroupFds = append(cfg.CgroupFds, 3+len(extra))
+			fds = append(fds, strconv.Itoa(3+len(extra)))
+			extra = append(extra, f)
+		}
+		env = append(env, cgroupFdsEnv+"="+strings.Join(fds, ","))
+	}
 	if needsConstructor(plan.helper) || plan.unshare != 0 {
 		env = append(env, nsenterEnv+"="+strings.Join(entries, ","))
 		if plan.unshare != 0 {

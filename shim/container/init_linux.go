@@ -71,6 +71,9 @@ func helperMain() int {
 			trees[i] = srcFds[k]
 		}
 	}
+	if err := checkCgroupJoined(cfg.CgroupFds); err != nil {
+		return fail(err)
+	}
 	unix.Umask(0)
 	for fd := 4; fd < 4+len(cfg.NsFds); fd++ {
 		unix.CloseOnExec(fd)

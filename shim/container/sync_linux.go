@@ -74,6 +74,9 @@ type initConfig struct {
 	// NsFds are namespaces the helper joins itself, by OCI type, as fd
 	// numbers in the helper.
 	NsFds map[specs.LinuxNamespaceType]int `json:"nsFds,omitempty"`
+	// CgroupFds are the cgroup "tasks" files the helper's constructor
+	// moved it in through (Options.CgroupFiles), to check and close.
+	CgroupFds []int `json:"cgroupFds,omitempty"`
 	// ID and Bundle name the container, for the state a seccomp listener gets.
 	ID     string `json:"id"`
 	Bundle string `json:"bundle"`

@@ -45,8 +45,35 @@ static int kind(const char *name)
 	return -1;
 }
 
+// join_cgroups moves the helper into its cgroup: _TUPPER_CGROUP_FDS lists
+// open v1 "tasks" files. Writing "0" moves the writing thread, here the
+// process' only one, without the global lock that moving another process
+// takes (see shim/container's Options.CgroupFiles). First, so that all
+// the helper does is accounted and limited there; the fds stay open for
+// the Go side to check that it is listed.
+static void join_cgroups(void)
+{
+	const char *env = getenv("_TUPPER_CGROUP_FDS");
+	if (env == NULL || *env == '\0')
+		return;
+	char list[256];
+	if (strlen(env) >= sizeof(list))
+		fail("cgroup:", "list too long", EINVAL);
+	strcpy(list, env);
+	char *save = NULL;
+	for (char *item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
+		char *end;
+		long fd = strtol(item, &end, 10);
+		if (*end != '\0' || fd < 0)
+			fail("cgroup: bad fd", item, EINVAL);
+		if (write((int)fd, "0", 1) != 1)
+			fail("join cgroup through fd", item, errno);
+	}
+}
+
 void tupper_nsenter(void)
 {
+	join_cgroups();
 	const char *env = getenv("_TUPPER_NSENTER");
 	if (env == NULL || *env == '\0')
 		return;

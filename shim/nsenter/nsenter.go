@@ -12,8 +12,9 @@
 // Go runtime starts any thread, so that is where the join happens; the Go
 // code of the helper then already runs inside the namespaces.
 //
-// The constructor does nothing unless _TUPPER_NSENTER is set, so the shim
-// is otherwise an ordinary (cgo-linked) Go binary. shim/container sets it
+// The constructor does nothing unless _TUPPER_NSENTER (or
+// _TUPPER_CGROUP_FDS, below) is set, so the shim is otherwise an ordinary
+// (cgo-linked) Go binary. shim/container sets it
 // only on the init helper, and only when the helper must join a user or
 // time namespace. The format is
 //
@@ -35,6 +36,11 @@
 // namespace and a direct child of the parent, goes on as the helper. (A
 // pid namespace cannot be handed to the parent to fork into instead:
 // /proc/<pid>/ns/pid_for_children cannot be opened before it has a PID 1.)
+//
+// Before any of that, with _TUPPER_CGROUP_FDS=7,8 (open v1 cgroup "tasks"
+// files), it writes "0" to each: the still single-threaded helper moves
+// itself into the container's cgroup, which is much cheaper than being
+// moved (see shim/container's Options.CgroupFiles).
 //
 // On failure the constructor sends shim/container's error message on the
 // helper's sync socket (fd 3) and exits; the parent reports it.

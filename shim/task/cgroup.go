@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -14,10 +15,11 @@ import (
 	"github.com/tupper/tupper/shim/options"
 )
 
-// cgroup is a container's cgroup as the shim uses it. The cgroup itself is
-// made when the init helper exists (spawned, before it proceeds), so that
-// the systemd driver can start its scope with that pid and the helper is
-// limited from its first instruction. A nil *cgroup means the container
+// cgroup is a container's cgroup as the shim uses it. With the systemd
+// driver the cgroup is made when the init helper exists (spawned, before
+// it proceeds), so that the scope starts with that pid; with cgroupfs just
+// before the helper starts (joinFiles). Either way the helper is limited
+// from its first instruction. A nil *cgroup means the container
 // has none (a spec without cgroupsPath and resources); every method
 // accepts that.
 type cgroup struct {
@@ -52,9 +54,38 @@ func newCgroup(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Sp
 	return cg, nil
 }
 
+// errPaused refuses a new helper: one moved into a frozen cgroup would
+// stop before it got ready. (Pause after that point only delays the exec.)
+var errPaused = fmt.Errorf("container is paused: %w", errdefs.ErrFailedPrecondition)
+
+// joinFiles is container.Options.CgroupFiles. With the cgroupfs driver the
+// cgroup needs no pid to be made, so the first call (the init helper's)
+// makes it before the helper exists, and on v1 every helper then moves
+// itself in through the files, far cheaper than onSpawn moving it.
+func (cg *cgroup) joinFiles(ctx context.Context) func() ([]*os.File, error) {
+	if cg == nil || cg.systemd {
+		return nil
+	}
+	return func() ([]*os.File, error) {
+		cg.mu.Lock()
+		defer cg.mu.Unlock()
+		if cg.paused {
+			return nil, errPaused
+		}
+		if cg.m == nil {
+			m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), false, 0)
+			if err != nil {
+				return nil, err
+			}
+			cg.m = m
+		}
+		return cg.m.SelfJoinFiles()
+	}
+}
+
 // onSpawn is container.Options.OnSpawn: the first call (the init helper)
-// creates the cgroup with the spec's resources, every call moves the
-// helper into it.
+// creates the cgroup with the spec's resources unless joinFiles did, and
+// every call moves the helper into it unless it moved itself.
 func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 	if cg == nil {
 		return nil
@@ -63,9 +94,10 @@ func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 		cg.mu.Lock()
 		defer cg.mu.Unlock()
 		if cg.paused {
-			// A helper moved into a frozen cgroup would stop before it
-			// got ready. (Pause after this point only delays the exec.)
-			return fmt.Errorf("container is paused: %w", errdefs.ErrFailedPrecondition)
+			return errPaused
+		}
+		if cg.m != nil && cg.m.SelfJoins() {
+			return nil
 		}
 		if cg.m == nil {
 			m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), cg.systemd, pid)

@@ -1,0 +1,66 @@
+package container
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// cgroupFdsEnv tells shim/nsenter's constructor which fds are the cgroup
+// "tasks" files to write "0" to (Options.CgroupFiles).
+const cgroupFdsEnv = "_TUPPER_CGROUP_FDS"
+
+// cgroupJoinFiles asks Options.CgroupFiles for the files of one helper.
+func (c *Container) cgroupJoinFiles() ([]*os.File, error) {
+	if c.cgroupFiles == nil {
+		return nil, nil
+	}
+	files, err := c.cgroupFiles()
+	if err != nil {
+		return nil, fmt.Errorf("cgroup: %w", err)
+	}
+	return files, nil
+}
+
+// checkCgroupJoined runs in the helper: each fd is a "tasks" file its
+// constructor wrote "0" to, which must now list the helper. The fds are
+// closed, so the container's program never sees them.
+func checkCgroupJoined(fds []int) error {
+	self := strconv.Itoa(os.Getpid())
+	for _, fd := range fds {
+		listed, err := listsTask(fd, self)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("reading cgroup tasks (fd %d): %w", fd, err)
+		}
+		if !listed {
+			return fmt.Errorf("the init helper is not in its cgroup (fd %d): the init helper binary must import github.com/tupper/tupper/shim/nsenter", fd)
+		}
+	}
+	return nil
+}
+
+func listsTask(fd int, tid string) (bool, error) {
+	var b []byte
+	buf := make([]byte, 4096)
+	for off := int64(0); ; {
+		n, err := unix.Pread(fd, buf, off)
+		if err != nil {
+			return false, err
+		}
+		if n == 0 {
+			break
+		}
+		b = append(b, buf[:n]...)
+		off += int64(n)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == tid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
