@@ -212,6 +212,11 @@ func TestNetwork(t *testing.T) {
 			if a := allocations(); len(a) != 0 {
 				t.Errorf("allocations left after deleting all: %v", a)
 			}
+			// Each shim deletes its veth after Delete has replied, and
+			// exits once it has.
+			for deadline := time.Now().Add(10 * time.Second); len(veths()) != 0 && time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+			}
 			if v := veths(); len(v) != 0 {
 				t.Errorf("veths left on %s: %v", e.bridge, v)
 			}

@@ -34,20 +34,35 @@ func AttachNetwork(dir string, cfg network.Config, owner, netnsPath string) (*ne
 // ReleaseNetwork detaches what the bundle's record names and removes the
 // record. Safe to call more than once, and when nothing was attached.
 func ReleaseNetwork(ctx context.Context, dir string) {
+	ReleaseNetworkLater(ctx, dir)()
+}
+
+// ReleaseNetworkLater releases the addresses and removes the record now,
+// and returns the deletion of the veth (see network.Release), which logs
+// its own failure.
+func ReleaseNetworkLater(ctx context.Context, dir string) (deleteVeth func()) {
+	deleteVeth = func() {}
 	var rec networkRecord
 	b, err := os.ReadFile(filepath.Join(dir, networkFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return
+		return deleteVeth
 	}
 	if err == nil {
 		err = json.Unmarshal(b, &rec)
 	}
+	var del func() error
 	if err == nil {
-		err = network.Detach(rec.Config, rec.Owner)
+		del, err = network.Release(rec.Config, rec.Owner)
+		deleteVeth = func() {
+			if err := del(); err != nil {
+				log.G(ctx).WithError(err).WithField("bundle", dir).Warn("deleting the veth of tupper's network")
+			}
+		}
 	}
 	if err != nil {
 		log.G(ctx).WithError(err).WithField("bundle", dir).Warn("releasing tupper network")
-		return
+		return deleteVeth
 	}
 	os.Remove(filepath.Join(dir, networkFile))
+	return deleteVeth
 }

@@ -31,10 +31,13 @@ func cgroupSpec(cgroupns bool, args ...string) *specs.Spec {
 // cgroup, and returns it with the helpers' pids as OnSpawn saw them.
 func withCgroup(t *testing.T, spec *specs.Spec) (*run, *cgroups.Manager, *[]int) {
 	t.Helper()
-	return withCgroupBundle(t, newBundle(t), spec)
+	return withCgroupBundle(t, newBundle(t), spec, false)
 }
 
-func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec) (*run, *cgroups.Manager, *[]int) {
+// withCgroupBundle with selfJoin makes the cgroup first and hands its
+// tasks files to the helpers (Options.CgroupFiles), as the shim does with
+// the cgroupfs driver on v1; OnSpawn then only records the pids.
+func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec, selfJoin bool) (*run, *cgroups.Manager, *[]int) {
 	t.Helper()
 	path := fmt.Sprintf("/tupper-test/%d", time.Now().UnixNano())
 	var m *cgroups.Manager
@@ -53,16 +56,29 @@ func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec) (*run, *cgr
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Create(Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w},
+	opts := Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w},
 		OnSpawn: func(pid int) error {
 			spawned = append(spawned, pid)
+			if selfJoin {
+				return nil
+			}
 			if m == nil {
 				if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, false, pid); err != nil {
 					return err
 				}
 			}
 			return m.Add(pid)
-		}})
+		}}
+	if selfJoin {
+		if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, false, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !m.SelfJoins() {
+			t.Fatal("a cgroupfs cgroup on this v1 host offers no tasks files")
+		}
+		opts.CgroupFiles = m.SelfJoinFiles
+	}
+	c, err := Create(opts)
 	w.Close()
 	if err != nil {
 		r.Close()
@@ -75,9 +91,15 @@ func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec) (*run, *cgr
 }
 
 func TestCgroupNamespaceAfterMove(t *testing.T) {
+	for _, selfJoin := range []bool{false, true} {
+		t.Run(fmt.Sprintf("selfJoin=%v", selfJoin), func(t *testing.T) { testCgroupNamespaceAfterMove(t, selfJoin) })
+	}
+}
+
+func testCgroupNamespaceAfterMove(t *testing.T, selfJoin bool) {
 	needRoot(t)
 	spec := cgroupSpec(true, "sh", "-c", `grep -E ':(pids|memory):' /proc/self/cgroup; ls /sys/fs/cgroup/pids/pids.max; cat /sys/fs/cgroup/pids/pids.max; touch /sys/fs/cgroup/pids/x 2>/dev/null && echo rw || echo ro; sleep 100`)
-	r, m, spawned := withCgroup(t, spec)
+	r, m, spawned := withCgroupBundle(t, newBundle(t), spec, selfJoin)
 	if err := r.c.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +141,21 @@ func TestCgroupBindWithoutNamespace(t *testing.T) {
 	st, got := r.wait(t)
 	if st != 0 || !strings.Contains(got, ":pids:"+m.Path()+"\n64\nro\n") {
 		t.Errorf("status %d, want the host path %s and its own pids.max, read-only:\n%s", st, m.Path(), got)
+	}
+}
+
+// TestCgroupSelfJoinChecked: a helper whose constructor wrote "0" to a
+// file that does not list it afterwards (here a plain file: as if the
+// write went nowhere) fails Create, saying why.
+func TestCgroupSelfJoinChecked(t *testing.T) {
+	needRoot(t)
+	_, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("true"),
+		CgroupFiles: func() ([]*os.File, error) {
+			f, err := os.CreateTemp(t.TempDir(), "tasks")
+			return []*os.File{f}, err
+		}})
+	if err == nil || !strings.Contains(err.Error(), "not in its cgroup") {
+		t.Fatalf("create: %v", err)
 	}
 }
 

@@ -300,14 +300,22 @@ func TestUserNamespaceBindSource(t *testing.T) {
 // TestUserNamespaceCgroup: a user-namespaced container with a cgroup
 // namespace is in its cgroup from the start, sees it as its root and
 // mounts the v1 hierarchies (read-only) inside its user namespace; an
-// exec joins both.
+// exec joins both. Moved in by the parent or moving itself (the tasks
+// files were opened by host root: the write is allowed by the opener's
+// credentials, not the helper's).
 func TestUserNamespaceCgroup(t *testing.T) {
+	for _, selfJoin := range []bool{false, true} {
+		t.Run(fmt.Sprintf("selfJoin=%v", selfJoin), func(t *testing.T) { testUserNamespaceCgroup(t, selfJoin) })
+	}
+}
+
+func testUserNamespaceCgroup(t *testing.T, selfJoin bool) {
 	needRoot(t)
 	spec := cgroupSpec(true, "sh", "-c", "grep ':pids:' /proc/self/cgroup; cat /sys/fs/cgroup/pids/pids.max; touch /sys/fs/cgroup/pids/x 2>/dev/null && echo rw || echo ro; sleep 100")
 	u := usernsSpec("true")
 	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
 	spec.Linux.UIDMappings, spec.Linux.GIDMappings = u.Linux.UIDMappings, u.Linux.GIDMappings
-	r, m, _ := withCgroupBundle(t, usernsBundle(t), spec)
+	r, m, _ := withCgroupBundle(t, usernsBundle(t), spec, selfJoin)
 	if err := r.c.Start(); err != nil {
 		t.Fatal(err)
 	}

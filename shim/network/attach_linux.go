@@ -142,12 +142,30 @@ func configureInside(h *netlink.Handle, peer string, att *Attachment) error {
 // releases its addresses. It works after the container and its shim are
 // gone, and doing it twice is fine. The bridge stays.
 func Detach(c Config, id string) error {
-	var errs []error
+	deleteVeth, err := Release(c, id)
+	return errors.Join(deleteVeth(), err)
+}
+
+// Release releases the container's addresses now and returns the deletion
+// of its veth, for the caller to run when it suits it. Deleting a veth
+// waits for RCU grace periods (10-20 ms), which a container's Delete need
+// not wait for: its processes are gone, so nothing uses the veth, and if
+// the deletion never runs the veth still goes with the container's network
+// namespace. The veth is looked up now and deleted by its index, so a
+// later container of the same id (hence veth name) is never the one
+// deleted. Releasing first reuses no address early: addresses are handed
+// out round-robin.
+func Release(c Config, id string) (deleteVeth func() error, err error) {
+	deleteVeth = func() error { return nil }
 	if l, err := netlink.LinkByName(HostVethName(id)); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("deleting %s: %w", HostVethName(id), err))
+		deleteVeth = func() error {
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+				return fmt.Errorf("deleting %s: %w", HostVethName(id), err)
+			}
+			return nil
 		}
 	}
+	var errs []error
 	for _, fam := range []struct {
 		family int
 		subnet netip.Prefix
@@ -170,7 +188,7 @@ func Detach(c Config, id string) error {
 		}
 		errs = append(errs, err)
 	}
-	return errors.Join(errs...)
+	return deleteVeth, errors.Join(errs...)
 }
 
 // ensureBridge finds or creates the bridge with the gateway addresses. A

@@ -118,6 +118,58 @@ func TestAttachPingDetach(t *testing.T) {
 	_ = ns2
 }
 
+// TestReleaseThenDeleteVeth: Release frees the address at once and leaves
+// the veth to the function it returns, which deletes that veth and never
+// a later one of the same container id (same name).
+func TestReleaseThenDeleteVeth(t *testing.T) {
+	c := testNetwork(t, 12)
+	_, path1 := newNetns(t)
+	a1, err := Attach(c, "r1", path1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteVeth, err := Release(c, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipam, _ := NewIPAM(c.ipamDir(4), c.Subnet)
+	if all, _ := ipam.Allocations(); len(all) != 0 {
+		t.Fatalf("allocations after Release: %v", all)
+	}
+	if _, err := netlink.LinkByName(a1.HostVeth); err != nil {
+		t.Fatalf("%s gone before its deletion ran: %v", a1.HostVeth, err)
+	}
+	if err := deleteVeth(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := netlink.LinkByName(a1.HostVeth); err == nil {
+		t.Fatalf("%s still exists after its deletion ran", a1.HostVeth)
+	}
+
+	// The same id again, while an old deletion is still pending.
+	_, path2 := newNetns(t)
+	if _, err := Attach(c, "r1", path2); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := Release(c, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	Detach(c, "r1")
+	_, path3 := newNetns(t)
+	a3, err := Attach(c, "r1", path3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Detach(c, "r1")
+	if err := stale(); err != nil {
+		t.Fatalf("stale deletion: %v", err)
+	}
+	if _, err := netlink.LinkByName(a3.HostVeth); err != nil {
+		t.Fatalf("a stale deletion removed the newer %s: %v", a3.HostVeth, err)
+	}
+}
+
 func TestAttachIPv6(t *testing.T) {
 	c := testNetwork(t, 11)
 	c.Subnet6 = netip.MustParsePrefix("fd00:7a:" + randHex(2) + "::/64")

@@ -31,7 +31,14 @@ type service struct {
 	mu         sync.Mutex
 	containers map[string]*Container
 	creating   map[string]bool
+
+	// background is cleanup that Delete left running (veth deletion);
+	// the shim waits for it before it exits.
+	background sync.WaitGroup
 }
+
+// backgroundWait bounds how long shutdown waits for background cleanup.
+const backgroundWait = 10 * time.Second
 
 // NewTaskService returns the task service of one shim process, which may
 // serve several containers (a pod).
@@ -46,6 +53,15 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	}
 	sd.RegisterCallback(func(context.Context) error {
 		s.events.close(5 * time.Second)
+		return nil
+	})
+	sd.RegisterCallback(func(context.Context) error {
+		done := make(chan struct{})
+		go func() { s.background.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(backgroundWait):
+		}
 		return nil
 	})
 	if address, err := shim.ReadAddress("address"); err == nil {
