@@ -122,7 +122,7 @@ func TestAttachPingDetach(t *testing.T) {
 // the veth to the function it returns, which deletes that veth and never
 // a later one of the same container id (same name).
 func TestReleaseThenDeleteVeth(t *testing.T) {
-	c := testNetwork(t, 16)
+	c := testNetwork(t, 17)
 	_, path1 := newNetns(t)
 	a1, err := Attach(c, "r1", path1)
 	if err != nil {
