@@ -16,8 +16,9 @@ import (
 )
 
 const (
-	initFile = "init.pid"
-	exitFile = "exit.json"
+	initFile    = "init.pid"
+	exitFile    = "exit.json"
+	cleanedFile = "cleaned-up"
 )
 
 // Init identifies the container's init process.
@@ -111,4 +112,17 @@ func stat(pid int) (uint64, string, error) {
 func (i Init) Alive() bool {
 	st, state, err := stat(i.Pid)
 	return err == nil && st == i.StartTime && state != "Z" && state != "X"
+}
+
+// MarkCleanedUp records that the shim's Delete undid everything the
+// container had on the host (rootfs mount, cgroup, network record), so
+// `shim delete` has only the exit status left to report.
+func MarkCleanedUp(dir string) error {
+	return os.WriteFile(filepath.Join(dir, cleanedFile), nil, 0o600)
+}
+
+// CleanedUp reports whether MarkCleanedUp was called for dir.
+func CleanedUp(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, cleanedFile))
+	return err == nil
 }

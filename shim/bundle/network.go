@@ -31,6 +31,13 @@ func AttachNetwork(dir string, cfg network.Config, owner, netnsPath string) (*ne
 	return network.Attach(cfg, owner, netnsPath)
 }
 
+// NetworkRecorded reports whether dir still records an attachment, one
+// that a release did not manage to undo.
+func NetworkRecorded(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, networkFile))
+	return err == nil
+}
+
 // ReleaseNetwork detaches what the bundle's record names and removes the
 // record. Safe to call more than once, and when nothing was attached.
 func ReleaseNetwork(ctx context.Context, dir string) {

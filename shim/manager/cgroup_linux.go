@@ -9,7 +9,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/shim/cgroups"
 )
 
@@ -24,13 +23,20 @@ func removeCgroup(ctx context.Context, dir, id string) {
 		log.G(ctx).WithError(err).Warn("read spec to find the cgroup")
 		return
 	}
-	var spec specs.Spec
+	// Only the two fields: decoding a whole specs.Spec costs this
+	// short-lived process milliseconds of reflection.
+	var spec struct {
+		Linux *struct {
+			CgroupsPath string          `json:"cgroupsPath"`
+			Resources   json.RawMessage `json:"resources"`
+		} `json:"linux"`
+	}
 	if err := json.Unmarshal(b, &spec); err != nil || spec.Linux == nil {
 		return
 	}
 	paths := []string{spec.Linux.CgroupsPath}
 	if paths[0] == "" {
-		if spec.Linux.Resources == nil {
+		if r := string(spec.Linux.Resources); r == "" || r == "null" {
 			return
 		}
 		paths = []string{cgroups.DefaultPath(id, false), cgroups.DefaultPath(id, true)}

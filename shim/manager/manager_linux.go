@@ -158,6 +158,13 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 		return shim.StopStatus{}, err
 	}
 	dir := filepath.Join(filepath.Dir(cwd), id)
+	if bundle.CleanedUp(dir) {
+		// The shim's Delete did the rest (containerd runs this after
+		// every Delete too).
+		if e, err := bundle.ReadExit(dir); err == nil {
+			return shim.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil
+		}
+	}
 	init, initErr := bundle.ReadInit(dir)
 	if initErr == nil && init.Alive() {
 		if err := unix.Kill(init.Pid, unix.SIGKILL); err != nil && err != unix.ESRCH {

@@ -1,11 +1,18 @@
 package manager
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/tupper/tupper/shim/bundle"
 )
 
 func TestGroup(t *testing.T) {
@@ -50,5 +57,56 @@ func TestFeatures(t *testing.T) {
 	}
 	if len(f.Linux.Capabilities) < 41 || f.Linux.Capabilities[0] != "CAP_CHOWN" {
 		t.Errorf("capabilities %v", f.Linux.Capabilities)
+	}
+}
+
+// TestStopAfterCleanDelete: `shim delete`, which containerd runs after
+// every Delete, only reports the recorded exit once the shim's Delete
+// recorded that it cleaned up; without that record it kills what is left.
+func TestStopAfterCleanDelete(t *testing.T) {
+	for _, cleaned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cleaned=%v", cleaned), func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "c1")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			t.Chdir(dir)
+			// A live process recorded as the init, to see whether Stop
+			// went on to kill it.
+			leftover := exec.Command("sleep", "100")
+			if err := leftover.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan struct{})
+			go func() { leftover.Wait(); close(exited) }()
+			defer leftover.Process.Kill()
+			if err := bundle.WriteInit(dir, leftover.Process.Pid); err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now().Truncate(time.Second)
+			if err := bundle.WriteExit(dir, bundle.Exit{Pid: 4242, Status: 7, ExitedAt: at}); err != nil {
+				t.Fatal(err)
+			}
+			if cleaned {
+				if err := bundle.MarkCleanedUp(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			st, err := New("io.containerd.tupper.v2").Stop(context.Background(), "c1")
+			if err != nil || st.Pid != 4242 || st.ExitStatus != 7 || !st.ExitedAt.Equal(at) {
+				t.Fatalf("Stop: %+v, %v", st, err)
+			}
+			if cleaned {
+				if err := leftover.Process.Signal(syscall.Signal(0)); err != nil {
+					t.Errorf("Stop killed the recorded init although Delete had cleaned up: %v", err)
+				}
+				return
+			}
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+				t.Error("Stop left the recorded init running")
+			}
+		})
 	}
 }

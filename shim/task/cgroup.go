@@ -123,10 +123,10 @@ func (cg *cgroup) manager() *cgroups.Manager {
 }
 
 // remove stops the OOM watch and deletes the cgroup, killing whatever is
-// still in it.
-func (cg *cgroup) remove(ctx context.Context) {
+// still in it. It reports whether the cgroup is gone (or there was none).
+func (cg *cgroup) remove(ctx context.Context) bool {
 	if cg == nil {
-		return
+		return true
 	}
 	cg.mu.Lock()
 	m, cancel := cg.m, cg.cancel
@@ -136,11 +136,13 @@ func (cg *cgroup) remove(ctx context.Context) {
 		cancel()
 	}
 	if m == nil {
-		return
+		return true
 	}
 	if err := m.Delete(); err != nil {
 		log.G(ctx).WithError(err).WithField("cgroup", m.Path()).Warn("delete cgroup")
+		return false
 	}
+	return true
 }
 
 // watchOOM publishes TaskOOM for OOM kills the kernel reports while the

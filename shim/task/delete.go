@@ -81,9 +81,11 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 			e.IO.Close()
 		}
 	}
+	cleaned := true
 	if c.Rootfs != "" {
 		if err := mount.UnmountRecursive(c.Rootfs, 0); err != nil {
 			log.G(ctx).WithError(err).Warn("unmount rootfs")
+			cleaned = false
 		}
 	}
 	c.published.Close()
@@ -95,10 +97,19 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 		defer s.background.Done()
 		deleteVeth()
 	}()
-	c.cg.remove(ctx)
+	if !c.cg.remove(ctx) {
+		cleaned = false
+	}
 	if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststop) > 0 {
 		for _, err := range container.RunHooksWarn(h.Poststop, c.ctr.State(specs.StateStopped), reaperStart) {
 			log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop")
+		}
+	}
+	if cleaned && !bundle.NetworkRecorded(c.Bundle) {
+		// containerd runs `shim delete` after every Delete (when the
+		// connection closes): it need not redo what is done.
+		if err := bundle.MarkCleanedUp(c.Bundle); err != nil {
+			log.G(ctx).WithError(err).Warn("record clean-up")
 		}
 	}
 	if err := p.SetDeleted(); err != nil {
