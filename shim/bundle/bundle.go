@@ -18,7 +18,7 @@ import (
 const (
 	initFile    = "init.pid"
 	exitFile    = "exit.json"
-	cleanedFile = "cleaned-up"
+	cleanedFile = "delete-response.pb"
 )
 
 // Init identifies the container's init process.
@@ -39,6 +39,11 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
+	return writeFile(path, b)
+}
+
+// writeFile replaces path with b in one rename: readers see all or nothing.
+func writeFile(path string, b []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
@@ -116,9 +121,11 @@ func (i Init) Alive() bool {
 
 // MarkCleanedUp records that the shim's Delete undid everything the
 // container had on the host (rootfs mount, cgroup, network record), so
-// `shim delete` has only the exit status left to report.
-func MarkCleanedUp(dir string) error {
-	return os.WriteFile(filepath.Join(dir, cleanedFile), nil, 0o600)
+// `shim delete` has only the exit status left to report. response is that
+// report as `shim delete` prints it (a marshalled task DeleteResponse):
+// shim/nsenter's constructor prints it without starting Go.
+func MarkCleanedUp(dir string, response []byte) error {
+	return writeFile(filepath.Join(dir, cleanedFile), response)
 }
 
 // CleanedUp reports whether MarkCleanedUp was called for dir.

@@ -88,7 +88,7 @@ func TestStopAfterCleanDelete(t *testing.T) {
 				t.Fatal(err)
 			}
 			if cleaned {
-				if err := bundle.MarkCleanedUp(dir); err != nil {
+				if err := bundle.MarkCleanedUp(dir, []byte{0x10, 0x07}); err != nil {
 					t.Fatal(err)
 				}
 			}

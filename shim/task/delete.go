@@ -16,6 +16,7 @@ import (
 	"github.com/tupper/tupper/shim/bundle"
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
+	"google.golang.org/protobuf/proto"
 )
 
 const ioDrainTimeout = 5 * time.Second
@@ -105,10 +106,16 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 			log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop")
 		}
 	}
+	code, at := p.ExitStatus()
 	if cleaned && !bundle.NetworkRecorded(c.Bundle) {
 		// containerd runs `shim delete` after every Delete (when the
-		// connection closes): it need not redo what is done.
-		if err := bundle.MarkCleanedUp(c.Bundle); err != nil {
+		// connection closes) and waits for it: it need not redo what is
+		// done, nor even start Go to say so.
+		b, err := proto.Marshal(&taskAPI.DeleteResponse{Pid: uint32(p.Pid()), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)})
+		if err == nil {
+			err = bundle.MarkCleanedUp(c.Bundle, b)
+		}
+		if err != nil {
 			log.G(ctx).WithError(err).Warn("record clean-up")
 		}
 	}
@@ -118,7 +125,6 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 	s.mu.Lock()
 	delete(s.containers, c.ID)
 	s.mu.Unlock()
-	code, at := p.ExitStatus()
 	s.events.send(&eventstypes.TaskDelete{
 		ContainerID: c.ID,
 		ID:          c.ID,
