@@ -215,6 +215,12 @@ func (m *Manager) KillAll() error {
 	if m.v2 != nil {
 		return m.v2.Kill()
 	}
+	// Usually the container's pid namespace died with its init and the
+	// cgroup is empty: an empty cgroup cannot gain a process, and freezing
+	// and thawing it would only cost the freezer's polling.
+	if pids, err := m.Pids(); err == nil && len(pids) == 0 {
+		return nil
+	}
 	frozen := m.v1.Freeze() == nil
 	pids, err := m.Pids()
 	for _, p := range pids {
