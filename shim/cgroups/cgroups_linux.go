@@ -28,9 +28,11 @@ type Manager struct {
 	path string // as the host sees it, e.g. /default/web or /kubepods.slice/.../cri-containerd-x.scope
 	v1   cgroup1.Cgroup
 	v2   *cgroup2.Manager
-	// v1Dirs are the cgroup's directories in the v1 hierarchies (cgroupfs
-	// driver only), for SelfJoinFiles.
+	// v1Dirs are the cgroup's directories in the v1 hierarchies, and v2Dir
+	// says that the cgroup is mountpoint+path on v2 (cgroupfs driver only):
+	// for JoinFiles and JoinDir.
 	v1Dirs []string
+	v2Dir  bool
 }
 
 // unified reports whether the host runs the v2 hierarchy alone; on hybrid
@@ -61,7 +63,7 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		if err != nil {
 			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
 		}
-		return &Manager{path: p.path, v2: m}, nil
+		return &Manager{path: p.path, v2: m, v2Dir: !systemd}, nil
 	}
 	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
 	if systemd {
@@ -82,21 +84,35 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 	return m, nil
 }
 
-// SelfJoins reports whether processes join the cgroup through
-// SelfJoinFiles.
-func (m *Manager) SelfJoins() bool { return len(m.v1Dirs) > 0 }
+// JoinsAtSpawn reports whether a new process can enter the cgroup by itself
+// (JoinFiles on v1, JoinDir on v2) instead of being moved there by Add.
+func (m *Manager) JoinsAtSpawn() bool { return len(m.v1Dirs) > 0 || m.v2Dir }
 
-// SelfJoinFiles opens the cgroup's v1 "tasks" files for a new process to
+// JoinDir opens the cgroup's v2 directory, for a process to be cloned
+// straight into (clone3 CLONE_INTO_CGROUP), which, like JoinFiles on v1,
+// skips the global lock and grace period of moving it. nil elsewhere.
+func (m *Manager) JoinDir() (*os.File, error) {
+	if !m.v2Dir {
+		return nil, nil
+	}
+	f, err := os.OpenFile(filepath.Join(mountpoint, m.path), os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("cgroup %s: %w", m.path, err)
+	}
+	return f, nil
+}
+
+// JoinFiles opens the cgroup's v1 "tasks" files for a new process to
 // move itself in while it is still single-threaded, by writing "0" to each
 // (shim/nsenter's constructor does that in the init helper). Moving
 // oneself that way skips the global threadgroup lock that writing another
 // process' pid takes, whose first taking after a quiet spell waits for an
 // RCU grace period: 7 to 25 ms on these hosts, on the path of every
 // container start. The files are also readable, so the process can check
-// that it is listed. nil (and Add is the way in) on v2 and with the
-// systemd driver, which starts its scope with the pid instead.
-func (m *Manager) SelfJoinFiles() ([]*os.File, error) {
-	if !m.SelfJoins() {
+// that it is listed. nil on v2 (see JoinDir) and with the systemd driver,
+// which starts its scope with the pid (Add is the way in there).
+func (m *Manager) JoinFiles() ([]*os.File, error) {
+	if len(m.v1Dirs) == 0 {
 		return nil, nil
 	}
 	var files []*os.File

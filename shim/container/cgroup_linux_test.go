@@ -1,17 +1,21 @@
 package container
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/internal/testutil"
 	"github.com/tupper/tupper/shim/cgroups"
+	"golang.org/x/sys/unix"
 )
 
 // cgroupSpec is testSpec with ctr's cgroup mount and a pids limit.
@@ -73,10 +77,13 @@ func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec, selfJoin bo
 		if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, false, 0); err != nil {
 			t.Fatal(err)
 		}
-		if !m.SelfJoins() {
+		if !m.JoinsAtSpawn() {
 			t.Fatal("a cgroupfs cgroup on this v1 host offers no tasks files")
 		}
-		opts.CgroupFiles = m.SelfJoinFiles
+		opts.CgroupJoin = func() (CgroupJoin, error) {
+			files, err := m.JoinFiles()
+			return CgroupJoin{TasksFiles: files}, err
+		}
 	}
 	c, err := Create(opts)
 	w.Close()
@@ -150,12 +157,70 @@ func TestCgroupBindWithoutNamespace(t *testing.T) {
 func TestCgroupSelfJoinChecked(t *testing.T) {
 	needRoot(t)
 	_, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("true"),
-		CgroupFiles: func() ([]*os.File, error) {
+		CgroupJoin: func() (CgroupJoin, error) {
 			f, err := os.CreateTemp(t.TempDir(), "tasks")
-			return []*os.File{f}, err
+			return CgroupJoin{TasksFiles: []*os.File{f}}, err
 		}})
 	if err == nil || !strings.Contains(err.Error(), "not in its cgroup") {
 		t.Fatalf("create: %v", err)
+	}
+}
+
+// TestCgroupCloneIntoV2: with CgroupJoin.Dir the init helper and an exec
+// are born in that cgroup v2 directory (clone3 CLONE_INTO_CGROUP). On a
+// hybrid host such as this one the v2 hierarchy has no controllers but
+// takes processes all the same.
+func TestCgroupCloneIntoV2(t *testing.T) {
+	needRoot(t)
+	root := "/sys/fs/cgroup/unified"
+	var st unix.Statfs_t
+	if unix.Statfs(root, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+		root = "/sys/fs/cgroup"
+		if unix.Statfs(root, &st) != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+			testutil.Require(t, "needs a cgroup v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified")
+		}
+	}
+	name := fmt.Sprintf("tupper-test-%d", time.Now().UnixNano())
+	dir := filepath.Join(root, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 50 && os.Remove(dir) != nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("cgroup %s left behind", dir)
+		}
+	})
+	r, w, _ := os.Pipe()
+	defer r.Close()
+	c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("sh", "-c", "grep '^0::' /proc/self/cgroup; sleep 100"),
+		Stdio:   Stdio{Stdout: w, Stderr: w},
+		OnSpawn: func(int) error { return nil },
+		CgroupJoin: func() (CgroupJoin, error) {
+			f, err := os.Open(dir)
+			return CgroupJoin{Dir: f}, err
+		}})
+	w.Close()
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	defer func() { c.Init().Signal(9); c.Init().Wait() }()
+	procs, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if !strings.Contains("\n"+string(procs), fmt.Sprintf("\n%d\n", c.Pid())) {
+		t.Fatalf("the created helper %d is not in %s: %q", c.Pid(), dir, procs)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(r).ReadString('\n')
+	if line != "0::/"+name+"\n" {
+		t.Errorf("container's v2 cgroup line %q, want 0::/%s", line, name)
+	}
+	out, code := execOut(t, c, "grep", "^0::", "/proc/self/cgroup")
+	if code != 0 || out != "0::/"+name+"\n" {
+		t.Errorf("exec: status %d, v2 cgroup line %q", code, out)
 	}
 }
 

@@ -10,20 +10,8 @@ import (
 )
 
 // cgroupFdsEnv tells shim/nsenter's constructor which fds are the cgroup
-// "tasks" files to write "0" to (Options.CgroupFiles).
+// "tasks" files to write "0" to (CgroupJoin.TasksFiles).
 const cgroupFdsEnv = "_TUPPER_CGROUP_FDS"
-
-// cgroupJoinFiles asks Options.CgroupFiles for the files of one helper.
-func (c *Container) cgroupJoinFiles() ([]*os.File, error) {
-	if c.cgroupFiles == nil {
-		return nil, nil
-	}
-	files, err := c.cgroupFiles()
-	if err != nil {
-		return nil, fmt.Errorf("cgroup: %w", err)
-	}
-	return files, nil
-}
 
 // checkCgroupJoined runs in the helper: each fd is a "tasks" file its
 // constructor wrote "0" to, which must now list the helper. The fds are

@@ -75,7 +75,7 @@ type initConfig struct {
 	// numbers in the helper.
 	NsFds map[specs.LinuxNamespaceType]int `json:"nsFds,omitempty"`
 	// CgroupFds are the cgroup "tasks" files the helper's constructor
-	// moved it in through (Options.CgroupFiles), to check and close.
+	// moved it in through (CgroupJoin.TasksFiles), to check and close.
 	CgroupFds []int `json:"cgroupFds,omitempty"`
 	// ID and Bundle name the container, for the state a seccomp listener gets.
 	ID     string `json:"id"`

@@ -49,7 +49,7 @@ static int kind(const char *name)
 // join_cgroups moves the helper into its cgroup: _TUPPER_CGROUP_FDS lists
 // open v1 "tasks" files. Writing "0" moves the writing thread, here the
 // process' only one, without the global lock that moving another process
-// takes (see shim/container's Options.CgroupFiles). First, so that all
+// takes (see shim/container's CgroupJoin). First, so that all
 // the helper does is accounted and limited there; the fds stay open for
 // the Go side to check that it is listed.
 static void join_cgroups(void)

@@ -40,7 +40,7 @@
 // Before any of that, with _TUPPER_CGROUP_FDS=7,8 (open v1 cgroup "tasks"
 // files), it writes "0" to each: the still single-threaded helper moves
 // itself into the container's cgroup, which is much cheaper than being
-// moved (see shim/container's Options.CgroupFiles).
+// moved (see shim/container's CgroupJoin).
 //
 // On failure the constructor sends shim/container's error message on the
 // helper's sync socket (fd 3) and exits; the parent reports it.

@@ -3,7 +3,6 @@ package task
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 
 	eventstypes "github.com/containerd/containerd/api/events"
@@ -12,13 +11,14 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/shim/cgroups"
+	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/options"
 )
 
 // cgroup is a container's cgroup as the shim uses it. With the systemd
 // driver the cgroup is made when the init helper exists (spawned, before
 // it proceeds), so that the scope starts with that pid; with cgroupfs just
-// before the helper starts (joinFiles). Either way the helper is limited
+// before the helper starts (join). Either way the helper is limited
 // from its first instruction. A nil *cgroup means the container
 // has none (a spec without cgroupsPath and resources); every method
 // accepts that.
@@ -58,33 +58,38 @@ func newCgroup(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Sp
 // stop before it got ready. (Pause after that point only delays the exec.)
 var errPaused = fmt.Errorf("container is paused: %w", errdefs.ErrFailedPrecondition)
 
-// joinFiles is container.Options.CgroupFiles. With the cgroupfs driver the
+// join is container.Options.CgroupJoin. With the cgroupfs driver the
 // cgroup needs no pid to be made, so the first call (the init helper's)
-// makes it before the helper exists, and on v1 every helper then moves
-// itself in through the files, far cheaper than onSpawn moving it.
-func (cg *cgroup) joinFiles(ctx context.Context) func() ([]*os.File, error) {
+// makes it before the helper exists, and every helper then enters it by
+// itself (tasks files on v1, cloned into its directory on v2), far cheaper
+// than onSpawn moving it.
+func (cg *cgroup) join(ctx context.Context) func() (container.CgroupJoin, error) {
 	if cg == nil || cg.systemd {
 		return nil
 	}
-	return func() ([]*os.File, error) {
+	return func() (j container.CgroupJoin, err error) {
 		cg.mu.Lock()
 		defer cg.mu.Unlock()
 		if cg.paused {
-			return nil, errPaused
+			return j, errPaused
 		}
 		if cg.m == nil {
 			m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), false, 0)
 			if err != nil {
-				return nil, err
+				return j, err
 			}
 			cg.m = m
 		}
-		return cg.m.SelfJoinFiles()
+		if j.TasksFiles, err = cg.m.JoinFiles(); err != nil {
+			return j, err
+		}
+		j.Dir, err = cg.m.JoinDir()
+		return j, err
 	}
 }
 
 // onSpawn is container.Options.OnSpawn: the first call (the init helper)
-// creates the cgroup with the spec's resources unless joinFiles did, and
+// creates the cgroup with the spec's resources unless join did, and
 // every call moves the helper into it unless it moved itself.
 func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 	if cg == nil {
@@ -96,7 +101,7 @@ func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 		if cg.paused {
 			return errPaused
 		}
-		if cg.m != nil && cg.m.SelfJoins() {
+		if cg.m != nil && cg.m.JoinsAtSpawn() {
 			return nil
 		}
 		if cg.m == nil {

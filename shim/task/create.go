@@ -101,14 +101,14 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}()
 	c.cg = cg
 	ctr, err := container.Create(container.Options{
-		ID:          r.ID,
-		Bundle:      r.Bundle,
-		Spec:        spec,
-		Stdio:       pio.ChildStdio(),
-		Starter:     reaperStart,
-		Adopt:       reaperAdopt,
-		OnSpawn:     cg.onSpawn(ctx),
-		CgroupFiles: cg.joinFiles(ctx),
+		ID:         r.ID,
+		Bundle:     r.Bundle,
+		Spec:       spec,
+		Stdio:      pio.ChildStdio(),
+		Starter:    reaperStart,
+		Adopt:      reaperAdopt,
+		OnSpawn:    cg.onSpawn(ctx),
+		CgroupJoin: cg.join(ctx),
 	})
 	pio.CloseChildEnds()
 	if err != nil {
