@@ -46,6 +46,20 @@ static int kind(const char *name)
 	return -1;
 }
 
+// env_list copies the comma-separated list in the environment variable
+// name into list (size bytes); it returns 0 when the variable is unset or
+// empty.
+static int env_list(const char *name, char *list, size_t size)
+{
+	const char *env = getenv(name);
+	if (env == NULL || *env == '\0')
+		return 0;
+	if (strlen(env) >= size)
+		fail(name, "is too long", EINVAL);
+	strcpy(list, env);
+	return 1;
+}
+
 // join_cgroups moves the helper into its cgroup: _TUPPER_CGROUP_FDS lists
 // open v1 "tasks" files. Writing "0" moves the writing thread, here the
 // process' only one, without the global lock that moving another process
@@ -54,13 +68,9 @@ static int kind(const char *name)
 // the Go side to check that it is listed.
 static void join_cgroups(void)
 {
-	const char *env = getenv("_TUPPER_CGROUP_FDS");
-	if (env == NULL || *env == '\0')
-		return;
 	char list[256];
-	if (strlen(env) >= sizeof(list))
-		fail("cgroup:", "list too long", EINVAL);
-	strcpy(list, env);
+	if (!env_list("_TUPPER_CGROUP_FDS", list, sizeof(list)))
+		return;
 	char *save = NULL;
 	for (char *item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
 		char *end;
@@ -126,13 +136,9 @@ void tupper_nsenter(void)
 {
 	fast_delete();
 	join_cgroups();
-	const char *env = getenv("_TUPPER_NSENTER");
-	if (env == NULL || *env == '\0')
-		return;
 	char list[256];
-	if (strlen(env) >= sizeof(list))
-		fail("nsenter:", "list too long", EINVAL);
-	strcpy(list, env);
+	if (!env_list("_TUPPER_NSENTER", list, sizeof(list)))
+		return;
 
 	char *save = NULL;
 	for (char *item = strtok_r(list, ",", &save); item != NULL; item = strtok_r(NULL, ",", &save)) {
