@@ -511,20 +511,34 @@ func (b *bench) shimMemory(s stack, want int) (m mem, err error) {
 	return m, nil
 }
 
+// sleeperStacks is what memory and density start from: the busybox image
+// and the stacks they compare (tupper, tupper without network, runc on
+// overlayfs), also by name.
+func (b *bench) sleeperStacks() (img containerd.Image, tup, none, ovl stack, byName map[string]stack, err error) {
+	if img, err = b.busybox(); err != nil {
+		return
+	}
+	tup, none, ovl, _ = b.stacks()
+	byName = map[string]stack{tup.name: tup, none.name: none, ovl.name: ovl}
+	return
+}
+
+// removeContainersAfter is deferred by benchmarks that start containers:
+// it removes them, and reports a failure unless the benchmark failed first.
+func (b *bench) removeContainersAfter(retErr *error) {
+	if err := b.removeContainers(); err != nil && *retErr == nil {
+		*retErr = err
+	}
+}
+
 // memory measures the shims of 1 container, of 50 containers and of 10
 // groups of 5, tupper against runc.
 func (b *bench) memory() (_ []*Result, retErr error) {
-	img, err := b.busybox()
+	img, tup, none, ovl, byName, err := b.sleeperStacks()
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err := b.removeContainers(); err != nil && retErr == nil {
-			retErr = err
-		}
-	}()
-	tup, none, ovl, _ := b.stacks()
-	byName := map[string]stack{tup.name: tup, none.name: none, ovl.name: ovl}
+	defer b.removeContainersAfter(&retErr)
 	subjects := []string{tup.name, ovl.name}
 	mk := func(metric string) *Result { return newResult("shim memory", metric, "MiB", subjects) }
 	oneRSS, onePSS, oneAnon := mk("one shim, one container: RSS"), mk("one shim, one container: PSS"), mk("one shim, one container: anonymous")
@@ -605,17 +619,11 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 // per second and what their shims cost.
 func (b *bench) density() (_ []*Result, retErr error) {
 	const n, workers = 200, 8
-	img, err := b.busybox()
+	img, tup, none, ovl, byName, err := b.sleeperStacks()
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		if err := b.removeContainers(); err != nil && retErr == nil {
-			retErr = err
-		}
-	}()
-	tup, none, ovl, _ := b.stacks()
-	byName := map[string]stack{tup.name: tup, none.name: none, ovl.name: ovl}
+	defer b.removeContainersAfter(&retErr)
 	subjects := []string{tup.name, ovl.name}
 	// Rows come in pairs: tupper with its bridge network, and with
 	// NetworkMode=none, each against the same runc+overlayfs samples.
