@@ -154,27 +154,11 @@ func (i *IO) openFifos(ctx context.Context) error {
 	return nil
 }
 
-// openOutputFifo opens the write end of an output FIFO and waits (up to
-// fifoOpenWait) until the client has opened the read end, as runc's shim
-// does. containerd's client opens its ends in the background and, before
-// it deletes a task, cancels any open still pending: had the process run
-// and exited before that open, its output would be dropped. A client that
-// does not come within fifoOpenWait gets the output once it does: the
-// open then goes on in the background and writes wait for it, and Close
-// cancels it, so nothing waits beyond Delete's drain timeout.
-func openOutputFifo(ctx context.Context, path string) (io.ReadWriteCloser, error) {
-	wait, cancel := context.WithTimeout(ctx, fifoOpenWait)
-	defer cancel()
-	f, err := fifo.OpenFifo(wait, path, syscall.O_WRONLY, 0)
-	if err == nil || ctx.Err() != nil {
-		return f, err
-	}
-	return fifo.OpenFifo(context.Background(), path, syscall.O_WRONLY|syscall.O_NONBLOCK, 0)
-}
-
 func (i *IO) copyOut(dst io.WriteCloser, src io.ReadCloser) {
 	i.copies.Add(1)
-	i.closers = append(i.closers, src)
+	// Closing dst too ends a copy that waits for a client that never
+	// came (see fifoWriter).
+	i.closers = append(i.closers, src, dst)
 	go func() {
 		defer i.copies.Done()
 		io.Copy(dst, src)

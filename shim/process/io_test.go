@@ -183,3 +183,36 @@ func TestFifoClientLate(t *testing.T) {
 		t.Fatalf("late client read %q", b)
 	}
 }
+
+// A client that never opens its end: Close gives up the pending open, the
+// copy of the process' output ends, and the FIFO is left with no opener.
+func TestFifoClientNever(t *testing.T) {
+	defer func(d time.Duration) { fifoOpenWait = d }(fifoOpenWait)
+	fifoOpenWait = 50 * time.Millisecond
+	out := mkfifo(t, t.TempDir(), "out")
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdout: out}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runWith(t, i, "echo nobody-reads")
+	closed := make(chan struct{})
+	go func() { i.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close hung on a FIFO whose client never came")
+	}
+	if !i.Wait(5 * time.Second) {
+		t.Fatal("the output copy did not end after Close")
+	}
+	// No writer is left: a non-blocking write open finds no reader, and a
+	// non-blocking read open followed by a read sees no data and no writer.
+	r, err := os.OpenFile(out, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if n, _ := r.Read(make([]byte, 64)); n != 0 {
+		t.Errorf("read %d bytes from a FIFO that nobody should be writing to", n)
+	}
+}
