@@ -9,8 +9,16 @@ export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
 all: build
 
+# The shim and tupper-run are linked statically (glibc and libseccomp
+# included): containerd execs the shim three times per container (start,
+# the daemon, the init helper) and the dynamic loader's work was 0.7 ms of
+# each, and ~1.3 MiB of each shim's RSS was libc. osusergo,netgo keep Go
+# off glibc's NSS, which a static binary cannot load.
+STATIC := -tags osusergo,netgo -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
+
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/containerd-tupper-snapshotter
+	$(GO) build $(STATIC) -o $(BIN)/ ./cmd/containerd-shim-tupper-v2 ./cmd/tupper-run
 
 deps:
 	hack/install-deps.sh

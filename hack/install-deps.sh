@@ -42,6 +42,7 @@ APT_PACKAGES=(
 	iptables
 	pkg-config
 	gcc
+	libc6-dev # libc.a: the shim is linked statically (Makefile)
 )
 
 missing=()

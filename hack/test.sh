@@ -7,6 +7,7 @@
 # Environment:
 #   TEST_TIMEOUT   go test -timeout for the verbose suites (default 30m)
 #   TEST_RUN       go test -run filter for the verbose suites (default all)
+#   TUPPER_SHIM    the shim integration/shim runs (default bin/'s)
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,6 +41,10 @@ else
 	# that would skip fails instead (internal/testutil.Require).
 	export TUPPER_TEST_STRICT=1
 fi
+
+# integration/shim tests the shim `make build` made (statically linked),
+# not a build of its own.
+export TUPPER_SHIM=${TUPPER_SHIM:-$PWD/bin/containerd-shim-tupper-v2}
 
 verbose_pkgs=(./snapshotter/... ./integration/...)
 mapfile -t unit_pkgs < <(go list ./... | grep -v -e '/snapshotter$' -e '/snapshotter/' -e '/integration$' -e '/integration/')
