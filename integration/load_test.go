@@ -48,8 +48,23 @@ func (e *Env) leftovers() leftovers {
 			l.snapshots = append(l.snapshots, s) // image layers stay; nothing else may
 		}
 	}
+	// Image layers stay, and so may one spare snapshot per layer (made
+	// ahead of a container's Prepare; it goes with its layer).
+	committed := map[string]bool{}
+	var spares []string
 	for _, s := range e.Subvolumes() {
-		if !strings.Contains(s, "committed/") {
+		switch {
+		case strings.Contains(s, "committed/"):
+			committed[filepath.Base(s)] = true
+		case strings.Contains(s, "spare/"):
+			spares = append(spares, s)
+		default:
+			l.subvolumes = append(l.subvolumes, s)
+		}
+	}
+	for _, s := range spares {
+		// A spare is named <parent id>.<n>.
+		if parent, _, _ := strings.Cut(filepath.Base(s), "."); !committed[parent] {
 			l.subvolumes = append(l.subvolumes, s)
 		}
 	}

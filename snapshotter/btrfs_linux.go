@@ -42,6 +42,8 @@ type Snapshotter struct {
 	quotaMode string // kernel quota mode in use ("squota", "qgroup"), "" when Usage walks files
 	remapIDs  bool   // see WithRemapIDs
 
+	spares *spares // writable snapshots of busy parents, made ahead of time
+
 	walkNotice sync.Once // log the tree-walk fallback once, not on every Usage call
 	syncMu     sync.Mutex
 	lastSync   time.Time
@@ -117,7 +119,12 @@ func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshott
 	if err != nil {
 		return nil, fmt.Errorf("opening snapshot metadata in %s: %w", root, err)
 	}
-	s := &Snapshotter{root: root, ms: ms, lock: lock, remapIDs: cfg.remapIDs}
+	sp, err := newSpares(ctx, root)
+	if err != nil {
+		ms.Close()
+		return nil, err
+	}
+	s := &Snapshotter{root: root, ms: ms, lock: lock, remapIDs: cfg.remapIDs, spares: sp}
 	if err := s.setupQuota(ctx, cfg.quota); err != nil {
 		ms.Close()
 		return nil, err
@@ -403,10 +410,13 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		if err := s.removeOrphan(ctx, target); err != nil {
 			return "", err
 		}
-		if len(snap.ParentIDs) == 0 {
+		switch {
+		case len(snap.ParentIDs) == 0:
 			err = btrfs.SubvolCreate(target)
-		} else {
-			err = btrfs.SubvolSnapshot(target, s.path(snapshots.KindCommitted, snap.ParentIDs[0]), kind == snapshots.KindView)
+		case kind == snapshots.KindActive:
+			err = s.snapshotActive(ctx, target, snap.ParentIDs[0])
+		default:
+			err = btrfs.SubvolSnapshot(target, s.path(snapshots.KindCommitted, snap.ParentIDs[0]), true)
 		}
 		if err != nil {
 			return "", fmt.Errorf("creating subvolume for snapshot %q: %w", key, err)
@@ -423,7 +433,26 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		return nil, err
 	}
 	s.crashPoint("create:committed")
+	if kind == snapshots.KindActive && len(snap.ParentIDs) > 0 {
+		parent := snap.ParentIDs[0]
+		s.spares.used(ctx, parent, s.path(snapshots.KindCommitted, parent), func(dst, src string) error {
+			return btrfs.SubvolSnapshot(dst, src, false)
+		})
+	}
 	return s.mounts(snap, base.Labels), nil
+}
+
+// snapshotActive makes target a writable snapshot of the committed snapshot
+// parent: parent's spare renamed into place when one is ready (see spares),
+// else a new snapshot.
+func (s *Snapshotter) snapshotActive(ctx context.Context, target, parent string) error {
+	if spare := s.spares.take(parent); spare != "" {
+		if err := os.Rename(spare, target); err == nil {
+			return nil
+		}
+		s.spares.deleteSpare(ctx, spare)
+	}
+	return btrfs.SubvolSnapshot(target, s.path(snapshots.KindCommitted, parent), false)
 }
 
 // subvolumeTx runs fn in a write transaction. fn returns the subvolume it
@@ -530,6 +559,9 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		return err
 	}
 	s.crashPoint("remove:committed")
+	if kind == snapshots.KindCommitted {
+		s.spares.parentRemoved(ctx, id)
+	}
 	s.deleteUnreferenced(ctx, s.path(kind, id))
 	s.ensureReserve(ctx)
 	return nil
@@ -623,8 +655,9 @@ func (s *Snapshotter) knownPaths(ctx context.Context) (map[string]bool, error) {
 	return known, nil
 }
 
-// Close releases the metadata store and the root lock.
+// Close deletes the spares and releases the metadata store and the root lock.
 func (s *Snapshotter) Close() error {
+	s.spares.close(context.Background())
 	err := s.ms.Close()
 	if s.lock != nil {
 		s.lock.Close()
