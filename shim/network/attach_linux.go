@@ -38,8 +38,14 @@ func Attach(c Config, id, netnsPath string) (_ *Attachment, retErr error) {
 			return nil, err
 		}
 	}
-	br, err := ensureBridge(c, ipam, ipam6)
-	if err != nil {
+	// Under the IPAM lock: shims attaching their first containers at once
+	// would otherwise race to make the bridge, and one could take the
+	// route of the bridge another just made for an overlap.
+	var br netlink.Link
+	if err := ipam.locked(func() (err error) {
+		br, err = ensureBridge(c, ipam, ipam6)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 

@@ -170,6 +170,33 @@ func TestReleaseThenDeleteVeth(t *testing.T) {
 	}
 }
 
+// TestAttachConcurrentFirstUse: containers attached all at once to a
+// bridge that does not exist yet all get it; none mistakes the bridge
+// another one just made for an overlapping host route.
+func TestAttachConcurrentFirstUse(t *testing.T) {
+	c := testNetwork(t, 18)
+	const n = 40
+	paths := make([]string, n)
+	for i := range paths {
+		_, paths[i] = newNetns(t)
+	}
+	errs := make(chan error, n)
+	for i := range paths {
+		go func(i int) {
+			_, err := Attach(c, fmt.Sprintf("first%d", i), paths[i])
+			errs <- err
+		}(i)
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	for i := 0; i < n; i++ {
+		Detach(c, fmt.Sprintf("first%d", i))
+	}
+}
+
 func TestAttachIPv6(t *testing.T) {
 	c := testNetwork(t, 11)
 	c.Subnet6 = netip.MustParsePrefix("fd00:7a:" + randHex(2) + "::/64")
