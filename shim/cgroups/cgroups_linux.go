@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
@@ -86,13 +87,21 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 
 // JoinsAtSpawn reports whether a new process can enter the cgroup by itself
 // (JoinFiles on v1, JoinDir on v2) instead of being moved there by Add.
-func (m *Manager) JoinsAtSpawn() bool { return len(m.v1Dirs) > 0 || m.v2Dir }
+func (m *Manager) JoinsAtSpawn() bool { return len(m.v1Dirs) > 0 || (m.v2Dir && haveClone3()) }
+
+// haveClone3 reports whether the kernel has clone3 (5.3; CLONE_INTO_CGROUP
+// since 5.7, as cgroup v2 hosts have): asked with a size too small for any
+// version of its arguments, it fails with EINVAL, or ENOSYS when missing.
+var haveClone3 = sync.OnceValue(func() bool {
+	_, _, errno := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
+	return errno != unix.ENOSYS
+})
 
 // JoinDir opens the cgroup's v2 directory, for a process to be cloned
 // straight into (clone3 CLONE_INTO_CGROUP), which, like JoinFiles on v1,
 // skips the global lock and grace period of moving it. nil elsewhere.
 func (m *Manager) JoinDir() (*os.File, error) {
-	if !m.v2Dir {
+	if !m.v2Dir || !haveClone3() {
 		return nil, nil
 	}
 	f, err := os.OpenFile(filepath.Join(mountpoint, m.path), os.O_RDONLY|unix.O_DIRECTORY, 0)

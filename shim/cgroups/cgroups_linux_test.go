@@ -384,3 +384,11 @@ func TestDefaultDevicesAsRunc(t *testing.T) {
 		t.Errorf("/dev/mem opened in a container whose spec allows no device:\n%s", out)
 	}
 }
+
+// TestHaveClone3: this kernel (6.x) has clone3, and asking for it creates
+// no process.
+func TestHaveClone3(t *testing.T) {
+	if !haveClone3() {
+		t.Fatal("clone3 reported missing on a kernel that has it")
+	}
+}
