@@ -60,17 +60,7 @@ type Env struct {
 	snapSock  string
 	loopDev   string
 	loopImage string
-	procs     []*daemon
-}
-
-type daemon struct {
-	name string
-	bin  string
-	args []string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{} // closed when the process has exited
-	err  error         // Wait's result, valid after done
+	procs     []*testutil.Daemon
 }
 
 // requireEnv skips the test, loudly, when the machine cannot run it.
@@ -264,30 +254,9 @@ func (e *Env) mountBtrfs(img string, size int64, mnt string) {
 // start runs a daemon with its output in <Dir>/<name>.log.
 func (e *Env) start(name, bin string, args ...string) {
 	e.t.Helper()
-	logPath := filepath.Join(e.Dir, name+".log")
-	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = daemonEnv()
-	// Own process group so a terminal's ^C reaches only the test; killed
-	// if the test binary dies before its cleanup runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		e.t.Fatalf("starting %s: %v", name, err)
-	}
-	d := &daemon{name: name, bin: bin, args: args, cmd: cmd, log: logPath, done: make(chan struct{})}
-	e.t.Logf("started %s, pid %d: %s %s", name, cmd.Process.Pid, bin, strings.Join(args, " "))
-	go func() {
-		d.err = cmd.Wait()
-		lf.Close()
-		close(d.done)
-	}()
+	d := testutil.StartDaemon(e.t, name, filepath.Join(e.Dir, name+".log"), daemonEnv(), bin, args...)
 	for i, old := range e.procs {
-		if old.name == name {
+		if old.Name == name {
 			e.procs[i] = d
 			return
 		}
@@ -314,9 +283,9 @@ func daemonEnv() []string {
 	return env
 }
 
-func (e *Env) daemon(name string) *daemon {
+func (e *Env) daemon(name string) *testutil.Daemon {
 	for _, d := range e.procs {
-		if d.name == name {
+		if d.Name == name {
 			return d
 		}
 	}
@@ -332,12 +301,12 @@ func (e *Env) RestartSnapshotter() {
 	if d == nil {
 		e.t.Fatal("no snapshotter daemon in this env (built-in snapshotter?)")
 	}
-	stop(e.t, d)
-	if d.err != nil {
-		e.t.Logf("snapshotter exit on SIGTERM: %v", d.err)
+	d.Stop(e.t, 10*time.Second)
+	if d.Err() != nil {
+		e.t.Logf("snapshotter exit on SIGTERM: %v", d.Err())
 	}
-	e.start(d.name, d.bin, d.args...)
-	e.waitSocket(d.name, e.snapSock, 20*time.Second)
+	e.start(d.Name, d.Bin, d.Args...)
+	e.waitSocket(d.Name, e.snapSock, 20*time.Second)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, err := e.Ctr("snapshots", "--snapshotter="+e.Snapshotter, "ls")
@@ -363,12 +332,12 @@ func (e *Env) waitSocket(name, sock string, timeout time.Duration) {
 			return
 		}
 		select {
-		case <-d.done:
-			e.t.Fatalf("%s exited before serving %s: %v\n%s", name, sock, d.err, tail(d.log, 40))
+		case <-d.Done():
+			e.t.Fatalf("%s exited before serving %s: %v\n%s", name, sock, d.Err(), d.Tail(40))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: no socket %s after %s\n%s", name, sock, timeout, tail(d.log, 40))
+			e.t.Fatalf("%s: no socket %s after %s\n%s", name, sock, timeout, d.Tail(40))
 		}
 	}
 }
@@ -382,12 +351,12 @@ func (e *Env) waitContainerd(timeout time.Duration) {
 			return
 		}
 		select {
-		case <-d.done:
-			e.t.Fatalf("containerd exited: %v\n%s", d.err, tail(d.log, 40))
+		case <-d.Done():
+			e.t.Fatalf("containerd exited: %v\n%s", d.Err(), d.Tail(40))
 		case <-time.After(200 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("containerd not ready after %s\n%s", timeout, tail(d.log, 40))
+			e.t.Fatalf("containerd not ready after %s\n%s", timeout, d.Tail(40))
 		}
 	}
 }
@@ -437,7 +406,7 @@ func (e *Env) cleanup() {
 	t := e.t
 	if t.Failed() {
 		for _, d := range e.procs {
-			t.Logf("--- %s log (tail) ---\n%s", d.name, tail(d.log, 60))
+			t.Logf("--- %s log (tail) ---\n%s", d.Name, d.Tail(60))
 		}
 	}
 
@@ -447,7 +416,7 @@ func (e *Env) cleanup() {
 
 	// containerd first (it is the snapshotter's client), then the rest.
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		stop(t, e.procs[i])
+		e.procs[i].Stop(t, 10*time.Second)
 	}
 
 	mps, err := testutil.MountsUnder(e.Dir)
@@ -511,41 +480,6 @@ func (e *Env) killByPidFiles(dir string) {
 		}
 		return nil
 	})
-}
-
-// stop ends a daemon: SIGTERM, then SIGKILL after 10 s.
-func stop(t *testing.T, d *daemon) {
-	select {
-	case <-d.done:
-		return
-	default:
-	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-		return
-	case <-time.After(10 * time.Second):
-	}
-	t.Logf("cleanup: %s (pid %d) ignored SIGTERM for 10s; SIGKILL", d.name, d.cmd.Process.Pid)
-	_ = d.cmd.Process.Kill()
-	select {
-	case <-d.done:
-	case <-time.After(10 * time.Second):
-		t.Errorf("cleanup: %s (pid %d) survived SIGKILL", d.name, d.cmd.Process.Pid)
-	}
-}
-
-// tail returns the last n lines of a file.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Sprintf("(%v)", err)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // buildImage writes the mkimage archive of the given kind into the env's

@@ -29,15 +29,14 @@ import (
 )
 
 type env struct {
-	t      *testing.T
-	dir    string
-	bin    string // dir holding the shim, first on PATH
-	shim   string
-	sock   string
-	ns     string
-	cd     *exec.Cmd
-	cdDone chan struct{}
-	path   string
+	t    *testing.T
+	dir  string
+	bin  string // dir holding the shim, first on PATH
+	shim string
+	sock string
+	ns   string
+	cd   *testutil.Daemon
+	path string
 
 	bridge, subnet, runtimeConfig string // this env's tupper network
 }
@@ -122,25 +121,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 
 func (e *env) startContainerd(containerd string) {
 	t := e.t
-	logf, _ := os.OpenFile(filepath.Join(e.dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	e.cd = exec.Command(containerd, "--config", filepath.Join(e.dir, "config.toml"))
-	e.cd.Env = append(os.Environ(), "PATH="+e.path)
-	e.cd.Stdout, e.cd.Stderr = logf, logf
-	// Pdeathsig: a test binary killed by a timeout takes containerd along.
-	e.cd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := e.cd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	cd := e.cd
-	go func() { cd.Wait(); logf.Close(); close(done) }()
-	e.cdDone = done
+	e.cd = testutil.StartDaemon(t, "containerd", filepath.Join(e.dir, "containerd.log"),
+		append(os.Environ(), "PATH="+e.path), containerd, "--config", filepath.Join(e.dir, "config.toml"))
 	for i := 0; ; i++ {
 		if _, err := e.ctr("version"); err == nil {
 			break
 		}
 		if i > 100 {
-			t.Fatalf("containerd did not come up:\n%s", e.log())
+			t.Fatalf("containerd did not come up:\n%s", e.cd.Tail(60))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -148,22 +136,8 @@ func (e *env) startContainerd(containerd string) {
 
 // stopContainerd stops containerd by pid; shims keep running.
 func (e *env) stopContainerd() {
-	e.cd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.cdDone:
-	case <-time.After(10 * time.Second):
-		e.cd.Process.Kill()
-		<-e.cdDone
-	}
+	e.cd.Stop(e.t, 10*time.Second)
 	e.cd = nil
-}
-
-func (e *env) log() string {
-	b, _ := os.ReadFile(filepath.Join(e.dir, "containerd.log"))
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
 }
 
 // ctr runs ctr and returns stdout+stderr without containerd's cgroup v1
@@ -334,7 +308,7 @@ func (e *env) cleanup() {
 			e.ctr("containers", "rm", id)
 		}
 	}
-	if e.cd != nil && e.cd.Process != nil {
+	if e.cd != nil {
 		e.stopContainerd()
 	}
 	for _, pid := range e.shimPids() {
