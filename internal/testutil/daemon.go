@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,17 +36,26 @@ func StartDaemon(t testing.TB, name, logPath string, env []string, bin string, a
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		lf.Close()
-		t.Fatalf("starting %s: %v", name, err)
-	}
 	d := &Daemon{Name: name, Bin: bin, Args: args, Log: logPath, Cmd: cmd, done: make(chan struct{})}
-	t.Logf("started %s, pid %d: %s %s", name, cmd.Process.Pid, bin, strings.Join(args, " "))
+	started := make(chan error, 1)
 	go func() {
-		d.err = cmd.Wait()
+		// Pdeathsig follows the thread that forked, not the process: this
+		// one stays, locked, until the daemon has exited, so the daemon
+		// dies with the test binary and not with a retired thread.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			d.err = cmd.Wait()
+		}
 		lf.Close()
 		close(d.done)
 	}()
+	if err := <-started; err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	t.Logf("started %s, pid %d: %s %s", name, cmd.Process.Pid, bin, strings.Join(args, " "))
 	return d
 }
 

@@ -89,12 +89,15 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 // (JoinFiles on v1, JoinDir on v2) instead of being moved there by Add.
 func (m *Manager) JoinsAtSpawn() bool { return len(m.v1Dirs) > 0 || (m.v2Dir && haveClone3()) }
 
-// haveClone3 reports whether the kernel has clone3 (5.3; CLONE_INTO_CGROUP
-// since 5.7, as cgroup v2 hosts have): asked with a size too small for any
-// version of its arguments, it fails with EINVAL, or ENOSYS when missing.
+// haveClone3 reports whether this process may use clone3 (5.3;
+// CLONE_INTO_CGROUP since 5.7, as cgroup v2 hosts have): asked with a size
+// too small for any version of its arguments, it fails with EINVAL. A
+// kernel without it says ENOSYS, and a seccomp filter that denies it may
+// say ENOSYS or EPERM: then Go's os/exec could not start the helper with
+// it either.
 var haveClone3 = sync.OnceValue(func() bool {
 	_, _, errno := unix.Syscall(unix.SYS_CLONE3, 0, 0, 0)
-	return errno != unix.ENOSYS
+	return errno == unix.EINVAL
 })
 
 // JoinDir opens the cgroup's v2 directory, for a process to be cloned

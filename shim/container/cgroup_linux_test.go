@@ -167,10 +167,17 @@ func TestCgroupSelfJoinChecked(t *testing.T) {
 }
 
 // TestCgroupCloneIntoV2: with CgroupJoin.Dir the init helper and an exec
-// are born in that cgroup v2 directory (clone3 CLONE_INTO_CGROUP). On a
-// hybrid host such as this one the v2 hierarchy has no controllers but
-// takes processes all the same.
+// are born in that cgroup v2 directory (clone3 CLONE_INTO_CGROUP); an exec
+// into a container with a cgroup namespace, whose parent thread joins that
+// namespace first, is moved there instead. On a hybrid host such as this
+// one the v2 hierarchy has no controllers but takes processes all the same.
 func TestCgroupCloneIntoV2(t *testing.T) {
+	for _, cgroupns := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cgroupns=%v", cgroupns), func(t *testing.T) { testCgroupCloneIntoV2(t, cgroupns) })
+	}
+}
+
+func testCgroupCloneIntoV2(t *testing.T, cgroupns bool) {
 	needRoot(t)
 	root := "/sys/fs/cgroup/unified"
 	var st unix.Statfs_t
@@ -193,9 +200,16 @@ func TestCgroupCloneIntoV2(t *testing.T) {
 			t.Errorf("cgroup %s left behind", dir)
 		}
 	})
+	spec := testSpec("sh", "-c", "grep '^0::' /proc/self/cgroup; sleep 100")
+	// Inside a cgroup namespace made in that cgroup, it is the root.
+	want := "0::/" + name + "\n"
+	if cgroupns {
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.CgroupNamespace})
+		want = "0::/\n"
+	}
 	r, w, _ := os.Pipe()
 	defer r.Close()
-	c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("sh", "-c", "grep '^0::' /proc/self/cgroup; sleep 100"),
+	c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: spec,
 		Stdio:   Stdio{Stdout: w, Stderr: w},
 		OnSpawn: func(int) error { return nil },
 		CgroupJoin: func() (CgroupJoin, error) {
@@ -215,12 +229,16 @@ func TestCgroupCloneIntoV2(t *testing.T) {
 		t.Fatal(err)
 	}
 	line, _ := bufio.NewReader(r).ReadString('\n')
-	if line != "0::/"+name+"\n" {
-		t.Errorf("container's v2 cgroup line %q, want 0::/%s", line, name)
+	if line != want {
+		t.Errorf("container's v2 cgroup line %q, want %q", line, want)
 	}
 	out, code := execOut(t, c, "grep", "^0::", "/proc/self/cgroup")
-	if code != 0 || out != "0::/"+name+"\n" {
-		t.Errorf("exec: status %d, v2 cgroup line %q", code, out)
+	if code != 0 || out != want {
+		t.Errorf("exec: status %d, v2 cgroup line %q, want %q", code, out, want)
+	}
+	procs, _ = os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if n := len(strings.Fields(string(procs))); n != 1 {
+		t.Errorf("%s holds %d processes after the exec ended, want the init only: %q", dir, n, procs)
 	}
 }
 

@@ -2,6 +2,8 @@ package container
 
 import (
 	"fmt"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"os"
 	"strconv"
 	"strings"
@@ -51,4 +53,28 @@ func listsTask(fd int, tid string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// joinsCgroupNs reports whether the parent's thread joins a cgroup
+// namespace before it starts the helper.
+func joinsCgroupNs(joins []nsJoin) bool {
+	for _, j := range joins {
+		if j.typ == specs.CgroupNamespace {
+			return true
+		}
+	}
+	return false
+}
+
+// moveToCgroupDir moves pid into the cgroup v2 directory dir.
+func moveToCgroupDir(dir *os.File, pid int) error {
+	fd, err := unix.Openat(int(dir.Fd()), "cgroup.procs", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("cgroup %s: %w", dir.Name(), err)
+	}
+	defer unix.Close(fd)
+	if _, err := unix.Write(fd, []byte(strconv.Itoa(pid))); err != nil {
+		return fmt.Errorf("moving the helper into cgroup %s: %w", dir.Name(), err)
+	}
+	return nil
 }

@@ -568,7 +568,12 @@ func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Proces
 			Setsid:     true,
 		},
 	}
-	if join.Dir != nil {
+	// A parent thread that joins a cgroup namespace first (an exec into a
+	// container with one) cannot clone into a cgroup outside it where
+	// cgroup2 delegates by namespace (nsdelegate): such a helper is moved
+	// through the directory's cgroup.procs instead, once it exists.
+	moveIntoDir := join.Dir != nil && joinsCgroupNs(plan.parent)
+	if join.Dir != nil && !moveIntoDir {
 		cmd.SysProcAttr.UseCgroupFD = true
 		cmd.SysProcAttr.CgroupFD = int(join.Dir.Fd())
 	}
@@ -629,6 +634,11 @@ func (c *Container) spawn(cfg *initConfig, plan *nsPlan, stdio Stdio) (_ *Proces
 			return nil, errors.New(m.Error)
 		}
 		return nil, err
+	}
+	if moveIntoDir {
+		if err := moveToCgroupDir(join.Dir, p.pid); err != nil {
+			return fail(err)
+		}
 	}
 	if plan.userns() {
 		// What the helper can no longer do from inside the user

@@ -29,6 +29,7 @@ type cgroup struct {
 
 	mu           sync.Mutex
 	m            *cgroups.Manager // nil until the init helper was spawned
+	removed      bool             // by remove: no helper may make it again
 	paused       bool
 	oomsReported uint64
 	cancel       context.CancelFunc
@@ -58,6 +59,10 @@ func newCgroup(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Sp
 // stop before it got ready. (Pause after that point only delays the exec.)
 var errPaused = fmt.Errorf("container is paused: %w", errdefs.ErrFailedPrecondition)
 
+// errRemoved refuses a helper (an exec racing Delete) once the cgroup was
+// removed, which would otherwise be made again and never removed.
+var errRemoved = fmt.Errorf("container is being deleted: %w", errdefs.ErrFailedPrecondition)
+
 // join is container.Options.CgroupJoin. With the cgroupfs driver the
 // cgroup needs no pid to be made, so the first call (the init helper's)
 // makes it before the helper exists, and every helper then enters it by
@@ -72,6 +77,9 @@ func (cg *cgroup) join(ctx context.Context) func() (container.CgroupJoin, error)
 		defer cg.mu.Unlock()
 		if cg.paused {
 			return j, errPaused
+		}
+		if cg.removed {
+			return j, errRemoved
 		}
 		if cg.m == nil {
 			m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), false, 0)
@@ -100,6 +108,9 @@ func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 		defer cg.mu.Unlock()
 		if cg.paused {
 			return errPaused
+		}
+		if cg.removed {
+			return errRemoved
 		}
 		if cg.m != nil && cg.m.JoinsAtSpawn() {
 			return nil
@@ -135,7 +146,7 @@ func (cg *cgroup) remove(ctx context.Context) bool {
 	}
 	cg.mu.Lock()
 	m, cancel := cg.m, cg.cancel
-	cg.m, cg.cancel = nil, nil
+	cg.m, cg.cancel, cg.removed = nil, nil, true
 	cg.mu.Unlock()
 	if cancel != nil {
 		cancel()

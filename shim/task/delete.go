@@ -92,12 +92,7 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 	c.published.Close()
 	// The addresses now; the veth, whose deletion takes 10-20 ms and
 	// which nothing uses any more, after the reply.
-	deleteVeth := bundle.ReleaseNetworkLater(s.ctx, c.Bundle)
-	s.background.Add(1)
-	go func() {
-		defer s.background.Done()
-		deleteVeth()
-	}()
+	s.inBackground(bundle.ReleaseNetworkLater(s.ctx, c.Bundle))
 	if !c.cg.remove(ctx) {
 		cleaned = false
 	}

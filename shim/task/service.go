@@ -33,12 +33,31 @@ type service struct {
 	creating   map[string]bool
 
 	// background is cleanup that Delete left running (veth deletion);
-	// the shim waits for it before it exits.
-	background sync.WaitGroup
+	// the shim waits for it before it exits. Once shuttingDown (under
+	// mu), Delete cleans up in line instead.
+	background   sync.WaitGroup
+	shuttingDown bool
 }
 
-// backgroundWait bounds how long shutdown waits for background cleanup.
-const backgroundWait = 10 * time.Second
+// backgroundWait bounds how long shutdown waits for background cleanup;
+// pkg/shim exits 5 s after the server stopped whatever its callbacks do.
+const backgroundWait = 4 * time.Second
+
+// inBackground runs fn after the reply (see background).
+func (s *service) inBackground(fn func()) {
+	s.mu.Lock()
+	if s.shuttingDown {
+		s.mu.Unlock()
+		fn()
+		return
+	}
+	s.background.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.background.Done()
+		fn()
+	}()
+}
 
 // NewTaskService returns the task service of one shim process, which may
 // serve several containers (a pod).
@@ -55,11 +74,15 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		s.events.close(5 * time.Second)
 		return nil
 	})
-	sd.RegisterCallback(func(context.Context) error {
+	sd.RegisterCallback(func(ctx context.Context) error {
+		s.mu.Lock()
+		s.shuttingDown = true
+		s.mu.Unlock()
 		done := make(chan struct{})
 		go func() { s.background.Wait(); close(done) }()
 		select {
 		case <-done:
+		case <-ctx.Done():
 		case <-time.After(backgroundWait):
 		}
 		return nil
