@@ -208,6 +208,12 @@ cmd_down() {
 		rm -rf /var/lib/tupper/network
 		rmdir /var/lib/tupper 2>/dev/null || true
 	fi
+	# The parent cgroup of the demo namespace's containers (/<ns>/<id>),
+	# where it is empty: rmdir refuses one that anything still uses.
+	local cg
+	for cg in /sys/fs/cgroup/*/"$NS" /sys/fs/cgroup/"$NS"; do
+		[[ -d $cg ]] && rmdir "$cg" 2>/dev/null && log "removed empty cgroup $cg"
+	done
 	log "down: demo daemons stopped, mounts and state removed"
 }
 
