@@ -75,25 +75,36 @@ func (cg *cgroup) join(ctx context.Context) func() (container.CgroupJoin, error)
 	return func() (j container.CgroupJoin, err error) {
 		cg.mu.Lock()
 		defer cg.mu.Unlock()
-		if cg.paused {
-			return j, errPaused
-		}
-		if cg.removed {
-			return j, errRemoved
-		}
-		if cg.m == nil {
-			m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), false, 0)
-			if err != nil {
-				return j, err
-			}
-			cg.m = m
-		}
-		if j.TasksFiles, err = cg.m.JoinFiles(); err != nil {
+		m, err := cg.managerLocked(ctx, 0)
+		if err != nil {
 			return j, err
 		}
-		j.Dir, err = cg.m.JoinDir()
+		if j.TasksFiles, err = m.JoinFiles(); err != nil {
+			return j, err
+		}
+		j.Dir, err = m.JoinDir()
 		return j, err
 	}
+}
+
+// managerLocked returns the cgroup, made now if it does not exist yet
+// (the systemd driver starts its scope with pid), or refuses a new
+// helper. cg.mu is held.
+func (cg *cgroup) managerLocked(ctx context.Context, pid int) (*cgroups.Manager, error) {
+	if cg.paused {
+		return nil, errPaused
+	}
+	if cg.removed {
+		return nil, errRemoved
+	}
+	if cg.m == nil {
+		m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), cg.systemd, pid)
+		if err != nil {
+			return nil, err
+		}
+		cg.m = m
+	}
+	return cg.m, nil
 }
 
 // onSpawn is container.Options.OnSpawn: the first call (the init helper)
@@ -106,24 +117,12 @@ func (cg *cgroup) onSpawn(ctx context.Context) func(pid int) error {
 	return func(pid int) error {
 		cg.mu.Lock()
 		defer cg.mu.Unlock()
-		if cg.paused {
-			return errPaused
+		m, err := cg.managerLocked(ctx, pid)
+		if err != nil || m.JoinsAtSpawn() {
+			return err
 		}
-		if cg.removed {
-			return errRemoved
-		}
-		if cg.m != nil && cg.m.JoinsAtSpawn() {
-			return nil
-		}
-		if cg.m == nil {
-			m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), cg.systemd, pid)
-			if err != nil {
-				return err
-			}
-			cg.m = m
-		}
-		if err := cg.m.Add(pid); err != nil {
-			return fmt.Errorf("move process %d into cgroup %s: %w", pid, cg.m.Path(), err)
+		if err := m.Add(pid); err != nil {
+			return fmt.Errorf("move process %d into cgroup %s: %w", pid, m.Path(), err)
 		}
 		return nil
 	}

@@ -102,11 +102,12 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 		}
 	}
 	code, at := p.ExitStatus()
+	resp := &taskAPI.DeleteResponse{Pid: uint32(p.Pid()), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)}
 	if cleaned && !bundle.NetworkRecorded(c.Bundle) {
 		// containerd runs `shim delete` after every Delete (when the
 		// connection closes) and waits for it: it need not redo what is
 		// done, nor even start Go to say so.
-		b, err := proto.Marshal(&taskAPI.DeleteResponse{Pid: uint32(p.Pid()), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)})
+		b, err := proto.Marshal(resp)
 		if err == nil {
 			err = bundle.MarkCleanedUp(c.Bundle, b)
 		}
@@ -123,9 +124,9 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 	s.events.send(&eventstypes.TaskDelete{
 		ContainerID: c.ID,
 		ID:          c.ID,
-		Pid:         uint32(p.Pid()),
-		ExitStatus:  uint32(code),
-		ExitedAt:    protobuf.ToTimestamp(at),
+		Pid:         resp.Pid,
+		ExitStatus:  resp.ExitStatus,
+		ExitedAt:    resp.ExitedAt,
 	})
-	return &taskAPI.DeleteResponse{Pid: uint32(p.Pid()), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)}, nil
+	return resp, nil
 }
