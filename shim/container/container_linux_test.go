@@ -108,6 +108,19 @@ type run struct {
 }
 
 // create creates a container whose stdout and stderr go to a buffer.
+// started is create and Start; the test fails if either does.
+func started(t *testing.T, bundle string, spec *specs.Spec) *run {
+	t.Helper()
+	r, err := create(t, bundle, spec)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if err := r.c.Start(); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	return r
+}
+
 func create(t *testing.T, bundle string, spec *specs.Spec) (*run, error) {
 	t.Helper()
 	r, w, err := os.Pipe()
@@ -147,13 +160,7 @@ func (r *run) wait(t *testing.T) (int, string) {
 
 func runOK(t *testing.T, spec *specs.Spec) string {
 	t.Helper()
-	r, err := create(t, newBundle(t), spec)
-	if err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatalf("start: %v", err)
-	}
+	r := started(t, newBundle(t), spec)
 	st, out := r.wait(t)
 	if st != 0 {
 		t.Fatalf("exit status %d, output:\n%s", st, out)
@@ -228,13 +235,7 @@ cat /proc/self/mountinfo`)
 
 func TestExitStatus(t *testing.T) {
 	needRoot(t)
-	r, err := create(t, newBundle(t), testSpec("sh", "-c", "exit 7"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := started(t, newBundle(t), testSpec("sh", "-c", "exit 7"))
 	if st, out := r.wait(t); st != 7 {
 		t.Fatalf("status %d, want 7 (%s)", st, out)
 	}
@@ -269,13 +270,7 @@ func TestCreateBlocksUntilStart(t *testing.T) {
 
 func TestExecJoinsEverything(t *testing.T) {
 	needRoot(t)
-	r, err := create(t, newBundle(t), testSpec("sleep", "100"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := started(t, newBundle(t), testSpec("sleep", "100"))
 	pr, pw, _ := os.Pipe()
 	defer pr.Close()
 	proc := &specs.Process{Args: []string{"sh", "-c", "echo pid=$$; hostname; ls /; for n in mnt pid net ipc uts; do readlink /proc/1/ns/$n; readlink /proc/self/ns/$n; done"},
@@ -320,13 +315,7 @@ func TestExecJoinsEverything(t *testing.T) {
 
 func TestExecTerminal(t *testing.T) {
 	needRoot(t)
-	r, err := create(t, newBundle(t), testSpec("sleep", "100"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := started(t, newBundle(t), testSpec("sleep", "100"))
 	proc := &specs.Process{Terminal: true, Args: []string{"sh", "-c", "tty; stty size"}, Env: []string{"PATH=/bin"}, Cwd: "/",
 		ConsoleSize: &specs.Box{Height: 33, Width: 77}}
 	p, err := r.c.Exec(proc, Stdio{})
@@ -346,13 +335,7 @@ func TestExecTerminal(t *testing.T) {
 // ipc, uts and pid namespaces.
 func TestJoinByPath(t *testing.T) {
 	needRoot(t)
-	a, err := create(t, newBundle(t), testSpec("sleep", "100"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a := started(t, newBundle(t), testSpec("sleep", "100"))
 	spec := testSpec("sh", "-c", "hostname; ps -o pid,comm | grep -c sleep; for n in net ipc uts pid; do readlink /proc/self/ns/$n; done")
 	spec.Hostname = ""
 	for i, ns := range spec.Linux.Namespaces {

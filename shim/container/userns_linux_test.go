@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -51,16 +52,22 @@ func usernsBundle(t *testing.T) string {
 	return bundle
 }
 
+// joinUserns points spec's namespaces of the given types, and a user
+// namespace, at those of process pid.
+func joinUserns(spec *specs.Spec, pid int, types ...specs.LinuxNamespaceType) {
+	for i, ns := range spec.Linux.Namespaces {
+		if slices.Contains(types, ns.Type) {
+			spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", pid, procNsName[ns.Type])
+		}
+	}
+	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{
+		Type: specs.UserNamespace, Path: fmt.Sprintf("/proc/%d/ns/user", pid)})
+}
+
 func startUserns(t *testing.T, spec *specs.Spec) (*run, string) {
 	t.Helper()
 	bundle := usernsBundle(t)
-	r, err := create(t, bundle, spec)
-	if err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatalf("start: %v", err)
-	}
+	r := started(t, bundle, spec)
 	return r, bundle
 }
 
@@ -166,22 +173,10 @@ func TestJoinUserNamespaceByPath(t *testing.T) {
 	a, _ := startUserns(t, usernsSpec("sleep", "100"))
 	spec := testSpec("sh", "-c", "cat /proc/self/uid_map; id -u; hostname; readlink /proc/self/ns/user; ps -o comm | grep -c sleep")
 	spec.Hostname = "second"
-	for i, ns := range spec.Linux.Namespaces {
-		if ns.Type == specs.PIDNamespace || ns.Type == specs.NetworkNamespace {
-			spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", a.c.Pid(), procNsName[ns.Type])
-		}
-	}
-	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{
-		Type: specs.UserNamespace, Path: fmt.Sprintf("/proc/%d/ns/user", a.c.Pid())})
+	joinUserns(spec, a.c.Pid(), specs.PIDNamespace, specs.NetworkNamespace)
 	// sysfs needs the net namespace's owner: the joined one is owned by
 	// the user namespace too, so it mounts.
-	r, err := create(t, usernsBundle(t), spec)
-	if err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := started(t, usernsBundle(t), spec)
 	st, out := r.wait(t)
 	want, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", a.c.Pid()))
 	if st != 0 || strings.Join(strings.Fields(out), " ") != "0 100000 65536 0 second "+want+" 1" {
@@ -224,13 +219,7 @@ func TestTimeNamespace(t *testing.T) {
 	spec := testSpec("sleep", "100")
 	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.TimeNamespace})
 	spec.Linux.TimeOffsets = map[string]specs.LinuxTimeOffset{"boottime": {Secs: 86400 * 1000}}
-	r, err := create(t, newBundle(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r := started(t, newBundle(t), spec)
 	out, st := execOut(t, r.c, "sh", "-c", "cut -d. -f1 /proc/uptime; [ $(readlink /proc/1/ns/time) = $(readlink /proc/self/ns/time) ] && echo same")
 	f := strings.Fields(out)
 	if st != 0 || len(f) != 2 || len(f[0]) < 8 || f[1] != "same" {
@@ -251,21 +240,8 @@ func TestJoinUserNamespaceNewPid(t *testing.T) {
 	a, _ := startUserns(t, usernsSpec("sleep", "100"))
 	spec := testSpec("sh", "-c", "echo $$; cat /proc/self/uid_map; id -u; readlink /proc/self/ns/user; ps -o comm | grep -c sleep; hostname")
 	spec.Hostname = ""
-	for i, ns := range spec.Linux.Namespaces {
-		switch ns.Type {
-		case specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace:
-			spec.Linux.Namespaces[i].Path = fmt.Sprintf("/proc/%d/ns/%s", a.c.Pid(), procNsName[ns.Type])
-		}
-	}
-	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{
-		Type: specs.UserNamespace, Path: fmt.Sprintf("/proc/%d/ns/user", a.c.Pid())})
-	r, err := create(t, usernsBundle(t), spec)
-	if err != nil {
-		t.Fatalf("create: %v", err)
-	}
-	if err := r.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	joinUserns(spec, a.c.Pid(), specs.NetworkNamespace, specs.IPCNamespace, specs.UTSNamespace)
+	r := started(t, usernsBundle(t), spec)
 	st, out := r.wait(t)
 	want, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", a.c.Pid()))
 	if st != 0 || strings.Join(strings.Fields(out), " ") != "1 0 100000 65536 0 "+want+" 0 tupper-test" {
