@@ -222,15 +222,7 @@ func TestCgroups(t *testing.T) {
 		if _, err := os.Stat(mem); err != nil {
 			t.Fatalf("no cgroup while running: %v", err)
 		}
-		var shim int
-		for _, p := range e.shimPids() {
-			if !contains(before, p) {
-				shim = p
-			}
-		}
-		if shim == 0 {
-			t.Fatal("no shim found")
-		}
+		shim := e.newShim(before)
 		syscall.Kill(shim, syscall.SIGKILL)
 		waitFor(t, func() bool { _, err := os.Stat(mem); return os.IsNotExist(err) }, "shim delete to remove the cgroup")
 		e.ctr("task", "delete", "ds1")

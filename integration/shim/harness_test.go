@@ -288,6 +288,19 @@ func (e *env) shimPids() []int {
 // mountsUnder lists mount points below dir.
 // mountsUnder is testutil.MountsUnder for checks that poll: an unreadable
 // mountinfo reads as no mounts, and the next check fails on what is left.
+// newShim is the shim that runs now and did not before (a list from
+// shimPids); the test fails without one.
+func (e *env) newShim(before []int) int {
+	e.t.Helper()
+	for _, p := range e.shimPids() {
+		if !contains(before, p) {
+			return p
+		}
+	}
+	e.t.Fatal("no shim found")
+	return 0
+}
+
 func mountsUnder(dir string) []string {
 	ms, _ := testutil.MountsUnder(dir)
 	return ms

@@ -108,18 +108,7 @@ func TestNetwork(t *testing.T) {
 			t.Fatalf("peer cannot ping %s: %v %s", web, err, out)
 		}
 		// The host reaches the container through the bridge.
-		var body string
-		waitFor(t, func() bool {
-			c := http.Client{Timeout: 2 * time.Second}
-			resp, err := c.Get("http://" + web.String() + "/")
-			if err != nil {
-				return false
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-			return true
-		}, "httpd in the container answers the host")
+		body := httpGetWhenUp(t, "http://"+web.String()+"/", "httpd in the container answers the host")
 		if body != "hello-from-tupper\n" {
 			t.Fatalf("page from the container: %q", body)
 		}
@@ -135,18 +124,7 @@ func TestNetwork(t *testing.T) {
 		free.Close()
 		e.mustCtr(tupper("-d", "--annotation", "io.containerd.tupper.v2.network.publish="+hostAddr+":80", image, "pub",
 			"sh", "-c", "mkdir -p /www; echo published > /www/index.html; exec httpd -f -p 80 -h /www")...)
-		var body string
-		waitFor(t, func() bool {
-			c := http.Client{Timeout: 2 * time.Second}
-			resp, err := c.Get("http://" + hostAddr + "/")
-			if err != nil {
-				return false
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			body = string(b)
-			return true
-		}, "the published port answers")
+		body := httpGetWhenUp(t, "http://"+hostAddr+"/", "the published port answers")
 		if body != "published\n" {
 			t.Fatalf("through %s: %q", hostAddr, body)
 		}
@@ -255,4 +233,22 @@ func TestNetwork(t *testing.T) {
 func runCmd(name string, args ...string) (string, error) {
 	out, err := exec.Command(name, args...).CombinedOutput()
 	return string(out), err
+}
+
+// httpGetWhenUp waits (waitFor) until url answers and returns the body.
+func httpGetWhenUp(t *testing.T, url, what string) string {
+	t.Helper()
+	var body string
+	waitFor(t, func() bool {
+		c := http.Client{Timeout: 2 * time.Second}
+		resp, err := c.Get(url)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		return true
+	}, what)
+	return body
 }

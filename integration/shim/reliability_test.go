@@ -135,13 +135,8 @@ func TestReliability(t *testing.T) {
 		before := e.shimPids()
 		e.mustCtr(tupper(image, "k1", "sleep", "1000")...)
 		pid := e.taskPid("k1")
-		var shim int
-		for _, p := range e.shimPids() {
-			if !contains(before, p) {
-				shim = p
-			}
-		}
-		if shim == 0 || allocations() != 1 {
+		shim := e.newShim(before)
+		if allocations() != 1 {
 			t.Fatalf("shim %d, %d allocations", shim, allocations())
 		}
 		veths, _ := exec.Command("ip", "-o", "link", "show", "master", e.bridge).Output()

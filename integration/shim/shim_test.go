@@ -332,15 +332,7 @@ ls /dev | tr '\n' ' '`
 		before := e.shimPids()
 		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "k1", "sleep", "1000")
 		pid := e.taskPid("k1")
-		var shim int
-		for _, p := range e.shimPids() {
-			if !contains(before, p) {
-				shim = p
-			}
-		}
-		if shim == 0 {
-			t.Fatal("no shim found")
-		}
+		shim := e.newShim(before)
 		syscall.Kill(shim, syscall.SIGKILL)
 		waitFor(t, func() bool { return syscall.Kill(pid, 0) != nil }, "the container's init to be killed by shim delete")
 		waitFor(t, func() bool { return len(mountsUnder(e.dir+"/state")) == 0 }, "the rootfs to be unmounted")
