@@ -482,6 +482,15 @@ func (e *Env) killByPidFiles(dir string) {
 	})
 }
 
+// importImage builds the image of the given kind (buildImage) and imports
+// it with ctr's snapshotter flag, returning its name.
+func (e *Env) importImage(kind, snapshotterFlag string) string {
+	e.t.Helper()
+	archive, image := e.buildImage(kind)
+	e.MustCtr("images", "import", snapshotterFlag, archive)
+	return image
+}
+
 // buildImage writes the mkimage archive of the given kind into the env's
 // dir and returns its path and image name.
 func (e *Env) buildImage(kind string) (path, name string) {

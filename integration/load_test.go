@@ -139,8 +139,7 @@ func TestLoad(t *testing.T) {
 		t.Skip("the load test runs tupper's runtime on tupper's snapshotter")
 	}
 	tupper := e.TupperRuntime()
-	archive, image := e.buildImage("busybox")
-	e.MustCtr("images", "import", "--snapshotter", "tupper", archive)
+	image := e.importImage("busybox", "--snapshotter=tupper")
 	if l := e.leftovers().String(); l != "" {
 		t.Fatalf("leftovers before the first container:\n%s", l)
 	}

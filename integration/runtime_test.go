@@ -25,8 +25,7 @@ func TestTupperRuntimeOnTupperSnapshotter(t *testing.T) {
 		return e.Ctr(append(append([]string{"run", "--rm", "--snapshotter", "tupper"}, tupper...), args...)...)
 	}
 
-	archive, image := e.buildImage("layers")
-	e.MustCtr("images", "import", "--snapshotter", "tupper", archive)
+	image := e.importImage("layers", "--snapshotter=tupper")
 	if out, err := run(image, uniqueID("hello"), "echo", "hello"); err != nil || out != "hello\n" {
 		t.Fatalf("echo hello: %v %q", err, out)
 	}

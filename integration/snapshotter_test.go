@@ -144,8 +144,7 @@ func TestSnapshotterRestart(t *testing.T) {
 	}
 	e := NewEnv(t)
 	sn := "--snapshotter=" + e.Snapshotter
-	archive, image := e.buildImage("busybox")
-	e.MustCtr("images", "import", sn, archive)
+	image := e.importImage("busybox", sn)
 	before := snapshotLines(e.MustCtr("snapshots", sn, "ls"))
 	if len(before) != 1 {
 		t.Fatalf("after import: %d snapshots, want 1:\n%s", len(before), strings.Join(before, "\n"))

@@ -17,8 +17,7 @@ func TestUserNamespaceRemap(t *testing.T) {
 		t.Skip("remap-ids is tupper's capability")
 	}
 	sn := "--snapshotter=" + e.Snapshotter
-	archive, image := e.buildImage("busybox")
-	e.MustCtr("images", "import", sn, archive)
+	image := e.importImage("busybox", sn)
 	before := len(snapshotLines(e.MustCtr("snapshots", sn, "ls")))
 
 	out := e.MustCtr("run", "--rm", sn, "--remap-labels", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536", image, uniqueID("userns"),

@@ -48,8 +48,7 @@ func TestUserNamespaceTupperRuntime(t *testing.T) {
 	}
 	sn := "--snapshotter=" + e.Snapshotter
 	tupper := e.tupperUserns()
-	archive, image := e.buildImage("busybox")
-	e.MustCtr("images", "import", sn, archive)
+	image := e.importImage("busybox", sn)
 	before := len(snapshotLines(e.MustCtr("snapshots", sn, "ls")))
 
 	id := uniqueID("userns-tupper")
@@ -130,8 +129,7 @@ func TestUserNamespaceStartTiming(t *testing.T) {
 		kinds = append(kinds, "big")
 	}
 	for _, kind := range kinds {
-		archive, image := e.buildImage(kind)
-		e.MustCtr("images", "import", sn, archive)
+		image := e.importImage(kind, sn)
 		cmd := []string{"id", "-u"}
 		if kind == "big" {
 			cmd = []string{"/usr/local/go/bin/go", "version"}
@@ -168,8 +166,7 @@ func TestUserNamespaceLikeRunc(t *testing.T) {
 		t.Skip("remap-ids is tupper's capability")
 	}
 	sn := "--snapshotter=" + e.Snapshotter
-	archive, image := e.buildImage("busybox")
-	e.MustCtr("images", "import", sn, archive)
+	image := e.importImage("busybox", sn)
 	probe := `cat /proc/self/uid_map /proc/self/gid_map; grep ^Cap /proc/self/status; id;
 awk '{ for (i = 7; $i != "-"; i++) ; print $5, $(i+1), $6, $(i+3) }' /proc/self/mountinfo | sed -e 's/,inode64//' -e 's/,subvolid=[0-9]*,subvol=[^ ]*//' | sort;
 ls -ln /dev | awk 'NR > 1 { print $1, $3, $4, $NF }'`
