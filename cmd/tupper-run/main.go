@@ -65,15 +65,19 @@ func run(id, bundle string, noPivot, systemd bool) (int, error) {
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs)
 	defer signal.Stop(sigs)
-	onSpawn, removeCgroup, err := cgroupFor(id, &spec, systemd)
+	cg, err := cgroups.NewPlacement(context.Background(), id, &spec, systemd)
 	if err != nil {
 		return 0, err
 	}
-	defer removeCgroup()
+	defer func() {
+		if err := cg.Remove(); err != nil {
+			fmt.Fprintln(os.Stderr, "tupper-run:", err)
+		}
+	}()
 	c, err := container.Create(container.Options{
 		ID: id, Bundle: bundle, Spec: &spec, NoPivotRoot: noPivot,
-		Stdio:   container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
-		OnSpawn: onSpawn,
+		Stdio:  container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+		Cgroup: cg,
 	})
 	if err != nil {
 		return 0, err
@@ -135,39 +139,4 @@ func attach(master *os.File) (func(), error) {
 	done := make(chan struct{})
 	go func() { io.Copy(os.Stdout, master); close(done) }()
 	return func() { <-done; reset() }, nil
-}
-
-// cgroupFor returns the OnSpawn hook that creates the container's cgroup
-// with the spec's resources and moves each helper into it, and a function
-// that removes the cgroup. A spec without cgroupsPath and resources gets
-// none.
-func cgroupFor(id string, spec *specs.Spec, systemd bool) (func(int) error, func(), error) {
-	if spec.Linux == nil || (spec.Linux.CgroupsPath == "" && spec.Linux.Resources == nil) {
-		return nil, func() {}, nil
-	}
-	if err := cgroups.Check(spec.Linux.Resources); err != nil {
-		return nil, nil, err
-	}
-	path := spec.Linux.CgroupsPath
-	if path == "" {
-		path = cgroups.DefaultPath(id, systemd)
-	}
-	var m *cgroups.Manager
-	onSpawn := func(pid int) error {
-		if m == nil {
-			var err error
-			if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, systemd, pid); err != nil {
-				return err
-			}
-		}
-		return m.Add(pid)
-	}
-	remove := func() {
-		if m != nil {
-			if err := m.Delete(); err != nil {
-				fmt.Fprintln(os.Stderr, "tupper-run:", err)
-			}
-		}
-	}
-	return onSpawn, remove, nil
 }

@@ -18,8 +18,12 @@ import (
 const (
 	initFile    = "init.pid"
 	exitFile    = "exit.json"
-	cleanedFile = "delete-response.pb"
+	cleanedFile = DeleteResponseFile
 )
+
+// DeleteResponseFile is where MarkCleanedUp leaves Delete's reply, for
+// shim/nsenter's `shim delete` fast path to print.
+const DeleteResponseFile = "delete-response.pb"
 
 // Init identifies the container's init process.
 type Init struct {

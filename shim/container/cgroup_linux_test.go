@@ -2,7 +2,6 @@ package container
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -31,16 +30,36 @@ func cgroupSpec(cgroupns bool, args ...string) *specs.Spec {
 	return spec
 }
 
-// withCgroup creates a container whose helpers OnSpawn moves into a fresh
-// cgroup, and returns it with the helpers' pids as OnSpawn saw them.
+// testPlacer is a CgroupPlacer made of two functions; nil ones do nothing.
+type testPlacer struct {
+	join    func() (cgroups.Join, error)
+	spawned func(pid int) error
+}
+
+func (p testPlacer) Join() (cgroups.Join, error) {
+	if p.join == nil {
+		return cgroups.Join{}, nil
+	}
+	return p.join()
+}
+
+func (p testPlacer) Spawned(pid int) error {
+	if p.spawned == nil {
+		return nil
+	}
+	return p.spawned(pid)
+}
+
+// withCgroup creates a container whose helpers Spawned moves into a fresh
+// cgroup, and returns it with the helpers' pids as Spawned saw them.
 func withCgroup(t *testing.T, spec *specs.Spec) (*run, *cgroups.Manager, *[]int) {
 	t.Helper()
 	return withCgroupBundle(t, newBundle(t), spec, false)
 }
 
 // withCgroupBundle with selfJoin makes the cgroup first and hands its
-// tasks files to the helpers (Options.CgroupFiles), as the shim does with
-// the cgroupfs driver on v1; OnSpawn then only records the pids.
+// tasks files to the helpers (CgroupPlacer.Join), as the shim does with
+// the cgroupfs driver on v1; Spawned then only records the pids.
 func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec, selfJoin bool) (*run, *cgroups.Manager, *[]int) {
 	t.Helper()
 	path := fmt.Sprintf("/tupper-test/%d", time.Now().UnixNano())
@@ -60,19 +79,18 @@ func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec, selfJoin bo
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w},
-		OnSpawn: func(pid int) error {
-			spawned = append(spawned, pid)
-			if selfJoin {
-				return nil
+	placer := testPlacer{spawned: func(pid int) error {
+		spawned = append(spawned, pid)
+		if selfJoin {
+			return nil
+		}
+		if m == nil {
+			if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, false, pid); err != nil {
+				return err
 			}
-			if m == nil {
-				if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, false, pid); err != nil {
-					return err
-				}
-			}
-			return m.Add(pid)
-		}}
+		}
+		return m.Add(pid)
+	}}
 	if selfJoin {
 		if m, err = cgroups.New(context.Background(), path, spec.Linux.Resources, false, 0); err != nil {
 			t.Fatal(err)
@@ -80,18 +98,18 @@ func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec, selfJoin bo
 		if !m.JoinsAtSpawn() {
 			t.Fatal("a cgroupfs cgroup on this v1 host offers no tasks files")
 		}
-		opts.CgroupJoin = func() (CgroupJoin, error) {
+		placer.join = func() (cgroups.Join, error) {
 			files, err := m.JoinFiles()
-			return CgroupJoin{TasksFiles: files}, err
+			return cgroups.Join{TasksFiles: files}, err
 		}
 	}
-	c, err := Create(opts)
+	c, err := Create(Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w}, Cgroup: placer})
 	w.Close()
 	if err != nil {
 		r.Close()
 		t.Fatalf("create: %v", err)
 	}
-	rr := &run{c: c, out: &bytes.Buffer{}, r: r, end: make(chan struct{})}
+	rr := &run{c: c, out: newOutBuffer(), r: r, end: make(chan struct{})}
 	go func() { io.Copy(rr.out, r); close(rr.end) }()
 	t.Cleanup(func() { c.Init().Signal(9); c.Init().Wait(); r.Close() })
 	return rr, m, &spawned
@@ -112,13 +130,14 @@ func testCgroupNamespaceAfterMove(t *testing.T, selfJoin bool) {
 	}
 	pids, err := m.Pids()
 	if err != nil || len(*spawned) != 1 || (*spawned)[0] != r.c.Pid() || !contains(pids, r.c.Pid()) {
-		t.Fatalf("init %d, OnSpawn saw %v, cgroup holds %v (%v)", r.c.Pid(), *spawned, pids, err)
+		t.Fatalf("init %d, Spawned saw %v, cgroup holds %v (%v)", r.c.Pid(), *spawned, pids, err)
 	}
 	// An exec is moved in too, and sees the same namespace root.
 	out, st := execOut(t, r.c, "cat", "/proc/self/cgroup")
 	if st != 0 || !strings.Contains(out, ":pids:/\n") || len(*spawned) != 2 {
-		t.Errorf("exec: status %d, OnSpawn saw %v, /proc/self/cgroup:\n%s", st, *spawned, out)
+		t.Errorf("exec: status %d, Spawned saw %v, /proc/self/cgroup:\n%s", st, *spawned, out)
 	}
+	r.out.waitFor(t, "\nro\n")
 	r.c.Init().Signal(9)
 	_, got := r.wait(t)
 	n := 0
@@ -157,16 +176,16 @@ func TestCgroupBindWithoutNamespace(t *testing.T) {
 func TestCgroupSelfJoinChecked(t *testing.T) {
 	needRoot(t)
 	_, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("true"),
-		CgroupJoin: func() (CgroupJoin, error) {
+		Cgroup: testPlacer{join: func() (cgroups.Join, error) {
 			f, err := os.CreateTemp(t.TempDir(), "tasks")
-			return CgroupJoin{TasksFiles: []*os.File{f}}, err
-		}})
+			return cgroups.Join{TasksFiles: []*os.File{f}}, err
+		}}})
 	if err == nil || !strings.Contains(err.Error(), "not in its cgroup") {
 		t.Fatalf("create: %v", err)
 	}
 }
 
-// TestCgroupCloneIntoV2: with CgroupJoin.Dir the init helper and an exec
+// TestCgroupCloneIntoV2: with Join.Dir the init helper and an exec
 // are born in that cgroup v2 directory (clone3 CLONE_INTO_CGROUP); an exec
 // into a container with a cgroup namespace, whose parent thread joins that
 // namespace first, is moved there instead. On a hybrid host such as this
@@ -210,12 +229,11 @@ func testCgroupCloneIntoV2(t *testing.T, cgroupns bool) {
 	r, w, _ := os.Pipe()
 	defer r.Close()
 	c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: spec,
-		Stdio:   Stdio{Stdout: w, Stderr: w},
-		OnSpawn: func(int) error { return nil },
-		CgroupJoin: func() (CgroupJoin, error) {
+		Stdio: Stdio{Stdout: w, Stderr: w},
+		Cgroup: testPlacer{join: func() (cgroups.Join, error) {
 			f, err := os.Open(dir)
-			return CgroupJoin{Dir: f}, err
-		}})
+			return cgroups.Join{Dir: f}, err
+		}}})
 	w.Close()
 	if err != nil {
 		t.Fatalf("create: %v", err)
@@ -242,16 +260,16 @@ func testCgroupCloneIntoV2(t *testing.T, cgroupns bool) {
 	}
 }
 
-func TestOnSpawnErrorFailsCreate(t *testing.T) {
+func TestSpawnedErrorFailsCreate(t *testing.T) {
 	needRoot(t)
 	var pid int
 	_, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("true"),
-		OnSpawn: func(p int) error { pid = p; return fmt.Errorf("no cgroup for you") }})
+		Cgroup: testPlacer{spawned: func(p int) error { pid = p; return fmt.Errorf("no cgroup for you") }}})
 	if err == nil || !strings.Contains(err.Error(), "no cgroup for you") {
 		t.Fatalf("create: %v", err)
 	}
 	if pid == 0 {
-		t.Fatal("OnSpawn not called")
+		t.Fatal("Spawned not called")
 	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
 		t.Errorf("helper %d left behind", pid)

@@ -11,10 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cgroupFdsEnv tells shim/nsenter's constructor which fds are the cgroup
-// "tasks" files to write "0" to (CgroupJoin.TasksFiles).
-const cgroupFdsEnv = "_TUPPER_CGROUP_FDS"
-
 // checkCgroupJoined runs in the helper: each fd is a "tasks" file its
 // constructor wrote "0" to, which must now list the helper. The fds are
 // closed, so the container's program never sees them.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,9 +103,51 @@ func testSpec(args ...string) *specs.Spec {
 
 type run struct {
 	c   *Container
-	out *bytes.Buffer
+	out *outBuffer
 	r   *os.File
 	end chan struct{}
+}
+
+// outBuffer is a container's output, which a test can wait on.
+type outBuffer struct {
+	mu    sync.Mutex
+	b     bytes.Buffer
+	wrote chan struct{} // closed and replaced on every write
+}
+
+func newOutBuffer() *outBuffer { return &outBuffer{wrote: make(chan struct{})} }
+
+func (o *outBuffer) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	close(o.wrote)
+	o.wrote = make(chan struct{})
+	return o.b.Write(p)
+}
+
+func (o *outBuffer) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
+
+// waitFor waits until the output contains want.
+func (o *outBuffer) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		o.mu.Lock()
+		got, wrote := o.b.String(), o.wrote
+		o.mu.Unlock()
+		if strings.Contains(got, want) {
+			return
+		}
+		select {
+		case <-wrote:
+		case <-deadline:
+			t.Fatalf("output never contained %q:\n%s", want, got)
+		}
+	}
 }
 
 // create creates a container whose stdout and stderr go to a buffer.
@@ -133,7 +176,7 @@ func create(t *testing.T, bundle string, spec *specs.Spec) (*run, error) {
 		r.Close()
 		return nil, err
 	}
-	rr := &run{c: c, out: &bytes.Buffer{}, r: r, end: make(chan struct{})}
+	rr := &run{c: c, out: newOutBuffer(), r: r, end: make(chan struct{})}
 	go func() { io.Copy(rr.out, r); close(rr.end) }()
 	t.Cleanup(func() {
 		c.Init().Signal(unix.SIGKILL)
@@ -253,7 +296,7 @@ func TestCreateBlocksUntilStart(t *testing.T) {
 		t.Fatal("init exited before start")
 	default:
 	}
-	if r.out.Len() != 0 {
+	if r.out.String() != "" {
 		t.Fatalf("output before start: %q", r.out.String())
 	}
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", r.c.Pid()))
@@ -545,5 +588,38 @@ func TestFailingHook(t *testing.T) {
 	}
 	if ms := mountsUnder(t, bundle); len(ms) != 0 {
 		t.Fatalf("left mounts behind: %v", ms)
+	}
+}
+
+// TestPoststopAfterFailedCreate: a create that fails after the runtime's
+// hooks ran (the program does not exist) runs the poststop hooks, which
+// undo what those hooks set up, as runc's teardown of a failed create
+// does; one that fails before them does not.
+func TestPoststopAfterFailedCreate(t *testing.T) {
+	needRoot(t)
+	out := t.TempDir()
+	hook := func(name string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(out, name)}}
+	}
+	spec := testSpec("/nonexistent")
+	spec.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{hook("createRuntime")}, Poststop: []specs.Hook{hook("poststop")}}
+	if _, err := create(t, newBundle(t), spec); err == nil || !strings.Contains(err.Error(), "/nonexistent") {
+		t.Fatalf("create: %v", err)
+	}
+	var st specs.State
+	b, err := os.ReadFile(filepath.Join(out, "poststop"))
+	if err != nil {
+		t.Fatalf("poststop did not run: %v", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil || st.Status != specs.StateStopped || st.ID != "t" {
+		t.Errorf("poststop state %s: %v", b, err)
+	}
+	os.Remove(filepath.Join(out, "poststop"))
+	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/x", Type: "nosuchfs", Source: "none"})
+	if _, err := create(t, newBundle(t), spec); err == nil {
+		t.Fatal("create with a bad mount succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(out, "poststop")); err == nil {
+		t.Error("poststop ran for a create that failed before the runtime hooks")
 	}
 }

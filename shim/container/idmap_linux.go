@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/shim/container/protocol"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,16 +60,16 @@ func (c *Container) idmapUserns(helperPid int, m specs.Mount) (*os.File, func(),
 		f, err := openNs(fmt.Sprintf("/proc/%d/ns/user", helperPid), specs.UserNamespace)
 		return f, func() {}, err
 	}
-	parentSock, childSock, err := socketPair()
+	parent, child, err := protocol.NewPair()
 	if err != nil {
 		return nil, nil, err
 	}
-	defer parentSock.Close()
+	defer parent.Close()
 	cmd := &exec.Cmd{
 		Path:       c.initPath,
 		Args:       []string{"tupper-idmap", c.ID},
-		Env:        []string{initEnv + "=1"},
-		ExtraFiles: []*os.File{childSock},
+		Env:        []string{protocol.EnvInit + "=1"},
+		ExtraFiles: []*os.File{child},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:  unix.CLONE_NEWUSER,
 			UidMappings: idMaps(m.UIDMappings),
@@ -75,12 +77,12 @@ func (c *Container) idmapUserns(helperPid int, m specs.Mount) (*os.File, func(),
 		},
 	}
 	wait, err := c.starter(cmd)
-	childSock.Close()
+	child.Close()
 	if err != nil {
 		return nil, nil, fmt.Errorf("user namespace for idmapped mount %s: %w", m.Destination, err)
 	}
 	f, err := openNs(fmt.Sprintf("/proc/%d/ns/user", cmd.Process.Pid), specs.UserNamespace)
-	parentSock.Close() // EOF: it exits without a configuration
+	parent.Close() // EOF: it exits without a configuration
 	wait()
 	cmd.Process.Release()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/moby/sys/user"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/tupper/tupper/shim/container/protocol"
 	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
@@ -26,14 +27,15 @@ type preparedProcess struct {
 	gid    int
 	groups []int
 	caps   *security.Capabilities
-	cfg    *initConfig
+	cfg    *protocol.Process
 }
 
 // prepareProcess runs in the helper after the container's root is in
 // place (or after joining it). create is true for a new container's init,
 // which may create its working directory.
-func prepareProcess(p *specs.Process, create bool) (*preparedProcess, error) {
-	pp := &preparedProcess{spec: p, env: p.Env, uid: int(p.User.UID), gid: int(p.User.GID)}
+func prepareProcess(cfg *protocol.Process, create bool) (*preparedProcess, error) {
+	p := cfg.Spec
+	pp := &preparedProcess{spec: p, cfg: cfg, env: p.Env, uid: int(p.User.UID), gid: int(p.User.GID)}
 	if p.User.Username != "" {
 		u, err := lookupUser(p.User.Username)
 		if err != nil {

@@ -302,6 +302,7 @@ func testUserNamespaceCgroup(t *testing.T, selfJoin bool) {
 	if st != 0 || !strings.HasSuffix(strings.TrimSpace(out), ":pids:/\n0") {
 		t.Errorf("exec: status %d %q", st, out)
 	}
+	r.out.waitFor(t, "\nro\n")
 	r.c.Init().Signal(syscall.SIGKILL)
 	if _, got := r.wait(t); !strings.HasSuffix(got, ":pids:/\n64\nro\n") {
 		t.Errorf("container sees:\n%s", got)

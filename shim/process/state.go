@@ -9,13 +9,19 @@ import (
 // Status is a process' lifecycle state.
 //
 //	created --start--> running --exit--> stopped --delete--> deleted
+//	                   running <--pause/resume--> paused
+//	                   paused --exit--> stopped
 //	created --exit (killed before start)--> stopped
-//	created --delete--> deleted (the shim kills it first)
+//	created --delete--> deleted (Delete kills an existing one first)
+//
+// Paused is a container's init only: pausing freezes the container's
+// cgroup, and an exec's state follows its init's.
 type Status int
 
 const (
 	Created Status = iota
 	Running
+	Paused
 	Stopped
 	Deleted
 )
@@ -26,6 +32,8 @@ func (s Status) String() string {
 		return "created"
 	case Running:
 		return "running"
+	case Paused:
+		return "paused"
 	case Stopped:
 		return "stopped"
 	case Deleted:
@@ -36,7 +44,8 @@ func (s Status) String() string {
 
 var transitions = map[Status][]Status{
 	Created: {Running, Stopped, Deleted},
-	Running: {Stopped},
+	Running: {Paused, Stopped},
+	Paused:  {Running, Stopped},
 	Stopped: {Deleted},
 }
 

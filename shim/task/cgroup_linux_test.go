@@ -192,35 +192,3 @@ func TestCgroupCheckFailsCreate(t *testing.T) {
 	}
 	rec.wait(t, nil)
 }
-
-// TestCgroupNotRemadeAfterRemove: a helper starting after Delete removed
-// the cgroup (an exec racing it) is refused instead of making the cgroup
-// again, which nothing would remove.
-func TestCgroupNotRemadeAfterRemove(t *testing.T) {
-	_, memDir := cgroupBundle(t, &specs.LinuxResources{})
-	path := strings.TrimPrefix(strings.TrimPrefix(memDir, "/sys/fs/cgroup/memory"), "/sys/fs/cgroup")
-	cg := &cgroup{path: path, res: &specs.LinuxResources{}}
-	ctx := t.Context()
-	j, err := cg.join(ctx)()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range j.TasksFiles {
-		f.Close()
-	}
-	if _, err := os.Stat(memDir); err != nil {
-		t.Fatalf("join made no cgroup: %v", err)
-	}
-	if !cg.remove(ctx) {
-		t.Fatal("remove failed")
-	}
-	if _, err := cg.join(ctx)(); !errdefs.IsFailedPrecondition(err) {
-		t.Errorf("join after remove: %v, want a failed precondition", err)
-	}
-	if err := cg.onSpawn(ctx)(os.Getpid()); !errdefs.IsFailedPrecondition(err) {
-		t.Errorf("onSpawn after remove: %v, want a failed precondition", err)
-	}
-	if _, err := os.Stat(memDir); err == nil {
-		t.Errorf("cgroup %s made again after remove", memDir)
-	}
-}

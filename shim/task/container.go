@@ -5,12 +5,15 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
+	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/network"
 	"github.com/tupper/tupper/shim/process"
 )
 
-// Container is the shim's per-container state.
+// Container is the shim's per-container state. Lock order: an exec's
+// lock may be held while the init's is taken (an exec starts only while
+// its init runs), never the other way round.
 type Container struct {
 	ID     string
 	Bundle string
@@ -20,11 +23,12 @@ type Container struct {
 
 	ctr  *container.Container
 	init *process.Process
-	cg   *cgroup // nil without one
+	cg   *cgroups.Placement // nil without a cgroup
+	oom  oomWatch
 	// published forwards host ports to the container until Delete.
 	published *network.Publisher
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards execs
 	execs map[string]*process.Process
 }
 
@@ -42,6 +46,25 @@ func (c *Container) Process(execID string) (*process.Process, error) {
 	return p, nil
 }
 
+// addExec registers p, unless an exec of that id exists; report runs
+// under the lock, so ExecAdded goes out before anything else of p's.
+func (c *Container) addExec(p *process.Process, report func()) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.execs[p.ID]; ok {
+		return fmt.Errorf("exec %q: %w", p.ID, errdefs.ErrAlreadyExists)
+	}
+	c.execs[p.ID] = p
+	report()
+	return nil
+}
+
+func (c *Container) removeExec(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.execs, id)
+}
+
 func (c *Container) execList() []*process.Process {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -51,3 +74,6 @@ func (c *Container) execList() []*process.Process {
 	}
 	return ps
 }
+
+// paused reports whether the container is paused (its init's state).
+func (c *Container) paused() bool { return c.init.Snapshot().Status == process.Paused }

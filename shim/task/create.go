@@ -17,8 +17,11 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/shim/bundle"
+	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/options"
 	"github.com/tupper/tupper/shim/process"
+	"golang.org/x/sys/unix"
 )
 
 // Create mounts the rootfs, wires stdio and creates the container with
@@ -36,19 +39,11 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
 		return nil, fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented)
 	}
-	s.mu.Lock()
-	if s.containers[r.ID] != nil || s.creating[r.ID] {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("container %q: %w", r.ID, errdefs.ErrAlreadyExists)
+	done, err := s.reserve(r.ID)
+	if err != nil {
+		return nil, err
 	}
-	s.creating[r.ID] = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.creating, r.ID)
-		s.mu.Unlock()
-	}()
-
+	defer done()
 	spec, err := readSpec(r.Bundle)
 	if err != nil {
 		return nil, err
@@ -63,107 +58,158 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, err
 	}
-
 	c := &Container{ID: r.ID, Bundle: r.Bundle, execs: map[string]*process.Process{}}
-	if mounts := mount.FromProto(r.Rootfs); len(mounts) > 0 {
-		target := filepath.Join(r.Bundle, "rootfs")
-		if err := os.Mkdir(target, 0o711); err != nil && !os.IsExist(err) {
-			return nil, err
+	var undo undoStack
+	defer func() {
+		if retErr != nil {
+			undo.run()
 		}
-		if err := mount.All(mounts, target); err != nil {
-			return nil, fmt.Errorf("mount rootfs: %w", err)
-		}
-		c.Rootfs = target
-		defer func() {
-			if retErr != nil {
-				if err := mount.UnmountRecursive(target, 0); err != nil {
-					log.G(ctx).WithError(err).Warn("unmount rootfs after failed create")
-				}
-			}
-		}()
+	}()
+	if err := mountRootfs(ctx, c, r, &undo); err != nil {
+		return nil, err
 	}
+	if err := s.createContainer(ctx, c, r, spec, &undo); err != nil {
+		return nil, err
+	}
+	if err := s.network(ctx, c, spec, netPlan, &undo); err != nil {
+		return nil, err
+	}
+	s.register(c, r)
+	s.watchOOM(c)
+	go s.waitExit(c, c.init)
+	return &taskAPI.CreateTaskResponse{Pid: uint32(c.ctr.Pid())}, nil
+}
 
+// reserve claims id for a Create, and returns the function that ends the
+// claim (the container is registered by then, or the Create failed).
+func (s *service) reserve(id string) (func(), error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.containers[id] != nil || s.creating[id] {
+		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	s.creating[id] = true
+	return func() {
+		s.mu.Lock()
+		delete(s.creating, id)
+		s.mu.Unlock()
+	}, nil
+}
+
+// undoStack is what a failing Create takes back, latest first.
+type undoStack []func()
+
+func (u *undoStack) push(f func()) { *u = append(*u, f) }
+
+func (u undoStack) run() {
+	for i := len(u) - 1; i >= 0; i-- {
+		u[i]()
+	}
+}
+
+// mountRootfs mounts the rootfs containerd passed at <bundle>/rootfs.
+func mountRootfs(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, undo *undoStack) error {
+	mounts := mount.FromProto(r.Rootfs)
+	if len(mounts) == 0 {
+		return nil
+	}
+	target := filepath.Join(r.Bundle, "rootfs")
+	if err := os.Mkdir(target, 0o711); err != nil && !os.IsExist(err) {
+		return err
+	}
+	if err := mount.All(mounts, target); err != nil {
+		return fmt.Errorf("mount rootfs: %w", err)
+	}
+	c.Rootfs = target
+	undo.push(func() {
+		if err := mount.UnmountRecursive(target, 0); err != nil {
+			log.G(ctx).WithError(err).Warn("unmount rootfs after failed create")
+		}
+	})
+	return nil
+}
+
+// createContainer wires stdio, places the cgroup and creates the
+// container, its init blocked before exec.
+func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, spec *specs.Spec, undo *undoStack) error {
 	sio := stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	ns, _ := namespaces.Namespace(ctx)
 	pio, err := process.NewIO(ctx, r.ID, ns, sio, reaperStart)
 	if err != nil {
-		return nil, fmt.Errorf("set up stdio: %w", err)
+		return fmt.Errorf("set up stdio: %w", err)
 	}
-	cg, err := newCgroup(ctx, r, spec)
-	if err != nil {
-		pio.Close()
-		return nil, err
+	undo.push(func() { pio.Close() })
+	if c.cg, err = newPlacement(ctx, r, spec); err != nil {
+		return err
 	}
-	defer func() {
-		if retErr != nil {
-			cg.remove(ctx)
-		}
-	}()
-	c.cg = cg
+	undo.push(func() { s.removeCgroup(ctx, c) })
 	ctr, err := container.Create(container.Options{
-		ID:         r.ID,
-		Bundle:     r.Bundle,
-		Spec:       spec,
-		Stdio:      pio.ChildStdio(),
-		Starter:    reaperStart,
-		Adopt:      reaperAdopt,
-		OnSpawn:    cg.onSpawn(ctx),
-		CgroupJoin: cg.join(ctx),
+		ID: r.ID, Bundle: r.Bundle, Spec: spec, Stdio: pio.ChildStdio(),
+		Starter: reaperStart, Adopt: reaperAdopt, Cgroup: c.cg,
 	})
 	pio.CloseChildEnds()
 	if err != nil {
-		pio.Close()
 		if container.IsInvalidSpec(err) {
-			return nil, fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
+			return fmt.Errorf("%w: %v", errdefs.ErrInvalidArgument, err)
 		}
-		return nil, err
+		return err
 	}
 	c.ctr = ctr
-	init := process.New("", sio, nil)
-	init.IO = pio
-	init.Attach(ctr.Init())
-	c.init = init
+	c.init = process.NewInit(sio, ctr.Init(), pio)
+	undo.push(func() {
+		ctr.Init().Signal(unix.SIGKILL)
+		ctr.Init().Wait()
+	})
 	if r.Terminal {
 		if err := pio.AttachConsole(ctr.Init().Console()); err != nil {
-			ctr.Init().Signal(9)
-			ctr.Init().Wait()
-			pio.Close()
-			return nil, err
+			return err
 		}
 	}
 	if err := bundle.WriteInit(r.Bundle, ctr.Pid()); err != nil {
 		log.G(ctx).WithError(err).Warn("record init pid")
 	}
-	att, err := netPlan.attach(r.Bundle, ctr.Pid())
-	if err == nil {
-		err = writeEtcFiles(c.Rootfs, spec, netPlan, att)
-	}
-	if err == nil {
-		c.published, err = netPlan.publishPorts(ctx, att)
-	}
-	if err != nil {
-		ctr.Init().Signal(9)
-		ctr.Init().Wait()
-		pio.Close()
-		bundle.ReleaseNetwork(ctx, r.Bundle)
-		return nil, err
-	}
+	return nil
+}
 
-	init.Lock()
+// network attaches tupper's network to the created container, writes the
+// /etc files that fit it and publishes its ports.
+func (s *service) network(ctx context.Context, c *Container, spec *specs.Spec, netPlan *netPlan, undo *undoStack) error {
+	undo.push(func() { bundle.ReleaseNetwork(ctx, c.Bundle) })
+	att, err := netPlan.attach(c.Bundle, c.ctr.Pid())
+	if err != nil {
+		return err
+	}
+	if err := writeEtcFiles(c.Rootfs, spec, netPlan, att); err != nil {
+		return err
+	}
+	c.published, err = netPlan.publishPorts(ctx, att)
+	return err
+}
+
+// register makes the created container known; TaskCreate is queued
+// before anything else can report on it.
+func (s *service) register(c *Container, r *taskAPI.CreateTaskRequest) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.containers[r.ID] = c
-	s.mu.Unlock()
 	s.events.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,
 		Rootfs:      r.Rootfs,
 		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-		Pid:         uint32(ctr.Pid()),
+		Pid:         uint32(c.ctr.Pid()),
 	})
-	init.Unlock()
-	s.watchOOM(c)
-	go s.waitExit(c, init)
-	return &taskAPI.CreateTaskResponse{Pid: uint32(ctr.Pid())}, nil
+}
+
+// newPlacement is the container's cgroup placement: what the spec asks
+// for, checked against this host, with the driver the runtime options
+// name. nil without a cgroup.
+func newPlacement(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) (*cgroups.Placement, error) {
+	opts, err := options.FromAny(r.Options)
+	if err != nil {
+		return nil, err
+	}
+	return cgroups.NewPlacement(ctx, r.ID, spec, opts.GetSystemdCgroup())
 }
 
 func readSpec(bundleDir string) (*specs.Spec, error) {

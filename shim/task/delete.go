@@ -2,14 +2,12 @@ package task
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -37,86 +35,52 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 }
 
 func (s *service) deleteExec(c *Container, p *process.Process) (*taskAPI.DeleteResponse, error) {
-	p.Lock()
-	defer p.Unlock()
-	if p.Status() == process.Running {
-		return nil, fmt.Errorf("exec %q is running: %w", p.ID, errdefs.ErrFailedPrecondition)
-	}
-	if p.IO != nil {
-		p.IO.Wait(ioDrainTimeout)
-		p.IO.Close()
-	}
-	if err := p.SetDeleted(); err != nil {
+	snap, err := p.Delete(func(_ process.Snapshot, pio *process.IO) error {
+		if pio != nil {
+			pio.Wait(ioDrainTimeout)
+			pio.Close()
+		}
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	delete(c.execs, p.ID)
-	c.mu.Unlock()
-	code, at := p.ExitStatus()
-	return &taskAPI.DeleteResponse{Pid: uint32(p.Pid()), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)}, nil
+	c.removeExec(p.ID)
+	return deleteResponse(snap), nil
 }
 
+func deleteResponse(snap process.Snapshot) *taskAPI.DeleteResponse {
+	return &taskAPI.DeleteResponse{Pid: uint32(snap.Pid), ExitStatus: uint32(snap.ExitCode), ExitedAt: protobuf.ToTimestamp(snap.ExitedAt)}
+}
+
+// deleteContainer removes the container once its init has exited (a
+// created init is killed first): stdio, rootfs, addresses, cgroup, then
+// the poststop hooks. With everything undone it leaves its reply for
+// `shim delete` (see shim/nsenter's fast path).
 func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.DeleteResponse, error) {
-	p := c.init
-	p.Lock()
-	if p.Status() == process.Created {
-		// Never started: kill the blocked init, and let its exit be
-		// reported like any other.
-		p.Container().Signal(9)
-		p.Unlock()
-		<-p.Exited()
-		p.Lock()
-	}
-	defer p.Unlock()
-	if p.Status() == process.Running {
-		return nil, fmt.Errorf("container %q is running: %w", c.ID, errdefs.ErrFailedPrecondition)
-	}
-	if p.IO != nil {
-		if !p.IO.Wait(ioDrainTimeout) {
-			log.G(ctx).WithField("id", c.ID).Warn("output still open after init exit; dropping the rest")
+	var resp *taskAPI.DeleteResponse
+	_, err := c.init.Delete(func(snap process.Snapshot, pio *process.IO) error {
+		resp = deleteResponse(snap)
+		cleaned := s.undoContainer(ctx, c, pio)
+		if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststop) > 0 {
+			for _, err := range container.RunHooksWarn(h.Poststop, c.ctr.State(specs.StateStopped), reaperStart) {
+				log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop")
+			}
 		}
-		p.IO.Close()
-	}
-	for _, e := range c.execList() {
-		if e.IO != nil {
-			e.IO.Close()
+		if cleaned && !bundle.NetworkRecorded(c.Bundle) {
+			recordCleanedUp(ctx, c.Bundle, resp)
 		}
-	}
-	cleaned := true
-	if c.Rootfs != "" {
-		if err := mount.UnmountRecursive(c.Rootfs, 0); err != nil {
-			log.G(ctx).WithError(err).Warn("unmount rootfs")
-			cleaned = false
-		}
-	}
-	c.published.Close()
-	// The addresses now; the veth, whose deletion takes 10-20 ms and
-	// which nothing uses any more, after the reply.
-	s.inBackground(bundle.ReleaseNetworkLater(s.ctx, c.Bundle))
-	if !c.cg.remove(ctx) {
-		cleaned = false
-	}
-	if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststop) > 0 {
-		for _, err := range container.RunHooksWarn(h.Poststop, c.ctr.State(specs.StateStopped), reaperStart) {
-			log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop")
-		}
-	}
-	code, at := p.ExitStatus()
-	resp := &taskAPI.DeleteResponse{Pid: uint32(p.Pid()), ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)}
-	if cleaned && !bundle.NetworkRecorded(c.Bundle) {
-		// containerd runs `shim delete` after every Delete (when the
-		// connection closes) and waits for it: it need not redo what is
-		// done, nor even start Go to say so.
-		b, err := proto.Marshal(resp)
-		if err == nil {
-			err = bundle.MarkCleanedUp(c.Bundle, b)
-		}
-		if err != nil {
-			log.G(ctx).WithError(err).Warn("record clean-up")
-		}
-	}
-	if err := p.SetDeleted(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
+	}
+	// Not under the init's lock: an exec's lock may be held while its
+	// Start waits for the init's, never the other way round.
+	for _, e := range c.execList() {
+		if pio := e.IO(); pio != nil {
+			pio.Close()
+		}
 	}
 	s.mu.Lock()
 	delete(s.containers, c.ID)
@@ -129,4 +93,40 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 		ExitedAt:    resp.ExitedAt,
 	})
 	return resp, nil
+}
+
+// undoContainer closes the init's stdio, unmounts its rootfs,
+// releases its network (the veth, whose deletion takes 10-20 ms and which
+// nothing uses any more, after the reply) and removes its cgroup. It
+// reports whether all of that is done.
+func (s *service) undoContainer(ctx context.Context, c *Container, pio *process.IO) bool {
+	if pio != nil {
+		if !pio.Wait(ioDrainTimeout) {
+			log.G(ctx).WithField("id", c.ID).Warn("output still open after init exit; dropping the rest")
+		}
+		pio.Close()
+	}
+	cleaned := true
+	if c.Rootfs != "" {
+		if err := mount.UnmountRecursive(c.Rootfs, 0); err != nil {
+			log.G(ctx).WithError(err).Warn("unmount rootfs")
+			cleaned = false
+		}
+	}
+	c.published.Close()
+	s.inBackground(bundle.ReleaseNetworkLater(s.ctx, c.Bundle))
+	return s.removeCgroup(ctx, c) && cleaned
+}
+
+// recordCleanedUp leaves resp for `shim delete`, which containerd runs
+// after every Delete and waits for: it need not redo what is done, nor
+// even start Go to say so.
+func recordCleanedUp(ctx context.Context, bundleDir string, resp *taskAPI.DeleteResponse) {
+	b, err := proto.Marshal(resp)
+	if err == nil {
+		err = bundle.MarkCleanedUp(bundleDir, b)
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("record clean-up")
+	}
 }

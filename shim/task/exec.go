@@ -32,13 +32,12 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*typ
 	if !ok {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("exec spec is %T, not a process: %w", v, errdefs.ErrInvalidArgument))
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.execs[r.ExecID]; ok {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("exec %q: %w", r.ExecID, errdefs.ErrAlreadyExists))
-	}
 	p := process.New(r.ExecID, stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}, spec)
-	c.execs[r.ExecID] = p
-	s.events.send(&eventstypes.TaskExecAdded{ContainerID: c.ID, ExecID: r.ExecID})
+	err = c.addExec(p, func() {
+		s.events.send(&eventstypes.TaskExecAdded{ContainerID: c.ID, ExecID: r.ExecID})
+	})
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
 	return &types.Empty{}, nil
 }

@@ -16,12 +16,11 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	p.Lock()
-	defer p.Unlock()
-	if p.IO == nil {
+	pio := p.IO()
+	if pio == nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("process has no terminal yet: %w", errdefs.ErrFailedPrecondition))
 	}
-	if err := p.IO.Resize(r.Width, r.Height); err != nil {
+	if err := pio.Resize(r.Width, r.Height); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err))
 	}
 	return &types.Empty{}, nil
@@ -33,10 +32,8 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*type
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	p.Lock()
-	defer p.Unlock()
-	if r.Stdin && p.IO != nil {
-		p.IO.CloseStdin()
+	if pio := p.IO(); r.Stdin && pio != nil {
+		pio.CloseStdin()
 	}
 	return &types.Empty{}, nil
 }

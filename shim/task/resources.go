@@ -11,7 +11,6 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"github.com/tupper/tupper/shim/process"
 )
 
 // The RPCs that act on a container's cgroup: Pause, Resume, Update, Stats.
@@ -32,41 +31,15 @@ func (s *service) setPaused(id string, pause bool) (*types.Empty, error) {
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	// init's lock orders TaskPaused/TaskResumed with its TaskExit.
-	c.init.Lock()
-	defer c.init.Unlock()
-	if st := c.init.Status(); st != process.Running {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("container %q is %s: %w", id, st, errdefs.ErrFailedPrecondition))
-	}
-	c.cg.mu.Lock()
-	defer c.cg.mu.Unlock()
-	if c.cg.paused == pause {
-		return &types.Empty{}, nil
-	}
 	if pause {
-		if err := m.Freeze(); err != nil {
-			return nil, errgrpc.ToGRPC(fmt.Errorf("freeze: %w", err))
-		}
-		c.cg.paused = true
-		s.events.send(&eventstypes.TaskPaused{ContainerID: id})
-		return &types.Empty{}, nil
+		err = c.init.Pause(m.Freeze, func() { s.events.send(&eventstypes.TaskPaused{ContainerID: id}) })
+	} else {
+		err = c.init.Resume(m.Thaw, func() { s.events.send(&eventstypes.TaskResumed{ContainerID: id}) })
 	}
-	if err := m.Thaw(); err != nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("thaw: %w", err))
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("container %q: %w", id, err))
 	}
-	c.cg.paused = false
-	s.events.send(&eventstypes.TaskResumed{ContainerID: id})
 	return &types.Empty{}, nil
-}
-
-// isPaused reports whether the container's cgroup is frozen by Pause.
-func (c *Container) isPaused() bool {
-	if c.cg == nil {
-		return false
-	}
-	c.cg.mu.Lock()
-	defer c.cg.mu.Unlock()
-	return c.cg.paused
 }
 
 // Update applies new resources (a *specs.LinuxResources) to the running

@@ -7,7 +7,6 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -21,48 +20,61 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	p.Lock()
-	defer p.Unlock()
-	if p.Status() != process.Created {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("process is %s: %w", p.Status(), errdefs.ErrFailedPrecondition))
-	}
+	var pid int
 	if r.ExecID == "" {
-		if err := c.ctr.Start(); err != nil {
-			return nil, errgrpc.ToGRPC(err)
+		pid, err = p.Start(s.startInit(ctx, c), func(pid int) {
+			s.events.send(&eventstypes.TaskStart{ContainerID: c.ID, Pid: uint32(pid)})
+		})
+	} else {
+		pid, err = p.Start(s.startExec(ctx, c, p), func(pid int) {
+			s.events.send(&eventstypes.TaskExecStarted{ContainerID: c.ID, ExecID: p.ID, Pid: uint32(pid)})
+		})
+		if err == nil {
+			go s.waitExit(c, p)
 		}
-		p.SetRunning()
+	}
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.StartResponse{Pid: uint32(pid)}, nil
+}
+
+// startInit execs the init's program and runs the poststart hooks.
+func (s *service) startInit(ctx context.Context, c *Container) func() (*container.Process, *process.IO, error) {
+	return func() (*container.Process, *process.IO, error) {
+		if err := c.ctr.Start(); err != nil {
+			return nil, nil, err
+		}
 		if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststart) > 0 {
 			for _, err := range container.RunHooksWarn(h.Poststart, c.ctr.State(specs.StateRunning), reaperStart) {
 				log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststart")
 			}
 		}
-		s.events.send(&eventstypes.TaskStart{ContainerID: c.ID, Pid: uint32(p.Pid())})
-		return &taskAPI.StartResponse{Pid: uint32(p.Pid())}, nil
+		return nil, nil, nil
 	}
-	if err := s.startExec(ctx, c, p); err != nil {
-		return nil, errgrpc.ToGRPC(err)
-	}
-	s.events.send(&eventstypes.TaskExecStarted{ContainerID: c.ID, ExecID: p.ID, Pid: uint32(p.Pid())})
-	go s.waitExit(c, p)
-	return &taskAPI.StartResponse{Pid: uint32(p.Pid())}, nil
 }
 
-// startExec runs p in c; the caller holds p's lock.
-func (s *service) startExec(ctx context.Context, c *Container, p *process.Process) error {
-	c.init.Lock()
-	initRunning := c.init.Status() == process.Running
-	c.init.Unlock()
-	if !initRunning {
-		return fmt.Errorf("container %q is not running: %w", c.ID, errdefs.ErrFailedPrecondition)
+// startExec spawns the exec p in c, while c's init runs: holding the
+// init's lock, so that the helper cannot meet a frozen cgroup (a pause)
+// before it is ready, nor a container that ended.
+func (s *service) startExec(ctx context.Context, c *Container, p *process.Process) func() (*container.Process, *process.IO, error) {
+	return func() (cp *container.Process, pio *process.IO, err error) {
+		err = c.init.WhileRunning(func() error {
+			cp, pio, err = s.spawnExec(ctx, c, p)
+			return err
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("container %q: %w", c.ID, err)
+		}
+		return cp, pio, nil
 	}
-	if c.isPaused() {
-		// Its helper would freeze in the cgroup before it got ready.
-		return fmt.Errorf("container %q is paused: %w", c.ID, errdefs.ErrFailedPrecondition)
-	}
+}
+
+func (s *service) spawnExec(ctx context.Context, c *Container, p *process.Process) (*container.Process, *process.IO, error) {
 	ns, _ := namespaces.Namespace(ctx)
 	pio, err := process.NewIO(ctx, c.ID+"-"+p.ID, ns, p.Stdio, reaperStart)
 	if err != nil {
-		return fmt.Errorf("set up exec stdio: %w", err)
+		return nil, nil, fmt.Errorf("set up exec stdio: %w", err)
 	}
 	spec := *p.Spec
 	spec.Terminal = p.Stdio.Terminal
@@ -70,15 +82,14 @@ func (s *service) startExec(ctx context.Context, c *Container, p *process.Proces
 	pio.CloseChildEnds()
 	if err != nil {
 		pio.Close()
-		return err
+		return nil, nil, err
 	}
-	p.IO = pio
-	p.Attach(cp)
 	if spec.Terminal {
 		if err := pio.AttachConsole(cp.Console()); err != nil {
 			cp.Signal(9)
-			return err
+			pio.Close()
+			return nil, nil, err
 		}
 	}
-	return p.SetRunning()
+	return cp, pio, nil
 }

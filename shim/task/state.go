@@ -16,6 +16,7 @@ import (
 var statusMap = map[process.Status]task.Status{
 	process.Created: task.Status_CREATED,
 	process.Running: task.Status_RUNNING,
+	process.Paused:  task.Status_PAUSED,
 	process.Stopped: task.Status_STOPPED,
 	process.Deleted: task.Status_STOPPED,
 }
@@ -26,8 +27,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	p.Lock()
-	defer p.Unlock()
+	snap := p.Snapshot()
 	id := p.ID
 	if id == "" {
 		id = c.ID
@@ -35,21 +35,20 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	resp := &taskAPI.StateResponse{
 		ID:       id,
 		Bundle:   c.Bundle,
-		Pid:      uint32(p.Pid()),
-		Status:   statusMap[p.Status()],
+		Pid:      uint32(snap.Pid),
+		Status:   statusMap[snap.Status],
 		Stdin:    p.Stdio.Stdin,
 		Stdout:   p.Stdio.Stdout,
 		Stderr:   p.Stdio.Stderr,
 		Terminal: p.Stdio.Terminal,
 		ExecID:   p.ID,
 	}
-	if p.Status() == process.Running && c.isPaused() {
-		resp.Status = task.Status_PAUSED
+	if snap.Status == process.Running && p != c.init && c.paused() {
+		resp.Status = task.Status_PAUSED // an exec in a paused container
 	}
-	if p.Status() == process.Stopped {
-		code, at := p.ExitStatus()
-		resp.ExitStatus = uint32(code)
-		resp.ExitedAt = protobuf.ToTimestamp(at)
+	if snap.Status == process.Stopped {
+		resp.ExitStatus = uint32(snap.ExitCode)
+		resp.ExitedAt = protobuf.ToTimestamp(snap.ExitedAt)
 	}
 	return resp, nil
 }
@@ -65,8 +64,8 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 	case <-ctx.Done():
 		return nil, errgrpc.ToGRPC(ctx.Err())
 	}
-	code, at := p.ExitStatus()
-	return &taskAPI.WaitResponse{ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at)}, nil
+	snap := p.Snapshot()
+	return &taskAPI.WaitResponse{ExitStatus: uint32(snap.ExitCode), ExitedAt: protobuf.ToTimestamp(snap.ExitedAt)}, nil
 }
 
 // Pids lists the container's processes.
@@ -78,7 +77,7 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	// Every process of the cgroup when there is one; otherwise those of
 	// the container's pid namespace.
 	var pids []int
-	if m := c.cg.manager(); m != nil {
+	if m := c.cg.Manager(); m != nil {
 		pids, err = m.Pids()
 	} else {
 		pids, err = c.ctr.Pids()
@@ -88,11 +87,9 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	}
 	execs := map[int]string{}
 	for _, e := range c.execList() {
-		e.Lock()
-		if pid := e.Pid(); pid != 0 && e.Status() == process.Running {
-			execs[pid] = e.ID
+		if snap := e.Snapshot(); snap.Pid != 0 && snap.Status == process.Running {
+			execs[snap.Pid] = e.ID
 		}
-		e.Unlock()
 	}
 	seen := map[int]bool{}
 	var resp taskAPI.PidsResponse
@@ -115,10 +112,7 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	// Init first, even once it has exited: containerd, reconnecting
 	// after a restart, takes a shim that lists no process for a leaked
 	// one and kills it, losing the exit status it holds.
-	c.init.Lock()
-	initPid := c.init.Pid()
-	c.init.Unlock()
-	for _, pid := range append([]int{initPid}, pids...) {
+	for _, pid := range append([]int{c.init.Snapshot().Pid}, pids...) {
 		if pid == 0 {
 			continue
 		}
@@ -139,7 +133,7 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
 	resp := &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid())}
 	if c, err := s.get(r.ID); err == nil {
-		resp.TaskPid = uint32(c.init.Pid())
+		resp.TaskPid = uint32(c.init.Snapshot().Pid)
 	}
 	return resp, nil
 }
