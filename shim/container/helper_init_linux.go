@@ -41,7 +41,10 @@ func (h *helper) runInit(srcFds []int) error {
 		state, err = h.runtimeHooks()
 		return err
 	}
-	if err := setupContainer(init.Spec, init.Rootfs, init.NoPivotRoot, trees, beforePivot); err != nil {
+	err = setupContainer(init.Spec, init.Rootfs, init.NoPivotRoot, trees, beforePivot)
+	// The mount sources lead into the host: gone before the program is.
+	closeAll(srcFds)
+	if err != nil {
 		return err
 	}
 	return h.finish(true, func() error { return startContainerHooks(init.Spec, state) })

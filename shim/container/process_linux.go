@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"github.com/moby/sys/user"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -28,6 +29,7 @@ type preparedProcess struct {
 	groups []int
 	caps   *security.Capabilities
 	cfg    *protocol.Process
+	cwd    *os.File // O_PATH, inside the root
 }
 
 // prepareProcess runs in the helper after the container's root is in
@@ -51,7 +53,7 @@ func prepareProcess(cfg *protocol.Process, create bool) (*preparedProcess, error
 		return nil, invalid("%v", err)
 	}
 	pp.caps = caps
-	if err := checkCwd(p.Cwd, create); err != nil {
+	if pp.cwd, err = openCwd(p.Cwd, create); err != nil {
 		return nil, err
 	}
 	path, err := lookPath(p.Args[0], p.Cwd, envValue(p.Env, "PATH"))
@@ -74,21 +76,32 @@ func lookupUser(name string) (user.User, error) {
 	return users[0], nil
 }
 
-func checkCwd(cwd string, create bool) error {
-	st, err := os.Stat(cwd)
-	if err == nil {
-		if !st.IsDir() {
-			return fmt.Errorf("process.cwd %s is not a directory", cwd)
+// openCwd opens the process' working directory inside the root it now
+// has, made for a new container's init when missing. It is resolved with
+// RESOLVE_IN_ROOT and no magic links: a cwd such as /proc/self/fd/N would
+// otherwise follow an fd of the helper out of the root.
+func openCwd(cwd string, create bool) (*os.File, error) {
+	if !filepath.IsAbs(cwd) {
+		return nil, invalid("process.cwd %q is not an absolute path", cwd)
+	}
+	f, err := pathrs.OpenInRoot("/", cwd)
+	if errors.Is(err, os.ErrNotExist) && create {
+		if err = pathrs.MkdirAll("/", cwd, 0o755); err == nil {
+			f, err = pathrs.OpenInRoot("/", cwd)
 		}
-		return nil
 	}
-	if !create || !os.IsNotExist(err) {
-		return fmt.Errorf("process.cwd: %w", err)
+	if err != nil {
+		return nil, fmt.Errorf("process.cwd %s: %w", cwd, err)
 	}
-	if err := os.MkdirAll(cwd, 0o755); err != nil {
-		return fmt.Errorf("create process.cwd: %w", err)
+	st, err := f.Stat()
+	if err == nil && !st.IsDir() {
+		err = errors.New("not a directory")
 	}
-	return nil
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("process.cwd %s: %w", cwd, err)
+	}
+	return f, nil
 }
 
 func envValue(env []string, key string) string {
@@ -145,9 +158,9 @@ func lookPath(file, cwd, pathEnv string) (string, error) {
 	return "", invalid("executable %q not found in $PATH (%s) in the container", file, pathEnv)
 }
 
-// exec applies the process attributes and execve's. It returns only on
-// failure.
-func (p *preparedProcess) exec() error {
+// exec applies the process attributes and execve's. notify hands a
+// seccomp listener fd to the parent. It returns only on failure.
+func (p *preparedProcess) exec(notify func(fd int) error) error {
 	s := p.spec
 	for _, rl := range s.Rlimits {
 		// syscall.Setrlimit, not a raw prlimit: the Go runtime raised our
@@ -166,7 +179,9 @@ func (p *preparedProcess) exec() error {
 			return fmt.Errorf("set oom_score_adj to %d: %w (lowering it needs CAP_SYS_RESOURCE)", *s.OOMScoreAdj, err)
 		}
 	}
-	if err := unix.Chdir(s.Cwd); err != nil {
+	err := unix.Fchdir(int(p.cwd.Fd()))
+	p.cwd.Close()
+	if err != nil {
 		return fmt.Errorf("chdir %s: %w", s.Cwd, err)
 	}
 	if err := security.ApplyAttrs(p.cfg.Personality, s); err != nil {
@@ -181,9 +196,8 @@ func (p *preparedProcess) exec() error {
 	if err != nil {
 		return err
 	}
-	state := specs.State{Version: specs.Version, ID: p.cfg.ID, Status: specs.StateCreated, Pid: os.Getpid(), Bundle: p.cfg.Bundle}
 	if !s.NoNewPrivileges {
-		if err := filter.Load(state); err != nil {
+		if err := filter.Load(notify); err != nil {
 			return err
 		}
 	}
@@ -219,7 +233,7 @@ func (p *preparedProcess) exec() error {
 		if err := security.SetNoNewPrivileges(); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
-		if err := filter.Load(state); err != nil {
+		if err := filter.Load(notify); err != nil {
 			return err
 		}
 	}
