@@ -9,6 +9,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tupper/tupper/shim/container/protocol"
+	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
 
@@ -163,14 +164,8 @@ func setupSystem(spec *specs.Spec) error {
 			return fmt.Errorf("set domainname: %w", err)
 		}
 	}
-	for k, v := range spec.Linux.Sysctl {
-		path := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
-		if strings.Contains(k, "..") || strings.Contains(k, "/") {
-			return fmt.Errorf("invalid sysctl %q", k)
-		}
-		if err := os.WriteFile(path, []byte(v), 0); err != nil {
-			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
-		}
+	if err := security.ApplySysctls(spec.Linux.Sysctl); err != nil {
+		return err
 	}
 	return nil
 }

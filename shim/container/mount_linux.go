@@ -114,6 +114,9 @@ func mountOne(r *inRoot, m specs.Mount, cgroupns bool) error {
 		}
 		return fmt.Errorf("mount %s (%s) on %s: %w", m.Source, m.Type, m.Destination, err)
 	}
+	if err := checkProcMount(r, m); err != nil {
+		return wrap(err)
+	}
 	var mnt *os.File
 	var err error
 	switch {
@@ -146,6 +149,56 @@ func setPropagation(mnt *os.File, prop []int) error {
 		}
 	}
 	return nil
+}
+
+// lxcfsProcFiles are the only paths below /proc a mount may cover: the
+// files lxcfs emulates (runc's list).
+var lxcfsProcFiles = map[string]bool{
+	"/proc/cpuinfo": true, "/proc/diskstats": true, "/proc/meminfo": true, "/proc/stat": true,
+	"/proc/swaps": true, "/proc/uptime": true, "/proc/loadavg": true, "/proc/slabinfo": true,
+	"/proc/sys/kernel/ns_last_pid": true, "/proc/sys/crypto/fips_enabled": true,
+}
+
+// checkProcMount refuses a mount that would put something else than
+// procfs at the container's /proc, or cover a path below it (a volume
+// there would make the LSM labels and sysctls the helper writes land in
+// ordinary files: CVE-2019-16884), judged where the destination resolves
+// inside the root; and a proc or sysfs mount whose destination is not a
+// plain directory (CVE-2023-28642).
+func checkProcMount(r *inRoot, m specs.Mount) error {
+	if m.Type == "proc" || m.Type == "sysfs" {
+		st, err := os.Lstat(filepath.Join(r.path, cleanDest(m.Destination)))
+		if err == nil && !st.IsDir() {
+			return invalid("a %s mount must be on a plain directory, and %s is not one", m.Type, m.Destination)
+		}
+	}
+	dest, err := resolveInRoot(r.path, m.Destination)
+	if err != nil {
+		return err
+	}
+	rel, err := filepath.Rel(filepath.Join(r.path, "proc"), dest)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil
+	}
+	switch {
+	case rel == "." && m.Type == "proc":
+		return nil
+	case rel == "." && isBind(m) && isProcfsRoot(m.Source):
+		return nil
+	case rel == ".":
+		return invalid("%s resolves to /proc, where only a proc mount may go", m.Destination)
+	case lxcfsProcFiles["/proc/"+rel]:
+		return nil
+	}
+	return invalid("%s resolves to /proc/%s, inside /proc, which a mount may not cover", m.Destination, rel)
+}
+
+// isProcfsRoot reports whether path is the root of a procfs mount.
+func isProcfsRoot(path string) bool {
+	var fs unix.Statfs_t
+	var st unix.Stat_t
+	return unix.Statfs(path, &fs) == nil && fs.Type == unix.PROC_SUPER_MAGIC &&
+		unix.Stat(path, &st) == nil && st.Ino == 1 // procfs' root inode
 }
 
 // bindOne binds m's source (a host path, or /proc/self/fd/N that the
@@ -193,9 +246,15 @@ func mountFs(r *inRoot, m specs.Mount, flags int, data string) (*os.File, error)
 	if err != nil && (m.Type == "sysfs" || m.Type == "mqueue") && (err == unix.EPERM || err == unix.EBUSY) {
 		host := map[string]string{"sysfs": "/sys", "mqueue": "/dev/mqueue"}[m.Type]
 		if mnt, err = r.mount(m.Destination, host, target, "", unix.MS_BIND|unix.MS_REC, ""); err == nil && flags != 0 {
-			if err = remountBind(mnt, flags); err != nil {
-				mnt.Close()
-			}
+			err = remountBind(mnt, flags)
+		}
+		if err == nil && flags&unix.MS_RDONLY != 0 {
+			// A recursive bind keeps the mounts below rw (the host's
+			// cgroupfs, bpffs): read-only means all of them.
+			err = unix.MountSetattr(int(mnt.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY})
+		}
+		if err != nil && mnt != nil {
+			mnt.Close()
 		}
 	}
 	return mnt, err

@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -72,6 +73,9 @@ func lookupUser(name string) (user.User, error) {
 	}
 	if len(users) == 0 {
 		return user.User{}, invalid("unknown user %q: no matching entry in the container's /etc/passwd", name)
+	}
+	if u := users[0]; u.Uid < 0 || u.Gid < 0 || u.Uid > math.MaxInt32 || u.Gid > math.MaxInt32 {
+		return user.User{}, invalid("user %q has ids %d:%d in the container's /etc/passwd, out of range", name, u.Uid, u.Gid)
 	}
 	return users[0], nil
 }
@@ -175,7 +179,7 @@ func (p *preparedProcess) exec(notify func(fd int) error) error {
 		}
 	}
 	if s.OOMScoreAdj != nil && !oomScoreAdjIs(*s.OOMScoreAdj) {
-		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(*s.OOMScoreAdj)), 0); err != nil {
+		if err := security.WriteOOMScoreAdj(strconv.Itoa(*s.OOMScoreAdj)); err != nil {
 			return fmt.Errorf("set oom_score_adj to %d: %w (lowering it needs CAP_SYS_RESOURCE)", *s.OOMScoreAdj, err)
 		}
 	}
@@ -218,6 +222,9 @@ func (p *preparedProcess) exec(notify func(fd int) error) error {
 	if err := unix.Setresuid(p.uid, p.uid, p.uid); err != nil {
 		return fmt.Errorf("setuid %d: %w", p.uid, err)
 	}
+	if r, e, s := unix.Getresuid(); r != p.uid || e != p.uid || s != p.uid {
+		return fmt.Errorf("setuid %d left uids %d/%d/%d", p.uid, r, e, s)
+	}
 	if err := security.KeepCapsAcrossSetuid(false); err != nil {
 		return fmt.Errorf("clear keepcaps: %w", err)
 	}
@@ -249,6 +256,6 @@ func (p *preparedProcess) exec(notify func(fd int) error) error {
 // oomScoreAdjIs reports whether ours is already v (the parent sets it for
 // a helper in a user namespace, where lowering it is not allowed).
 func oomScoreAdjIs(v int) bool {
-	b, err := os.ReadFile("/proc/self/oom_score_adj")
-	return err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(v)
+	b, err := security.ReadProcSelf("oom_score_adj")
+	return err == nil && strings.TrimSpace(b) == strconv.Itoa(v)
 }

@@ -82,9 +82,11 @@ func privateRootfs(spec *specs.Spec, rootfs string) (int, error) {
 }
 
 // buildMounts makes the spec's mounts, /dev and its devices inside the
-// root, by fd.
+// root, by fd. A /dev bound from elsewhere (a host's, for a privileged
+// pod) is left as it is, as runc does: its nodes are not the container's
+// to replace.
 func buildMounts(r *inRoot, spec *specs.Spec, trees map[int]int) error {
-	devIsTmpfs := false
+	devIsTmpfs, devIsBind := false, false
 	cgroupns := false
 	for _, ns := range spec.Linux.Namespaces {
 		cgroupns = cgroupns || ns.Type == specs.CgroupNamespace
@@ -97,8 +99,8 @@ func buildMounts(r *inRoot, spec *specs.Spec, trees map[int]int) error {
 		} else if err := mountOne(r, m, cgroupns); err != nil {
 			return err
 		}
-		if cleanDest(m.Destination) == "/dev" && !isBind(m) {
-			devIsTmpfs = true
+		if cleanDest(m.Destination) == "/dev" {
+			devIsTmpfs, devIsBind = !isBind(m), isBind(m)
 		}
 	}
 	if devIsTmpfs {
@@ -107,6 +109,9 @@ func buildMounts(r *inRoot, spec *specs.Spec, trees map[int]int) error {
 		}
 	}
 	for _, d := range spec.Linux.Devices {
+		if devIsBind {
+			break
+		}
 		if err := createDevice(r, d); err != nil {
 			return err
 		}
@@ -115,7 +120,7 @@ func buildMounts(r *inRoot, spec *specs.Spec, trees map[int]int) error {
 	if err := unix.Mount("", fdPath(r.dir), "", unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make rootfs private: %w", err)
 	}
-	if spec.Process != nil && spec.Process.Terminal || devIsTmpfs {
+	if !devIsBind && (spec.Process != nil && spec.Process.Terminal || devIsTmpfs) {
 		return linkPtmx(r)
 	}
 	return nil
