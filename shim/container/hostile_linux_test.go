@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -405,4 +406,40 @@ func acceptFd(l *net.UnixListener, name string, got chan<- string) {
 		}
 	}
 	got <- ""
+}
+
+// TestProcessEnvLikeRunc: the program's environment is what runc makes of
+// the same spec: HOME from the container's /etc/passwd for the process'
+// uid ("/" when it has no entry) unless the spec sets one, the last of
+// duplicate names.
+func TestProcessEnvLikeRunc(t *testing.T) {
+	needRoot(t)
+	cases := []struct {
+		uid uint32
+		env []string
+	}{
+		{0, []string{"PATH=/bin"}},
+		{1000, []string{"PATH=/bin"}},
+		{1234, []string{"PATH=/bin"}},
+		{0, []string{"PATH=/bin", "HOME="}},
+		{1000, []string{"PATH=/bin", "HOME=/x", "A=1", "A=2"}},
+	}
+	for _, c := range cases {
+		got := map[string]string{}
+		for _, rt := range runtimes {
+			spec := testSpec("env")
+			spec.Process.User = specs.User{UID: c.uid, GID: c.uid}
+			spec.Process.Env = c.env
+			st, out := runBundle(t, rt, newBundle(t), spec)
+			if st != 0 {
+				t.Fatalf("%s, uid %d, env %v: status %d:\n%s", rt, c.uid, c.env, st, out)
+			}
+			lines := strings.Fields(out)
+			slices.Sort(lines)
+			got[rt] = strings.Join(lines, " ")
+		}
+		if got["tupper"] != got["runc"] {
+			t.Errorf("uid %d, env %v: tupper %q, runc %q", c.uid, c.env, got["tupper"], got["runc"])
+		}
+	}
 }
