@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -442,4 +443,89 @@ func TestProcessEnvLikeRunc(t *testing.T) {
 			t.Errorf("uid %d, env %v: tupper %q, runc %q", c.uid, c.env, got["tupper"], got["runc"])
 		}
 	}
+}
+
+// TestHostileSharedPidNamespace: a container B created into the pid
+// namespace of a running container A (a pod's shared one), not started
+// yet, is visible to A's processes, here even with CAP_SYS_PTRACE: they
+// must find the runtime's binary sealed read-only through B's process
+// (CVE-2019-5736), and its root must be B's, not the host's.
+func TestHostileSharedPidNamespace(t *testing.T) {
+	needRoot(t)
+	aSpec := testSpec("sleep", "1000")
+	c := aSpec.Process.Capabilities
+	if c == nil {
+		c = &specs.LinuxCapabilities{}
+		aSpec.Process.Capabilities = c
+	}
+	for _, set := range []*[]string{&c.Bounding, &c.Effective, &c.Permitted} {
+		*set = append(*set, "CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE")
+	}
+	a := started(t, newBundle(t), aSpec)
+	script := `for p in /proc/[0-9]*; do
+		case "$(tr '\0' ' ' < $p/cmdline 2>/dev/null)" in "tupper-init "*|"runc init"*) ;; *) continue;; esac
+		echo "helper $p"
+		ls $p/root/
+		echo x >> $p/exe && echo WROTE
+	done 2>&1`
+	for _, rt := range runtimes {
+		bundle := newBundle(t)
+		os.WriteFile(filepath.Join(bundle, "rootfs/b-root-marker"), nil, 0o644)
+		spec := testSpec("sleep", "1000")
+		spec.Linux.Namespaces = withNamespacePath(spec.Linux.Namespaces, specs.PIDNamespace, fmt.Sprintf("/proc/%d/ns/pid", a.c.Pid()))
+		createOnly(t, rt, bundle, spec)
+		out := execWithCaps(t, a.c, c, "sh", "-c", script)
+		if !strings.Contains(out, "helper ") || !strings.Contains(out, "b-root-marker") {
+			t.Errorf("%s: A does not see B's runtime process in B's root:\n%s", rt, out)
+		}
+		// Refused because the binary is sealed read-only, not merely
+		// because it is busy now (it will not be once B has started).
+		if strings.Contains(out, "\nWROTE\n") || !strings.Contains(out, "Read-only file system") {
+			t.Errorf("%s: A could write, or may later write, the runtime's binary through B's process:\n%s", rt, out)
+		}
+	}
+}
+
+// execWithCaps runs args in c with capabilities caps and returns the
+// output.
+func execWithCaps(t *testing.T, c *Container, caps *specs.LinuxCapabilities, args ...string) string {
+	t.Helper()
+	pr, pw, _ := os.Pipe()
+	defer pr.Close()
+	p, err := c.Exec(&specs.Process{Args: args, Env: []string{"PATH=/bin"}, Cwd: "/", Capabilities: caps}, Stdio{Stdout: pw, Stderr: pw})
+	pw.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(pr)
+	p.Wait()
+	return string(out)
+}
+
+// createOnly creates spec in bundle on runtime without starting it; the
+// test's cleanup removes it.
+func createOnly(t *testing.T, rt, bundle string, spec *specs.Spec) {
+	t.Helper()
+	if rt == "tupper" {
+		if _, err := create(t, bundle, spec); err != nil {
+			t.Fatalf("tupper: create: %v", err)
+		}
+		return
+	}
+	b, _ := json.Marshal(spec)
+	os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644)
+	root, id := t.TempDir(), fmt.Sprintf("hostile-%d", time.Now().UnixNano())
+	// A file, not a pipe: the created container keeps its stdio open.
+	log, err := os.Create(filepath.Join(t.TempDir(), "runc.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	cmd := exec.Command("runc", "--root", root, "create", "--bundle", bundle, id)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(log.Name())
+		t.Fatalf("runc create: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
 }
