@@ -130,8 +130,8 @@ func createInRoot(root *os.File, p, content string) error {
 		return nil
 	}
 	parent, err := pathrs.MkdirAllHandle(root, filepath.Dir(p), 0o755)
-	if errors.Is(err, unix.EROFS) {
-		return nil
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.ENOTDIR) {
+		return nil // a read-only rootfs, or an /etc that leads nowhere: none
 	}
 	if err != nil {
 		return err
