@@ -37,6 +37,11 @@ func (h *helper) runInit(srcFds []int) error {
 			return err
 		}
 	}
+	if newNetns(init.Spec) {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
 	var state *specs.State
 	beforePivot := func() (err error) {
 		state, err = h.runtimeHooks()
@@ -49,6 +54,41 @@ func (h *helper) runInit(srcFds []int) error {
 		return err
 	}
 	return h.finish(true, func() error { return startContainerHooks(init.Spec, state) })
+}
+
+// newNetns reports whether the container has a network namespace of its
+// own, made for it.
+func newNetns(spec *specs.Spec) bool {
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
+}
+
+// loopbackUp brings lo up in the helper's new network namespace, as runc
+// does: whoever networks the container (tupper, CNI, nerdctl's hooks)
+// adds the rest, and a container must reach its own services on
+// 127.0.0.1 whatever it got.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err == nil {
+		err = unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr)
+	}
+	if err == nil {
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		err = unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	}
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
 }
 
 // mountSources points the spec's bind mounts at the sources the parent

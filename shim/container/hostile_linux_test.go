@@ -529,3 +529,15 @@ func createOnly(t *testing.T, rt, bundle string, spec *specs.Spec) {
 	}
 	t.Cleanup(func() { exec.Command("runc", "--root", root, "delete", "-f", id).Run() })
 }
+
+// TestLoopbackUpLikeRunc: lo is up in a container's new network
+// namespace, as under runc, whoever else networks it.
+func TestLoopbackUpLikeRunc(t *testing.T) {
+	needRoot(t)
+	for _, rt := range runtimes {
+		st, out := runBundle(t, rt, newBundle(t), testSpec("cat", "/sys/class/net/lo/operstate", "/sys/class/net/lo/flags"))
+		if st != 0 || !strings.Contains(out, "0x9") { // IFF_UP|IFF_LOOPBACK
+			t.Errorf("%s: status %d, lo: %q", rt, st, out)
+		}
+	}
+}
