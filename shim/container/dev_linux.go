@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -39,30 +38,12 @@ func populateDev(r *inRoot) error {
 		links = append(links, [2]string{"/proc/kcore", "/dev/core"})
 	}
 	for _, l := range links {
-		err := inDir(r, l[1], func(dir int, name string) error { return unix.Symlinkat(l[0], dir, name) })
+		err := r.inDir(l[1], func(dir int, name string) error { return unix.Symlinkat(l[0], dir, name) })
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("symlink %s: %w", l[1], err)
 		}
 	}
 	return nil
-}
-
-// inDir runs fn with the directory of p inside the root (made if missing)
-// open, and p's last element: for the *at calls that make or remove p
-// itself without following it.
-func inDir(r *inRoot, p string, fn func(dir int, name string) error) error {
-	p = cleanDest(p)
-	parent, err := r.mkdirAll(filepath.Dir(p))
-	if err != nil {
-		return err
-	}
-	defer parent.Close()
-	dir, err := pathrs.Reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	return fn(int(dir.Fd()), filepath.Base(p))
 }
 
 var deviceTypes = map[string]uint32{"c": unix.S_IFCHR, "u": unix.S_IFCHR, "b": unix.S_IFBLK, "p": unix.S_IFIFO}
@@ -87,7 +68,7 @@ func createDevice(r *inRoot, d specs.LinuxDevice) error {
 		gid = int(*d.GID)
 	}
 	bind := false
-	err := inDir(r, d.Path, func(dir int, name string) error {
+	err := r.inDir(d.Path, func(dir int, name string) error {
 		if err := unix.Unlinkat(dir, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
 		}
@@ -132,7 +113,7 @@ func linkPtmx(r *inRoot) error {
 		return nil // no devpts mounted: leave /dev/ptmx as it is
 	}
 	pts.Close()
-	err = inDir(r, "/dev/ptmx", func(dir int, name string) error {
+	err = r.inDir("/dev/ptmx", func(dir int, name string) error {
 		if err := unix.Unlinkat(dir, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
 		}

@@ -70,22 +70,57 @@ func (r *inRoot) target(dest string, dir bool) (*os.File, error) {
 	if dir {
 		return r.mkdirAll(dest)
 	}
-	parent, err := r.mkdirAll(filepath.Dir(dest))
-	if err != nil {
+	if err := r.createFile(dest, nil, 0o644); err != nil {
 		return nil, err
+	}
+	return r.open(dest)
+}
+
+// inDir runs fn with the directory of p inside the root (made if missing)
+// open, and p's last element: for the *at calls that make or remove p
+// itself without following it.
+func (r *inRoot) inDir(p string, fn func(dir int, name string) error) error {
+	p = cleanDest(p)
+	parent, err := r.mkdirAll(filepath.Dir(p))
+	if err != nil {
+		return err
 	}
 	defer parent.Close()
-	dirFd, err := pathrs.Reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
+	dir, err := pathrs.Reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer dirFd.Close()
-	fd, err := unix.Openat(int(dirFd.Fd()), filepath.Base(dest), unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0o644)
+	defer dir.Close()
+	return fn(int(dir.Fd()), filepath.Base(p))
+}
+
+// createFile makes a new file at p inside the root with content; whatever
+// is there already, a link included, is left alone (EEXIST).
+func (r *inRoot) createFile(p string, content []byte, perm uint32) error {
+	return r.inDir(p, func(dir int, name string) error {
+		fd, err := unix.Openat(dir, name, unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, perm)
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(uintptr(fd), name)
+		_, err = f.Write(content)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+}
+
+// CreateFileInRoot makes a new file at p inside the root filesystem at
+// rootfs, resolved as the container will see it and never out of it (see
+// inRoot), unless something is there already: then it fails with EEXIST.
+func CreateFileInRoot(rootfs, p string, content []byte, perm uint32) error {
+	r, err := openInRoot(rootfs)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	unix.Close(fd)
-	return r.open(dest)
+	defer r.close()
+	return r.createFile(p, content, perm)
 }
 
 // mount mounts source onto target, a file open inside the root, and
