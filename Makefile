@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/tupper/tupper/version.Version=$(VERSION)
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: all build test demo demo-down bench clean deps proto fuzz stress load critest
+.PHONY: all build test demo demo-down bench clean deps proto fuzz stress load critest installer-image
 
 all: build
 
@@ -41,6 +41,11 @@ critest: deps build
 
 bench: deps build
 	hack/bench.sh
+
+# The Kubernetes node installer's image (deploy/kubernetes/installer.yaml),
+# an OCI archive in _output/ for ctr import or any registry.
+installer-image: build
+	hack/installer-image.sh
 
 # Longer fuzzing than the bounded run inside make test.
 fuzz:
