@@ -33,7 +33,7 @@ STAGE=$(mktemp -d)
 trap 'rm -rf "$STAGE"' EXIT
 mkdir -p "$STAGE/bin" "$STAGE/tupper/bin" "$STAGE/tmp"
 cp /bin/busybox "$STAGE/bin/busybox"
-for a in sh nsenter cat ls; do
+for a in sh nsenter cat ls sleep; do
 	ln -s busybox "$STAGE/bin/$a"
 done
 (cd "$REPO" && CGO_ENABLED=0 go build -o "$STAGE/tupper/bin/tupper-install" ./cmd/tupper-install)
