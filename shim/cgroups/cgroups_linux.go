@@ -48,6 +48,13 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 	if err := Check(res); err != nil {
 		return nil, err
 	}
+	res, err := normalize(res) // Check has refused what normalize would
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		res = &specs.LinuxResources{} // containerd/cgroups dereferences it
+	}
 	res = withoutKernelMemory(ctx, res)
 	p, err := parsePath(cgroupsPath, systemd)
 	if err != nil {
@@ -64,7 +71,7 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		if err != nil {
 			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
 		}
-		return &Manager{path: p.path, v2: m, v2Dir: !systemd}, nil
+		return withPids(&Manager{path: p.path, v2: m, v2Dir: !systemd}, res)
 	}
 	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
 	if systemd {
@@ -80,6 +87,18 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 			if d, ok := s.(interface{ Path(string) string }); ok {
 				m.v1Dirs = append(m.v1Dirs, d.Path(p.path))
 			}
+		}
+	}
+	return withPids(m, res)
+}
+
+// withPids writes the pids limits containerd/cgroups leaves out
+// (pidsValue); on failure the new cgroup is removed again.
+func withPids(m *Manager, res *specs.LinuxResources) (*Manager, error) {
+	if v, ok := pidsValue(res); ok {
+		if err := writeFile(m.file("pids", "pids.max"), v); err != nil {
+			m.Delete()
+			return nil, fmt.Errorf("creating cgroup %s: %w", m.path, err)
 		}
 	}
 	return m, nil
@@ -180,18 +199,6 @@ func (m *Manager) Add(pid int) error {
 		return m.v2.AddProc(uint64(pid))
 	}
 	return m.v1.Add(cgroup1.Process{Pid: pid})
-}
-
-// Update applies new resources to the running container.
-func (m *Manager) Update(ctx context.Context, res *specs.LinuxResources) error {
-	if err := Check(res); err != nil {
-		return err
-	}
-	res = withoutKernelMemory(ctx, res)
-	if m.v2 != nil {
-		return m.v2.Update(cgroup2.ToResources(res))
-	}
-	return m.v1.Update(res)
 }
 
 // Stats returns *cgroup1/stats.Metrics or *cgroup2/stats.Metrics: the types
