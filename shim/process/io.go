@@ -118,17 +118,21 @@ func parseURI(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// openFifos pipes stdout and stderr to their FIFOs.
 // fifoOpenWait bounds how long Create waits for the client to open its end
 // of an output FIFO before going on without it.
 var fifoOpenWait = 10 * time.Second
 
+// openFifos pipes stdout and stderr to their FIFOs. With a terminal there
+// is only the pty's output, which goes to stdout: stderr is never opened,
+// as runc's shim never does, since clients (containerd's cio with a
+// terminal: ctr, nerdctl `run -t`, `exec -t`) name a stderr FIFO that
+// they do not make.
 func (i *IO) openFifos(ctx context.Context) error {
 	for _, t := range []struct {
 		path  string
 		child **os.File
 	}{{i.stdio.Stdout, &i.child.Stdout}, {i.stdio.Stderr, &i.child.Stderr}} {
-		if t.path == "" {
+		if t.path == "" || (i.stdio.Terminal && t.child == &i.child.Stderr) {
 			continue
 		}
 		f, err := openOutputFifo(ctx, t.path)
@@ -136,11 +140,7 @@ func (i *IO) openFifos(ctx context.Context) error {
 			return fmt.Errorf("open %s: %w", t.path, err)
 		}
 		if i.stdio.Terminal {
-			if t.child == &i.child.Stdout {
-				i.outSink = f
-			} else {
-				f.Close()
-			}
+			i.outSink = f
 			continue
 		}
 		r, w, err := os.Pipe()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/console"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 )
 
@@ -214,5 +215,53 @@ func TestFifoClientNever(t *testing.T) {
 	defer r.Close()
 	if n, _ := r.Read(make([]byte, 64)); n != 0 {
 		t.Errorf("read %d bytes from a FIFO that nobody should be writing to", n)
+	}
+}
+
+// With a terminal there is no stderr stream: containerd's clients (ctr,
+// nerdctl `run -t`, `exec -t`) make no stderr FIFO but may still name one.
+// runc's shim never opens it; neither may tupper, with or without stdin.
+func TestTerminalWithoutStderrFifo(t *testing.T) {
+	for _, withStdin := range []bool{false, true} {
+		dir := t.TempDir()
+		s := stdio.Stdio{Terminal: true, Stdout: mkfifo(t, dir, "out"), Stderr: filepath.Join(dir, "never-made-stderr")}
+		if withStdin {
+			s.Stdin = mkfifo(t, dir, "in")
+		}
+		outC := make(chan string, 1)
+		go func() {
+			f, _ := os.OpenFile(s.Stdout, os.O_RDONLY, 0)
+			b, _ := io.ReadAll(f)
+			outC <- string(b)
+		}()
+		i, err := NewIO(context.Background(), "id", "ns", s, plainStart)
+		if err != nil {
+			t.Fatalf("stdin %v: NewIO with a terminal and no stderr FIFO: %v", withStdin, err)
+		}
+		master, slavePath, err := console.NewPty()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := os.NewFile(master.Fd(), "ptmx")
+		if err := i.AttachConsole(m); err != nil {
+			t.Fatal(err)
+		}
+		slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("/bin/sh", "-c", "echo on-the-terminal")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		slave.Close()
+		if !i.Wait(5 * time.Second) {
+			t.Fatal("terminal copy did not finish")
+		}
+		i.Close()
+		if got := <-outC; !strings.Contains(got, "on-the-terminal") {
+			t.Errorf("stdin %v: stdout got %q", withStdin, got)
+		}
 	}
 }
