@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"os"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
@@ -46,11 +47,16 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	if p.Status() == process.Running && c.isPaused() {
 		resp.Status = task.Status_PAUSED
 	}
+	// Before the exit the time is the zero time, never left out: a nil
+	// timestamp reads as 1970-01-01 in containerd (FromTimestamp), so a
+	// running container would show that as its FinishedAt.
+	var at time.Time
 	if p.Status() == process.Stopped {
-		code, at := p.ExitStatus()
+		var code int
+		code, at = p.ExitStatus()
 		resp.ExitStatus = uint32(code)
-		resp.ExitedAt = protobuf.ToTimestamp(at)
 	}
+	resp.ExitedAt = protobuf.ToTimestamp(at)
 	return resp, nil
 }
 
