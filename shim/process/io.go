@@ -260,6 +260,30 @@ func (i *IO) startLogger(ctx context.Context, id, ns string, u *url.URL, start S
 	return nil
 }
 
+// Chown gives the pipes among the process' stdio to uid:gid, as runc's
+// shim does with the IoUid/IoGid options: a process reopening one
+// (/dev/stdout is /proc/self/fd/1) is checked against the pipe's owner and
+// mode 0600, which a user namespace's root, a mapped id, would fail.
+// Files (file:// logs) keep their owner.
+func (i *IO) Chown(uid, gid int) error {
+	for _, f := range []*os.File{i.child.Stdin, i.child.Stdout, i.child.Stderr} {
+		if f == nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+			return err
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+			continue
+		}
+		if err := syscall.Fchown(int(f.Fd()), uid, gid); err != nil {
+			return fmt.Errorf("give stdio to %d:%d: %w", uid, gid, err)
+		}
+	}
+	return nil
+}
+
 // ChildStdio returns the files the process gets as fds 0-2.
 func (i *IO) ChildStdio() container.Stdio { return i.child }
 

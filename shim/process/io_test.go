@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/console"
 	"github.com/containerd/containerd/v2/pkg/stdio"
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 func plainStart(cmd *exec.Cmd) (func() (int, error), error) {
@@ -263,5 +264,48 @@ func TestTerminalWithoutStderrFifo(t *testing.T) {
 		if got := <-outC; !strings.Contains(got, "on-the-terminal") {
 			t.Errorf("stdin %v: stdout got %q", withStdin, got)
 		}
+	}
+}
+
+// Chown gives the stdio pipes to the I/O owner (runc's IoUid/IoGid) and
+// leaves a file:// log's owner alone.
+func TestChownPipes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.Require(t, "needs root (fchown to another user)")
+	}
+	dir := t.TempDir()
+	in, out := mkfifo(t, dir, "in"), mkfifo(t, dir, "out")
+	go func() { f, _ := os.OpenFile(out, os.O_RDONLY, 0); io.Copy(io.Discard, f) }()
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdin: in, Stdout: out}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	if err := i.Chown(4321, 8765); err != nil {
+		t.Fatal(err)
+	}
+	c := i.ChildStdio()
+	for name, f := range map[string]*os.File{"stdin": c.Stdin, "stdout": c.Stdout} {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 4321 || st.Gid != 8765 {
+			t.Errorf("%s pipe owned by %d:%d, want 4321:8765", name, st.Uid, st.Gid)
+		}
+	}
+	log := filepath.Join(dir, "log")
+	fi, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdout: "file://" + log, Stderr: "file://" + log}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fi.Close()
+	if err := fi.Chown(4321, 8765); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	syscall.Stat(log, &st)
+	if st.Uid != 0 {
+		t.Errorf("the log file was given to %d", st.Uid)
 	}
 }

@@ -1,9 +1,11 @@
 package task
 
 import (
+	"context"
 	"fmt"
 	"sync"
 
+	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/network"
@@ -23,6 +25,9 @@ type Container struct {
 	cg   *cgroup // nil without one
 	// published forwards host ports to the container until Delete.
 	published *network.Publisher
+	// ioOwner, if set, owns every process' stdio pipes (runc's IoUid
+	// and IoGid options).
+	ioOwner *[2]int
 
 	mu    sync.Mutex
 	execs map[string]*process.Process
@@ -50,4 +55,19 @@ func (c *Container) execList() []*process.Process {
 		ps = append(ps, p)
 	}
 	return ps
+}
+
+// newIO opens a process' stdio and gives its pipes to the container's
+// I/O owner, if the options named one.
+func (c *Container) newIO(ctx context.Context, id, ns string, sio stdio.Stdio) (*process.IO, error) {
+	pio, err := process.NewIO(ctx, id, ns, sio, reaperStart)
+	if err != nil || c.ioOwner == nil {
+		return pio, err
+	}
+	if err := pio.Chown(c.ioOwner[0], c.ioOwner[1]); err != nil {
+		pio.CloseChildEnds()
+		pio.Close()
+		return nil, err
+	}
+	return pio, nil
 }

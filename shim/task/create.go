@@ -18,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/shim/bundle"
 	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/options"
 	"github.com/tupper/tupper/shim/process"
 )
 
@@ -85,7 +86,10 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 
 	sio := stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	ns, _ := namespaces.Namespace(ctx)
-	pio, err := process.NewIO(ctx, r.ID, ns, sio, reaperStart)
+	if uid, gid, ok := options.IOOwner(r.Options); ok {
+		c.ioOwner = &[2]int{uid, gid}
+	}
+	pio, err := c.newIO(ctx, r.ID, ns, sio)
 	if err != nil {
 		return nil, fmt.Errorf("set up stdio: %w", err)
 	}

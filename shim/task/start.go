@@ -60,7 +60,7 @@ func (s *service) startExec(ctx context.Context, c *Container, p *process.Proces
 		return fmt.Errorf("container %q is paused: %w", c.ID, errdefs.ErrFailedPrecondition)
 	}
 	ns, _ := namespaces.Namespace(ctx)
-	pio, err := process.NewIO(ctx, c.ID+"-"+p.ID, ns, p.Stdio, reaperStart)
+	pio, err := c.newIO(ctx, c.ID+"-"+p.ID, ns, p.Stdio)
 	if err != nil {
 		return fmt.Errorf("set up exec stdio: %w", err)
 	}
