@@ -43,6 +43,8 @@ type IO struct {
 
 	copies    sync.WaitGroup
 	closeOnce sync.Once
+	resizeMu  sync.Mutex // orders Resize with Close's closing of master
+	closed    bool
 	stdinOnce sync.Once
 	closers   []io.Closer
 	logger    *exec.Cmd
@@ -318,10 +320,16 @@ func (i *IO) AttachConsole(master *os.File) error {
 	return nil
 }
 
-// Resize sets the pty window size.
+// Resize sets the pty window size. Like runc's shim, it ignores a resize
+// for a process without a terminal, or whose terminal is already closed
+// (the process exited): clients resize right after Start and on every
+// SIGWINCH, racing a short-lived process' exit (nerdctl run -t printed
+// "resize pty: bad file descriptor").
 func (i *IO) Resize(width, height uint32) error {
-	if i.console == nil {
-		return errors.New("process has no terminal")
+	i.resizeMu.Lock()
+	defer i.resizeMu.Unlock()
+	if i.console == nil || i.closed {
+		return nil
 	}
 	return i.console.Resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
 }
@@ -356,9 +364,12 @@ func (i *IO) Wait(timeout time.Duration) bool {
 func (i *IO) Close() error {
 	i.closeOnce.Do(func() {
 		i.CloseStdin()
+		i.resizeMu.Lock()
+		i.closed = true
 		if i.master != nil {
 			i.master.Close()
 		}
+		i.resizeMu.Unlock()
 		if i.outSink != nil {
 			i.outSink.Close()
 		}

@@ -309,3 +309,37 @@ func TestChownPipes(t *testing.T) {
 		t.Errorf("the log file was given to %d", st.Uid)
 	}
 }
+
+// A resize is ignored, as runc's shim does, for a process without a
+// terminal and once the terminal is closed (the process exited and its
+// IO was closed): clients resize racing a short process' exit.
+func TestResizeWithoutOrAfterTerminal(t *testing.T) {
+	plain, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Resize(80, 24); err != nil {
+		t.Errorf("resize without a terminal: %v", err)
+	}
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Terminal: true}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, _, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := i.AttachConsole(os.NewFile(master.Fd(), "ptmx")); err != nil {
+		t.Fatal(err)
+	}
+	if err := i.Resize(100, 30); err != nil {
+		t.Fatalf("resize: %v", err)
+	}
+	if ws, err := master.Size(); err != nil || ws.Width != 100 || ws.Height != 30 {
+		t.Errorf("size %+v, %v", ws, err)
+	}
+	i.Close()
+	if err := i.Resize(80, 24); err != nil {
+		t.Errorf("resize after the terminal closed: %v", err)
+	}
+}
