@@ -57,7 +57,7 @@ func (s *service) startExec(ctx context.Context, c *Container, p *process.Proces
 	}
 	if c.isPaused() {
 		// Its helper would freeze in the cgroup before it got ready.
-		return fmt.Errorf("container %q is paused: %w", c.ID, errdefs.ErrFailedPrecondition)
+		return errExecPaused{}
 	}
 	ns, _ := namespaces.Namespace(ctx)
 	pio, err := c.newIO(ctx, c.ID+"-"+p.ID, ns, p.Stdio)
@@ -82,3 +82,12 @@ func (s *service) startExec(ctx context.Context, c *Container, p *process.Proces
 	}
 	return p.SetRunning()
 }
+
+// errExecPaused refuses an exec into a paused container with the words of
+// runc's shim, which clients show as they are (nerdctl: "cannot exec in a
+// paused state"), and the failed-precondition code.
+type errExecPaused struct{}
+
+func (errExecPaused) Error() string { return "cannot exec in a paused state" }
+
+func (errExecPaused) Is(target error) bool { return target == errdefs.ErrFailedPrecondition }
