@@ -314,11 +314,25 @@ func (i *IO) AttachConsole(master *os.File) error {
 		}()
 	}
 	if i.outSink != nil {
-		i.copyOut(i.outSink, master)
+		// The copy closes master when the terminal hangs up (the process
+		// exited); Resize must know, as after Close.
+		i.copyOut(i.outSink, struct {
+			io.Reader
+			io.Closer
+		}{master, closerFunc(func() error {
+			i.resizeMu.Lock()
+			defer i.resizeMu.Unlock()
+			i.closed = true
+			return master.Close()
+		})})
 		i.outSink = nil
 	}
 	return nil
 }
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
 
 // Resize sets the pty window size. Like runc's shim, it ignores a resize
 // for a process without a terminal, or whose terminal is already closed

@@ -342,4 +342,29 @@ func TestResizeWithoutOrAfterTerminal(t *testing.T) {
 	if err := i.Resize(80, 24); err != nil {
 		t.Errorf("resize after the terminal closed: %v", err)
 	}
+
+	// The terminal hangs up before Close: the output copy closes master.
+	j, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Terminal: true, Stdout: "file://" + filepath.Join(t.TempDir(), "log")}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	m2, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.AttachConsole(os.NewFile(m2.Fd(), "ptmx")); err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	if !j.Wait(5 * time.Second) {
+		t.Fatal("the terminal copy did not end at hang-up")
+	}
+	if err := j.Resize(80, 24); err != nil {
+		t.Errorf("resize after the terminal hung up: %v", err)
+	}
 }
