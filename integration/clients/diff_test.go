@@ -14,6 +14,7 @@ import (
 var knownDifferences = map[string]string{
 	"env/HOME":               "HOME is not set from the image's /etc/passwd for the process user (runc: /root, /home/tupper, /nonexistent, or /)",
 	"net none/lo":            "lo stays down in a new network namespace whose networking is handed off (nerdctl's hooks, CNI); runc always brings it up",
+	"net none/interfaces":    "with lo down the main routing table is never made, so /proc/net/route is empty, without even its header (see net none/lo)",
 	"bridge/own service":     "the container reaches its own published service over lo, which is down (see net none/lo)",
 	"sysctl/kernel.hostname": "--sysctl kernel.hostname is accepted and overrides the hostname; runc refuses it (it conflicts with the OCI hostname field)",
 	"run/missing executable": "a create that fails after nerdctl's createRuntime hook does not run the poststop hook, so the CNI address and rules leak",
