@@ -102,6 +102,55 @@ go_tool ctr "$CTRD" "$CTRD/cmd/ctr" "$CONTAINERD_VERSION"
 go_tool containerd-shim-runc-v2 "$CTRD" "$CTRD/cmd/containerd-shim-runc-v2" "$CONTAINERD_VERSION"
 go_tool runc github.com/opencontainers/runc github.com/opencontainers/runc "$RUNC_VERSION" seccomp
 
+# ------------------------------------------------------------------ nerdctl
+# The nerdctl differential test (integration/nerdctl) drives tupper and runc
+# with the same nerdctl. Its go.mod has a replace directive, so `go install
+# pkg@version` refuses it, and the proxy may not serve it at all: then it is
+# built from the source archive kept beside the repository (with its
+# dependencies from the module proxy), stamped with its version as
+# nerdctl's Makefile does. Either way `nerdctl --version` names the release.
+NERDCTL_VERSION=v2.3.5
+NERDCTL_REVISION=347782c28efe1753d5cc9652f6304752ed431221
+NERDCTL_SHA256=f23d517d2e365db4cda43ad734d7786940b58da8a211a71d8cc4062ece14124e
+NERDCTL_ARCHIVE="$(cd "$(dirname "$0")/.." && pwd)/../shared/third_party/nerdctl-${NERDCTL_VERSION}.tar.gz"
+
+nerdctl_version() { "$1" --version 2>/dev/null | sed -n "s/^nerdctl version v\{0,1\}/v/p"; }
+
+install_nerdctl() {
+	local dst="$GOBIN/nerdctl" pkg=github.com/containerd/nerdctl/v2/cmd/nerdctl tmp out
+	if [[ -x $dst && $(nerdctl_version "$dst") == "$NERDCTL_VERSION" ]]; then
+		log "nerdctl: $dst is $NERDCTL_VERSION"
+		return
+	fi
+	log "nerdctl: trying go install $pkg@$NERDCTL_VERSION"
+	if out=$(CGO_ENABLED=0 "$GO" install "$pkg@$NERDCTL_VERSION" 2>&1); then
+		log "nerdctl: installed $(nerdctl_version "$dst") from the module proxy"
+		return
+	fi
+	log "nerdctl: go install failed ($(tail -n 1 <<<"$out")); building from $NERDCTL_ARCHIVE"
+	if [[ ! -f $NERDCTL_ARCHIVE ]]; then
+		echo "install-deps: nerdctl: neither the module proxy nor $NERDCTL_ARCHIVE has nerdctl $NERDCTL_VERSION" >&2
+		exit 1
+	fi
+	if ! sha256sum --quiet -c - <<<"$NERDCTL_SHA256  $NERDCTL_ARCHIVE"; then
+		echo "install-deps: nerdctl: $NERDCTL_ARCHIVE does not have sha256 $NERDCTL_SHA256" >&2
+		exit 1
+	fi
+	tmp=$(mktemp -d)
+	if ! (tar -xzf "$NERDCTL_ARCHIVE" -C "$tmp" && cd "$tmp/nerdctl-${NERDCTL_VERSION#v}" &&
+		CGO_ENABLED=0 "$GO" build -trimpath -o "$tmp/nerdctl" -ldflags "-s -w \
+			-X github.com/containerd/nerdctl/v2/pkg/version.Version=$NERDCTL_VERSION \
+			-X github.com/containerd/nerdctl/v2/pkg/version.Revision=$NERDCTL_REVISION" ./cmd/nerdctl &&
+		install -m 0755 "$tmp/nerdctl" "$dst"); then
+		rm -rf "$tmp"
+		echo "install-deps: nerdctl: building $NERDCTL_ARCHIVE failed" >&2
+		exit 1
+	fi
+	rm -rf "$tmp"
+	log "nerdctl: installed $(nerdctl_version "$dst") from the archive"
+}
+install_nerdctl
+
 # --------------------------------------------------------- CRI test tooling
 # Place for crictl / critest (cri-tools) when the CRI work starts, e.g.:
 #   go_tool crictl github.com/kubernetes-sigs/cri-tools \

@@ -34,6 +34,9 @@ type Manager struct {
 	// for JoinFiles and JoinDir.
 	v1Dirs []string
 	v2Dir  bool
+	// unifiedDir is the container's cgroup in a hybrid host's v2
+	// hierarchy (hybrid_linux.go), or "".
+	unifiedDir string
 }
 
 // unified reports whether the host runs the v2 hierarchy alone; on hybrid
@@ -47,6 +50,13 @@ func unified() bool { return cgroups.Mode() == cgroups.Unified }
 func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, systemd bool, pid int) (*Manager, error) {
 	if err := Check(res); err != nil {
 		return nil, err
+	}
+	res, err := normalize(res) // Check has refused what normalize would
+	if err != nil {
+		return nil, err
+	}
+	if res == nil {
+		res = &specs.LinuxResources{} // containerd/cgroups dereferences it
 	}
 	res = withoutKernelMemory(ctx, res)
 	p, err := parsePath(cgroupsPath, systemd)
@@ -64,7 +74,7 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		if err != nil {
 			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
 		}
-		return &Manager{path: p.path, v2: m, v2Dir: !systemd}, nil
+		return withPids(&Manager{path: p.path, v2: m, v2Dir: !systemd}, res)
 	}
 	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
 	if systemd {
@@ -80,6 +90,22 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 			if d, ok := s.(interface{ Path(string) string }); ok {
 				m.v1Dirs = append(m.v1Dirs, d.Path(p.path))
 			}
+		}
+	}
+	if err := m.makeHybrid(systemd); err != nil {
+		m.Delete()
+		return nil, err
+	}
+	return withPids(m, res)
+}
+
+// withPids writes the pids limits containerd/cgroups leaves out
+// (pidsValue); on failure the new cgroup is removed again.
+func withPids(m *Manager, res *specs.LinuxResources) (*Manager, error) {
+	if v, ok := pidsValue(res); ok {
+		if err := writeFile(m.file("pids", "pids.max"), v); err != nil {
+			m.Delete()
+			return nil, fmt.Errorf("creating cgroup %s: %w", m.path, err)
 		}
 	}
 	return m, nil
@@ -102,12 +128,17 @@ var haveClone3 = sync.OnceValue(func() bool {
 
 // JoinDir opens the cgroup's v2 directory, for a process to be cloned
 // straight into (clone3 CLONE_INTO_CGROUP), which, like JoinFiles on v1,
-// skips the global lock and grace period of moving it. nil elsewhere.
+// skips the global lock and grace period of moving it; on a hybrid host
+// (v1 controllers, v2 mounted beside them) its v2 side. nil elsewhere.
 func (m *Manager) JoinDir() (*os.File, error) {
-	if !m.v2Dir || !haveClone3() {
+	dir := m.unifiedDir // a hybrid host's v2 side (hybrid_linux.go)
+	if m.v2Dir {
+		dir = filepath.Join(mountpoint, m.path)
+	}
+	if dir == "" || !haveClone3() {
 		return nil, nil
 	}
-	f, err := os.OpenFile(filepath.Join(mountpoint, m.path), os.O_RDONLY|unix.O_DIRECTORY, 0)
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("cgroup %s: %w", m.path, err)
 	}
@@ -128,8 +159,18 @@ func (m *Manager) JoinFiles() ([]*os.File, error) {
 		return nil, nil
 	}
 	var files []*os.File
+	paths := make([]string, 0, len(m.v1Dirs)+1)
 	for _, d := range m.v1Dirs {
-		f, err := os.OpenFile(filepath.Join(d, "tasks"), os.O_RDWR, 0)
+		paths = append(paths, filepath.Join(d, "tasks"))
+	}
+	if m.unifiedDir != "" && !haveClone3() {
+		// The hybrid v2 side (JoinDir's where clone3 is): "0" to
+		// cgroup.procs moves the writer too, though through the global
+		// lock that JoinDir's clone avoids.
+		paths = append(paths, filepath.Join(m.unifiedDir, "cgroup.procs"))
+	}
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
 		if err != nil {
 			for _, f := range files {
 				f.Close()
@@ -166,7 +207,11 @@ func Load(cgroupsPath string, systemd bool) (*Manager, error) {
 		}
 		return nil, err
 	}
-	return &Manager{path: p.path, v1: cg}, nil
+	m := &Manager{path: p.path, v1: cg}
+	if d := hybridDir(p.path, systemd); d != "" && exists(d) {
+		m.unifiedDir = d
+	}
+	return m, nil
 }
 
 const mountpoint = "/sys/fs/cgroup"
@@ -179,19 +224,10 @@ func (m *Manager) Add(pid int) error {
 	if m.v2 != nil {
 		return m.v2.AddProc(uint64(pid))
 	}
-	return m.v1.Add(cgroup1.Process{Pid: pid})
-}
-
-// Update applies new resources to the running container.
-func (m *Manager) Update(ctx context.Context, res *specs.LinuxResources) error {
-	if err := Check(res); err != nil {
+	if err := m.v1.Add(cgroup1.Process{Pid: pid}); err != nil {
 		return err
 	}
-	res = withoutKernelMemory(ctx, res)
-	if m.v2 != nil {
-		return m.v2.Update(cgroup2.ToResources(res))
-	}
-	return m.v1.Update(res)
+	return m.addHybrid(pid)
 }
 
 // Stats returns *cgroup1/stats.Metrics or *cgroup2/stats.Metrics: the types
@@ -278,6 +314,10 @@ func (m *Manager) Delete() error {
 			err = m.v2.Delete()
 		} else if err = m.v1.Delete(); errors.Is(err, cgroup1.ErrCgroupDeleted) {
 			err = nil
+		}
+		if err == nil {
+			// Busy until the killed processes are reaped, as v1 is.
+			err = m.deleteHybrid()
 		}
 		if err == nil || time.Now().After(deadline) {
 			break

@@ -14,8 +14,9 @@ import (
 // Check refuses resources this host cannot enforce, so a container never
 // starts without a limit it asked for. It names the resource and the reason.
 func Check(res *specs.LinuxResources) error {
-	if res == nil {
-		return nil
+	res, err := normalize(res) // a zero asks for nothing (normalize)
+	if err != nil || res == nil {
+		return err
 	}
 	need := func(controller, what string) error {
 		if !hasController(controller) {

@@ -4,13 +4,48 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/tupper/tupper/shim/cgroups"
+	"github.com/tupper/tupper/shim/options"
 )
+
+// joinShimCgroup moves the shim process pid into the cgroup named by the
+// ShimCgroup runtime option, as runc's shim does, so that the shim's
+// memory and CPU are accounted where the caller wants (containerd's
+// TestShimInCgroup). containerd passes the task's runtime options among
+// the bootstrap extensions. The cgroup must exist; a missing one fails
+// the start, naming it, as with runc.
+func joinShimCgroup(params *bootapi.BootstrapParams, pid int) error {
+	for _, ext := range params.GetExtensions() {
+		v := ext.GetValue()
+		if !options.IsOptions(v) {
+			continue
+		}
+		o, err := options.FromAny(v)
+		if err != nil {
+			return err
+		}
+		path := o.GetShimCgroup()
+		if path == "" {
+			return nil
+		}
+		m, err := cgroups.Load(path, cgroups.IsSystemdPath(path))
+		if err != nil {
+			return fmt.Errorf("shim cgroup %s: %w", path, err)
+		}
+		if err := m.Add(pid); err != nil {
+			return fmt.Errorf("move the shim into cgroup %s: %w", path, err)
+		}
+		return nil
+	}
+	return nil
+}
 
 // removeCgroup deletes the cgroup of the container whose bundle is dir,
 // killing what is still in it, after its shim is gone. The bundle's

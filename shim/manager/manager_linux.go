@@ -142,6 +142,9 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 		}
 	}()
 	go cmd.Wait()
+	if err := joinShimCgroup(params, cmd.Process.Pid); err != nil {
+		return nil, err
+	}
 	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
 		return nil, fmt.Errorf("adjust shim oom score: %w", err)
 	}

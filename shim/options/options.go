@@ -53,12 +53,46 @@ func FromAny(a typeurl.Any) (*optionspb.Options, error) {
 		a.GetTypeUrl(), (&optionspb.Options{}).ProtoReflect().Descriptor().FullName(), errdefs.ErrInvalidArgument)
 }
 
+// IsOptions reports whether a is one of the options messages FromAny
+// reads (containerd passes a task's options among other extensions to the
+// shim's start).
+func IsOptions(a typeurl.Any) bool {
+	if a == nil {
+		return false
+	}
+	for _, m := range []any{&optionspb.Options{}, &runtimeoptions.Options{}, &runcoptions.Options{}} {
+		if typeurl.Is(a, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// IOOwner returns the owner runc's options ask for the process' stdio
+// pipes (IoUid/IoGid: containerd's client sets them for a user-namespaced
+// task, so that its root, a mapped id, may reopen /dev/stdout and the
+// like); ok is false when the options set none.
+func IOOwner(a typeurl.Any) (uid, gid int, ok bool) {
+	if a == nil || !typeurl.Is(a, &runcoptions.Options{}) {
+		return 0, 0, false
+	}
+	v, err := typeurl.UnmarshalAny(a)
+	if err != nil {
+		return 0, 0, false
+	}
+	o := v.(*runcoptions.Options)
+	if o.IoUid == 0 && o.IoGid == 0 {
+		return 0, 0, false
+	}
+	return int(o.IoUid), int(o.IoGid), true
+}
+
 // fromRunc takes runc's options: ctr's client puts IoUid/IoGid there
 // for a user-namespaced task (WithUIDOwner/WithGIDOwner), which fails for
 // any other options type, so `ctr run --uidmap` sends this message.
-// tupper hands the container its stdio as open fds, never by FIFO path,
-// so their owner does not matter; tupper never makes a session keyring,
-// so NoNewKeyring holds either way. What would change runc's behaviour
+// IoUid/IoGid own the stdio pipes (IOOwner); tupper never makes a
+// session keyring, so NoNewKeyring holds either way. ShimCgroup is
+// applied by the manager. What would change runc's behaviour
 // and has no meaning here is refused.
 func fromRunc(o *runcoptions.Options) (*optionspb.Options, error) {
 	for name, set := range map[string]bool{

@@ -83,3 +83,23 @@ func TestBadOptions(t *testing.T) {
 		t.Errorf("missing ConfigPath: %v", err)
 	}
 }
+
+func TestIOOwner(t *testing.T) {
+	a, err := typeurl.MarshalAny(&runcoptions.Options{IoUid: 100000, IoGid: 100001})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid, ok := IOOwner(a); !ok || uid != 100000 || gid != 100001 {
+		t.Errorf("IOOwner = %d, %d, %v", uid, gid, ok)
+	}
+	b, _ := typeurl.MarshalAny(&optionspb.Options{Bridge: "x"})
+	if _, _, ok := IOOwner(b); ok {
+		t.Error("tupper's options have no I/O owner")
+	}
+	if !IsOptions(a) || !IsOptions(b) || IsOptions(nil) {
+		t.Error("IsOptions")
+	}
+	if o, err := FromAny(a); err != nil || o.ShimCgroup != "" {
+		t.Errorf("runc options with IoUid: %v, %v", o, err)
+	}
+}

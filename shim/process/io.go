@@ -43,6 +43,8 @@ type IO struct {
 
 	copies    sync.WaitGroup
 	closeOnce sync.Once
+	resizeMu  sync.Mutex // orders Resize with Close's closing of master
+	closed    bool
 	stdinOnce sync.Once
 	closers   []io.Closer
 	logger    *exec.Cmd
@@ -118,17 +120,21 @@ func parseURI(s string) (*url.URL, error) {
 	return u, nil
 }
 
-// openFifos pipes stdout and stderr to their FIFOs.
 // fifoOpenWait bounds how long Create waits for the client to open its end
 // of an output FIFO before going on without it.
 var fifoOpenWait = 10 * time.Second
 
+// openFifos pipes stdout and stderr to their FIFOs. With a terminal there
+// is only the pty's output, which goes to stdout: stderr is never opened,
+// as runc's shim never does, since clients (containerd's cio with a
+// terminal: ctr, nerdctl `run -t`, `exec -t`) name a stderr FIFO that
+// they do not make.
 func (i *IO) openFifos(ctx context.Context) error {
 	for _, t := range []struct {
 		path  string
 		child **os.File
 	}{{i.stdio.Stdout, &i.child.Stdout}, {i.stdio.Stderr, &i.child.Stderr}} {
-		if t.path == "" {
+		if t.path == "" || (i.stdio.Terminal && t.child == &i.child.Stderr) {
 			continue
 		}
 		f, err := openOutputFifo(ctx, t.path)
@@ -136,11 +142,7 @@ func (i *IO) openFifos(ctx context.Context) error {
 			return fmt.Errorf("open %s: %w", t.path, err)
 		}
 		if i.stdio.Terminal {
-			if t.child == &i.child.Stdout {
-				i.outSink = f
-			} else {
-				f.Close()
-			}
+			i.outSink = f
 			continue
 		}
 		r, w, err := os.Pipe()
@@ -260,6 +262,30 @@ func (i *IO) startLogger(ctx context.Context, id, ns string, u *url.URL, start S
 	return nil
 }
 
+// Chown gives the pipes among the process' stdio to uid:gid, as runc's
+// shim does with the IoUid/IoGid options: a process reopening one
+// (/dev/stdout is /proc/self/fd/1) is checked against the pipe's owner and
+// mode 0600, which a user namespace's root, a mapped id, would fail.
+// Files (file:// logs) keep their owner.
+func (i *IO) Chown(uid, gid int) error {
+	for _, f := range []*os.File{i.child.Stdin, i.child.Stdout, i.child.Stderr} {
+		if f == nil {
+			continue
+		}
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+			return err
+		}
+		if st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+			continue
+		}
+		if err := syscall.Fchown(int(f.Fd()), uid, gid); err != nil {
+			return fmt.Errorf("give stdio to %d:%d: %w", uid, gid, err)
+		}
+	}
+	return nil
+}
+
 // ChildStdio returns the files the process gets as fds 0-2.
 func (i *IO) ChildStdio() container.Stdio { return i.child }
 
@@ -288,16 +314,36 @@ func (i *IO) AttachConsole(master *os.File) error {
 		}()
 	}
 	if i.outSink != nil {
-		i.copyOut(i.outSink, master)
+		// The copy closes master when the terminal hangs up (the process
+		// exited); Resize must know, as after Close.
+		i.copyOut(i.outSink, struct {
+			io.Reader
+			io.Closer
+		}{master, closerFunc(func() error {
+			i.resizeMu.Lock()
+			defer i.resizeMu.Unlock()
+			i.closed = true
+			return master.Close()
+		})})
 		i.outSink = nil
 	}
 	return nil
 }
 
-// Resize sets the pty window size.
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// Resize sets the pty window size. Like runc's shim, it ignores a resize
+// for a process without a terminal, or whose terminal is already closed
+// (the process exited): clients resize right after Start and on every
+// SIGWINCH, racing a short-lived process' exit (nerdctl run -t printed
+// "resize pty: bad file descriptor").
 func (i *IO) Resize(width, height uint32) error {
-	if i.console == nil {
-		return errors.New("process has no terminal")
+	i.resizeMu.Lock()
+	defer i.resizeMu.Unlock()
+	if i.console == nil || i.closed {
+		return nil
 	}
 	return i.console.Resize(console.WinSize{Width: uint16(width), Height: uint16(height)})
 }
@@ -332,9 +378,12 @@ func (i *IO) Wait(timeout time.Duration) bool {
 func (i *IO) Close() error {
 	i.closeOnce.Do(func() {
 		i.CloseStdin()
+		i.resizeMu.Lock()
+		i.closed = true
 		if i.master != nil {
 			i.master.Close()
 		}
+		i.resizeMu.Unlock()
 		if i.outSink != nil {
 			i.outSink.Close()
 		}

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/console"
 	"github.com/containerd/containerd/v2/pkg/stdio"
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 func plainStart(cmd *exec.Cmd) (func() (int, error), error) {
@@ -214,5 +216,155 @@ func TestFifoClientNever(t *testing.T) {
 	defer r.Close()
 	if n, _ := r.Read(make([]byte, 64)); n != 0 {
 		t.Errorf("read %d bytes from a FIFO that nobody should be writing to", n)
+	}
+}
+
+// With a terminal there is no stderr stream: containerd's clients (ctr,
+// nerdctl `run -t`, `exec -t`) make no stderr FIFO but may still name one.
+// runc's shim never opens it; neither may tupper, with or without stdin.
+func TestTerminalWithoutStderrFifo(t *testing.T) {
+	for _, withStdin := range []bool{false, true} {
+		dir := t.TempDir()
+		s := stdio.Stdio{Terminal: true, Stdout: mkfifo(t, dir, "out"), Stderr: filepath.Join(dir, "never-made-stderr")}
+		if withStdin {
+			s.Stdin = mkfifo(t, dir, "in")
+		}
+		outC := make(chan string, 1)
+		go func() {
+			f, _ := os.OpenFile(s.Stdout, os.O_RDONLY, 0)
+			b, _ := io.ReadAll(f)
+			outC <- string(b)
+		}()
+		i, err := NewIO(context.Background(), "id", "ns", s, plainStart)
+		if err != nil {
+			t.Fatalf("stdin %v: NewIO with a terminal and no stderr FIFO: %v", withStdin, err)
+		}
+		master, slavePath, err := console.NewPty()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := os.NewFile(master.Fd(), "ptmx")
+		if err := i.AttachConsole(m); err != nil {
+			t.Fatal(err)
+		}
+		slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("/bin/sh", "-c", "echo on-the-terminal")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		slave.Close()
+		if !i.Wait(5 * time.Second) {
+			t.Fatal("terminal copy did not finish")
+		}
+		i.Close()
+		if got := <-outC; !strings.Contains(got, "on-the-terminal") {
+			t.Errorf("stdin %v: stdout got %q", withStdin, got)
+		}
+	}
+}
+
+// Chown gives the stdio pipes to the I/O owner (runc's IoUid/IoGid) and
+// leaves a file:// log's owner alone.
+func TestChownPipes(t *testing.T) {
+	if os.Geteuid() != 0 {
+		testutil.Require(t, "needs root (fchown to another user)")
+	}
+	dir := t.TempDir()
+	in, out := mkfifo(t, dir, "in"), mkfifo(t, dir, "out")
+	go func() { f, _ := os.OpenFile(out, os.O_RDONLY, 0); io.Copy(io.Discard, f) }()
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdin: in, Stdout: out}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer i.Close()
+	if err := i.Chown(4321, 8765); err != nil {
+		t.Fatal(err)
+	}
+	c := i.ChildStdio()
+	for name, f := range map[string]*os.File{"stdin": c.Stdin, "stdout": c.Stdout} {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Uid != 4321 || st.Gid != 8765 {
+			t.Errorf("%s pipe owned by %d:%d, want 4321:8765", name, st.Uid, st.Gid)
+		}
+	}
+	log := filepath.Join(dir, "log")
+	fi, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Stdout: "file://" + log, Stderr: "file://" + log}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fi.Close()
+	if err := fi.Chown(4321, 8765); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	syscall.Stat(log, &st)
+	if st.Uid != 0 {
+		t.Errorf("the log file was given to %d", st.Uid)
+	}
+}
+
+// A resize is ignored, as runc's shim does, for a process without a
+// terminal and once the terminal is closed (the process exited and its
+// IO was closed): clients resize racing a short process' exit.
+func TestResizeWithoutOrAfterTerminal(t *testing.T) {
+	plain, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.Resize(80, 24); err != nil {
+		t.Errorf("resize without a terminal: %v", err)
+	}
+	i, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Terminal: true}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	master, _, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := i.AttachConsole(os.NewFile(master.Fd(), "ptmx")); err != nil {
+		t.Fatal(err)
+	}
+	if err := i.Resize(100, 30); err != nil {
+		t.Fatalf("resize: %v", err)
+	}
+	if ws, err := master.Size(); err != nil || ws.Width != 100 || ws.Height != 30 {
+		t.Errorf("size %+v, %v", ws, err)
+	}
+	i.Close()
+	if err := i.Resize(80, 24); err != nil {
+		t.Errorf("resize after the terminal closed: %v", err)
+	}
+
+	// The terminal hangs up before Close: the output copy closes master.
+	j, err := NewIO(context.Background(), "id", "ns", stdio.Stdio{Terminal: true, Stdout: "file://" + filepath.Join(t.TempDir(), "log")}, plainStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	m2, slavePath, err := console.NewPty()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.AttachConsole(os.NewFile(m2.Fd(), "ptmx")); err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	if !j.Wait(5 * time.Second) {
+		t.Fatal("the terminal copy did not end at hang-up")
+	}
+	if err := j.Resize(80, 24); err != nil {
+		t.Errorf("resize after the terminal hung up: %v", err)
 	}
 }

@@ -1,9 +1,11 @@
 package task
 
 import (
+	"context"
 	"fmt"
 	"sync"
 
+	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
 	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container"
@@ -27,6 +29,9 @@ type Container struct {
 	oom  oomWatch
 	// published forwards host ports to the container until Delete.
 	published *network.Publisher
+	// ioOwner, if set, owns every process' stdio pipes (runc's IoUid
+	// and IoGid options).
+	ioOwner *[2]int
 
 	mu    sync.Mutex // guards execs
 	execs map[string]*process.Process
@@ -77,3 +82,18 @@ func (c *Container) execList() []*process.Process {
 
 // paused reports whether the container is paused (its init's state).
 func (c *Container) paused() bool { return c.init.Snapshot().Status == process.Paused }
+
+// newIO opens a process' stdio and gives its pipes to the container's
+// I/O owner, if the options named one.
+func (c *Container) newIO(ctx context.Context, id, ns string, sio stdio.Stdio) (*process.IO, error) {
+	pio, err := process.NewIO(ctx, id, ns, sio, reaperStart)
+	if err != nil || c.ioOwner == nil {
+		return pio, err
+	}
+	if err := pio.Chown(c.ioOwner[0], c.ioOwner[1]); err != nil {
+		pio.CloseChildEnds()
+		pio.Close()
+		return nil, err
+	}
+	return pio, nil
+}

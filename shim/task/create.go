@@ -134,7 +134,10 @@ func mountRootfs(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest
 func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, spec *specs.Spec, undo *undoStack) error {
 	sio := stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	ns, _ := namespaces.Namespace(ctx)
-	pio, err := process.NewIO(ctx, r.ID, ns, sio, reaperStart)
+	if uid, gid, ok := options.IOOwner(r.Options); ok {
+		c.ioOwner = &[2]int{uid, gid}
+	}
+	pio, err := c.newIO(ctx, r.ID, ns, sio)
 	if err != nil {
 		return fmt.Errorf("set up stdio: %w", err)
 	}

@@ -18,7 +18,9 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	}
 	pio := p.IO()
 	if pio == nil {
-		return nil, errgrpc.ToGRPC(fmt.Errorf("process has no terminal yet: %w", errdefs.ErrFailedPrecondition))
+		// An exec not started yet: runc's shim ignores the resize too
+		// (nerdctl exec -t resizes before Start).
+		return &types.Empty{}, nil
 	}
 	if err := pio.Resize(r.Width, r.Height); err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %v", errdefs.ErrFailedPrecondition, err))

@@ -37,6 +37,8 @@ type service struct {
 	// mu), Delete cleans up in line instead.
 	background   sync.WaitGroup
 	shuttingDown bool
+
+	socket *listenSocket // removed when Shutdown decides to stop
 }
 
 // backgroundWait bounds how long shutdown waits for background cleanup;
@@ -69,6 +71,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		events:     newEventQueue(ctx, publisher),
 		containers: map[string]*Container{},
 		creating:   map[string]bool{},
+		socket:     ownSocket(),
 	}
 	sd.RegisterCallback(func(context.Context) error {
 		s.events.close(5 * time.Second)

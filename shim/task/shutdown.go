@@ -16,6 +16,7 @@ func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ty
 	if n > 0 {
 		return &types.Empty{}, nil
 	}
+	s.socket.remove()
 	s.shutdown.Shutdown()
 	return &types.Empty{}, nil
 }

@@ -7,6 +7,7 @@ import (
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -63,7 +64,12 @@ func (s *service) startExec(ctx context.Context, c *Container, p *process.Proces
 			cp, pio, err = s.spawnExec(ctx, c, p)
 			return err
 		})
-		if err != nil {
+		switch {
+		case err != nil && c.paused():
+			// Refused: its helper would freeze in the cgroup before it
+			// got ready.
+			return nil, nil, errExecPaused{}
+		case err != nil:
 			return nil, nil, fmt.Errorf("container %q: %w", c.ID, err)
 		}
 		return cp, pio, nil
@@ -72,7 +78,7 @@ func (s *service) startExec(ctx context.Context, c *Container, p *process.Proces
 
 func (s *service) spawnExec(ctx context.Context, c *Container, p *process.Process) (*container.Process, *process.IO, error) {
 	ns, _ := namespaces.Namespace(ctx)
-	pio, err := process.NewIO(ctx, c.ID+"-"+p.ID, ns, p.Stdio, reaperStart)
+	pio, err := c.newIO(ctx, c.ID+"-"+p.ID, ns, p.Stdio)
 	if err != nil {
 		return nil, nil, fmt.Errorf("set up exec stdio: %w", err)
 	}
@@ -93,3 +99,12 @@ func (s *service) spawnExec(ctx context.Context, c *Container, p *process.Proces
 	}
 	return cp, pio, nil
 }
+
+// errExecPaused refuses an exec into a paused container with the words of
+// runc's shim, which clients show as they are (nerdctl: "cannot exec in a
+// paused state"), and the failed-precondition code.
+type errExecPaused struct{}
+
+func (errExecPaused) Error() string { return "cannot exec in a paused state" }
+
+func (errExecPaused) Is(target error) bool { return target == errdefs.ErrFailedPrecondition }

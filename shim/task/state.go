@@ -46,10 +46,13 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	if snap.Status == process.Running && p != c.init && c.paused() {
 		resp.Status = task.Status_PAUSED // an exec in a paused container
 	}
+	// Before the exit the time is the zero time, never left out: a nil
+	// timestamp reads as 1970-01-01 in containerd (FromTimestamp), so a
+	// running container would show that as its FinishedAt.
 	if snap.Status == process.Stopped {
 		resp.ExitStatus = uint32(snap.ExitCode)
-		resp.ExitedAt = protobuf.ToTimestamp(snap.ExitedAt)
 	}
+	resp.ExitedAt = protobuf.ToTimestamp(snap.ExitedAt)
 	return resp, nil
 }
 

@@ -1,0 +1,55 @@
+package task
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// listenSocket is the shim's listening socket file, which the manager's
+// `start` made and passed as fd 3 (pkg/shim serves on that fd).
+type listenSocket struct {
+	path     string
+	dev, ino uint64
+}
+
+// ownSocket identifies the socket on fd 3 while it is still there (plugin
+// init runs before pkg/shim takes it over): its path and the file's
+// identity, so that removing it later never removes a socket another shim
+// has since made at the same path. nil if fd 3 is no listening unix
+// socket with a path.
+func ownSocket() *listenSocket {
+	if v, err := unix.GetsockoptInt(3, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
+		return nil
+	}
+	sa, err := unix.Getsockname(3)
+	if err != nil {
+		return nil
+	}
+	un, ok := sa.(*unix.SockaddrUnix)
+	if !ok || un.Name == "" || un.Name[0] == '@' || un.Name[0] == 0 {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(un.Name, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+		return nil
+	}
+	return &listenSocket{path: un.Name, dev: st.Dev, ino: st.Ino}
+}
+
+// remove deletes the socket file if it is still ours. The shim does this
+// when it decides to shut down, before it answers Shutdown: containerd's
+// Delete returns right after that answer, and the socket must be gone by
+// then (containerd's TestShimDoesNotLeakSockets). pkg/shim removes it
+// only after the shutdown callbacks (event queue drain, background veth
+// deletion), which can take longer than the caller's next step.
+func (l *listenSocket) remove() {
+	if l == nil {
+		return
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(l.path, &st); err != nil || st.Dev != l.dev || st.Ino != l.ino {
+		return
+	}
+	os.Remove(l.path)
+}
