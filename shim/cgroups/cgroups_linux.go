@@ -64,6 +64,7 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		if err != nil {
 			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
 		}
+		enableAllControllers(ctx, m)
 		return &Manager{path: p.path, v2: m, v2Dir: !systemd}, nil
 	}
 	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
@@ -83,6 +84,22 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		}
 	}
 	return m, nil
+}
+
+// enableAllControllers enables every controller the host has down to
+// the cgroup, as runc does, not only those of the spec's resources: a
+// later Update may set a limit of any kind (pids, after a container
+// started without one), and Stats reads every controller. A parent that
+// cannot have one (a process in it, a threaded subtree) keeps without it;
+// an Update that needs it then fails naming the file.
+func enableAllControllers(ctx context.Context, m *cgroup2.Manager) {
+	all, err := m.RootControllers()
+	if err == nil {
+		err = m.ToggleControllers(all, cgroup2.Enable)
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("enabling every cgroup controller")
+	}
 }
 
 // JoinsAtSpawn reports whether a new process can enter the cgroup by itself
