@@ -34,6 +34,8 @@ type Manager struct {
 	// for JoinFiles and JoinDir.
 	v1Dirs []string
 	v2Dir  bool
+	// unit is the container's systemd scope (systemd driver on v2).
+	unit string
 }
 
 // unified reports whether the host runs the v2 hierarchy alone; on hybrid
@@ -54,18 +56,7 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		return nil, err
 	}
 	if unified() {
-		r := cgroup2.ToResources(res)
-		var m *cgroup2.Manager
-		if systemd {
-			m, err = cgroup2.NewSystemd(p.slice, p.unit, pid, r)
-		} else {
-			m, err = cgroup2.NewManager(mountpoint, p.path, r)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
-		}
-		enableAllControllers(ctx, m)
-		return &Manager{path: p.path, v2: m, v2Dir: !systemd}, nil
+		return newV2(ctx, cgroupsPath, p, res, systemd, pid)
 	}
 	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
 	if systemd {
@@ -84,6 +75,30 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		}
 	}
 	return m, nil
+}
+
+// newV2 makes the cgroup on the unified hierarchy. The systemd driver
+// starts the scope first (systemd makes its directory), then both write
+// every resource to the files, enabling the controllers on the way down.
+func newV2(ctx context.Context, cgroupsPath string, p cgroupPath, res *specs.LinuxResources, systemd bool, pid int) (*Manager, error) {
+	r := cgroup2.ToResources(res)
+	if systemd {
+		if err := startScope(ctx, p.slice, p.unit, pid, r); err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+		}
+	}
+	m, err := cgroup2.NewManager(mountpoint, p.path, r)
+	if err != nil {
+		if systemd {
+			stopScope(ctx, p.unit)
+		}
+		return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+	}
+	enableAllControllers(ctx, m)
+	if systemd {
+		return &Manager{path: p.path, v2: m, unit: p.unit}, nil
+	}
+	return &Manager{path: p.path, v2: m, v2Dir: true}, nil
 }
 
 // enableAllControllers enables every controller the host has down to
@@ -170,6 +185,9 @@ func Load(cgroupsPath string, systemd bool) (*Manager, error) {
 		if err != nil {
 			return nil, err
 		}
+		if systemd {
+			return &Manager{path: p.path, v2: m, unit: p.unit}, nil
+		}
 		return &Manager{path: p.path, v2: m}, nil
 	}
 	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
@@ -206,7 +224,13 @@ func (m *Manager) Update(ctx context.Context, res *specs.LinuxResources) error {
 	}
 	res = withoutKernelMemory(ctx, res)
 	if m.v2 != nil {
-		return m.v2.Update(cgroup2.ToResources(res))
+		r := cgroup2.ToResources(res)
+		if m.unit != "" {
+			if err := setScopeProperties(ctx, m.unit, r); err != nil {
+				return err
+			}
+		}
+		return m.v2.Update(r)
 	}
 	return m.v1.Update(res)
 }
@@ -292,12 +316,21 @@ func (m *Manager) Delete() error {
 	var err error
 	for deadline := time.Now().Add(deleteTimeout); ; time.Sleep(20 * time.Millisecond) {
 		if m.v2 != nil {
-			err = m.v2.Delete()
+			// systemd removes an emptied scope's directory by itself,
+			// possibly before us.
+			if err = m.v2.Delete(); err != nil && !exists(filepath.Join(mountpoint, m.path)) {
+				err = nil
+			}
 		} else if err = m.v1.Delete(); errors.Is(err, cgroup1.ErrCgroupDeleted) {
 			err = nil
 		}
 		if err == nil || time.Now().After(deadline) {
 			break
+		}
+	}
+	if m.unit != "" {
+		if serr := stopScope(context.Background(), m.unit); err == nil {
+			err = serr
 		}
 	}
 	if err != nil {
