@@ -26,6 +26,7 @@ type cgroup struct {
 	path    string
 	systemd bool
 	res     *specs.LinuxResources
+	owner   int // the host uid the cgroup is delegated to, 0 for none (cgroups.DelegateOwner)
 
 	mu           sync.Mutex
 	m            *cgroups.Manager // nil until the init helper was spawned
@@ -45,7 +46,8 @@ func newCgroup(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Sp
 	if err != nil {
 		return nil, err
 	}
-	cg := &cgroup{path: spec.Linux.CgroupsPath, systemd: opts.GetSystemdCgroup(), res: spec.Linux.Resources}
+	cg := &cgroup{path: spec.Linux.CgroupsPath, systemd: opts.GetSystemdCgroup(), res: spec.Linux.Resources,
+		owner: cgroups.DelegateOwner(spec)}
 	if cg.path == "" {
 		cg.path = cgroups.DefaultPath(r.ID, cg.systemd)
 	}
@@ -100,6 +102,10 @@ func (cg *cgroup) managerLocked(ctx context.Context, pid int) (*cgroups.Manager,
 	if cg.m == nil {
 		m, err := cgroups.New(ctx, cg.path, cgroups.WithDefaultDevices(cg.res), cg.systemd, pid)
 		if err != nil {
+			return nil, err
+		}
+		if err := m.Delegate(cg.owner); err != nil {
+			m.Delete()
 			return nil, err
 		}
 		cg.m = m
