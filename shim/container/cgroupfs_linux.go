@@ -19,8 +19,10 @@ import (
 //     root the namespace makes the container's cgroup. The v2 "unified"
 //     part of a hybrid host is left out, as runc does. Symlinks of the
 //     host's /sys/fs/cgroup (cpu -> cpu,cpuacct) are repeated.
-//   - cgroup v2: a cgroup2 mount inside a cgroup namespace; without one, a
-//     bind mount of the container's own cgroup directory.
+//   - cgroup v2: a cgroup2 mount, whose root is the container's cgroup
+//     inside a cgroup namespace and the host's root without one (a user
+//     namespace without a cgroup namespace cannot mount it: a bind mount
+//     of the host's /sys/fs/cgroup).
 //
 // Read-only follows the mount's options ("ro" unless privileged): the
 // hierarchies get the mount's flags; the v1 tmpfs holding them stays
@@ -40,18 +42,13 @@ func mountCgroup(dest string, flags int, cgroupns bool) error {
 }
 
 func mountCgroup2(dest string, flags int, cgroupns bool) error {
-	if cgroupns {
-		return unix.Mount("cgroup2", dest, "cgroup2", uintptr(flags), "")
-	}
-	own, err := ownCgroups()
-	if err != nil {
+	err := unix.Mount("cgroup2", dest, "cgroup2", uintptr(flags), "")
+	if cgroupns || (err != unix.EPERM && err != unix.EBUSY) {
 		return err
 	}
-	path, ok := own[""]
-	if !ok {
-		return fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
-	}
-	return bindCgroup(filepath.Join(hostCgroupRoot, path), dest, flags)
+	// A user namespace without a cgroup namespace of its own may not
+	// mount cgroup2: the host's hierarchy is bound instead, as runc does.
+	return bindCgroup(hostCgroupRoot, dest, flags)
 }
 
 // cgroupMount is one v1 hierarchy mounted on the host.
