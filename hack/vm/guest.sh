@@ -6,8 +6,11 @@
 # prints as it grows.
 #
 # Suites (TUPPER_VM_SUITES, space-separated, from in/vm.env):
-#   snapshotter    ./snapshotter on the guest's kernel (classic qgroups)
-#   shim-cgroupfs  ./integration/shim, cgroupfs driver
+#   snapshotter    ./snapshotter on the guest's kernel (classic qgroups;
+#                  the crash stress test with 100 operations)
+#   shim-task      ./shim/task: the task service with its cgroups, both
+#                  drivers where a test asks for one (TestCgroupDelegation)
+#   shim-cgroupfs  ./integration/shim, cgroupfs driver, but TestNetwork
 #   shim-systemd   ./integration/shim, systemd driver (SystemdCgroup = true)
 #   cri-systemd    integration TestCRIPod, CRI with SystemdCgroup = true
 #   cri-cgroupfs   integration TestCRIPod, cgroupfs driver
@@ -23,7 +26,7 @@ export HOME=/root TMPDIR=/var/tmp
 
 # shellcheck source=/dev/null
 [[ -f $IN/vm.env ]] && source "$IN/vm.env"
-SUITES=${TUPPER_VM_SUITES:-snapshotter shim-cgroupfs shim-systemd cri-systemd leftovers}
+SUITES=${TUPPER_VM_SUITES:-snapshotter shim-task shim-cgroupfs shim-systemd cri-systemd leftovers}
 SUITE_TIMEOUT=${TUPPER_VM_SUITE_TIMEOUT:-12m}
 
 say() { printf '\n=== vm: %s\n' "$*"; }
@@ -96,9 +99,14 @@ main() {
 	install_tree
 	for s in $SUITES; do
 		case $s in
-		snapshotter) run_suite "$s" snapshotter snapshotter.test -- ${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
+		snapshotter) run_suite "$s" snapshotter snapshotter.test TUPPER_STRESS_OPS="${TUPPER_STRESS_OPS:-100}" -- \
+			${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
+		shim-task) run_suite "$s" shim/task task.test -- ${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
+		# TestNetwork runs once, with the systemd driver (its fifty
+		# concurrent containers are fifty scopes started at once): the
+		# network does not depend on the driver, and it takes 3 minutes.
 		shim-cgroupfs) run_suite "$s" integration/shim shim.test TUPPER_SHIM="$TREE/bin/containerd-shim-tupper-v2" \
-			TUPPER_TEST_CGROUP_DRIVER=cgroupfs -- ${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
+			TUPPER_TEST_CGROUP_DRIVER=cgroupfs -- -test.skip '^TestNetwork$' ${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
 		shim-systemd) run_suite "$s" integration/shim shim.test TUPPER_SHIM="$TREE/bin/containerd-shim-tupper-v2" \
 			TUPPER_TEST_CGROUP_DRIVER=systemd -- ${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
 		cri-systemd | cri-cgroupfs) run_suite "$s" integration integration.test TUPPER_MKIMAGE="$TREE/_output/bin/mkimage" \
