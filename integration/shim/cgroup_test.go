@@ -123,11 +123,13 @@ func TestCgroups(t *testing.T) {
 		}
 		limit := int64(32 * mib)
 		e.update("upd1", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
-		inside := "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+		inside := "cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
 		if e.cgroupV2() {
-			inside = "/sys/fs/cgroup/memory.max"
+			// Without a cgroup namespace the mount shows the host's
+			// hierarchy, as runc's does: the cgroup is at its full path.
+			inside = `cat "/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/memory.max"`
 		}
-		if out := e.mustCtr("task", "exec", "--exec-id", "r1", "upd1", "cat", inside); strings.TrimSpace(out) != strconv.Itoa(32*mib) {
+		if out := e.mustCtr("task", "exec", "--exec-id", "r1", "upd1", "sh", "-c", inside); strings.TrimSpace(out) != strconv.Itoa(32*mib) {
 			t.Fatalf("limit seen inside after update: %q", out)
 		}
 		if code := grab("g2"); code != 137 {
@@ -174,8 +176,9 @@ func TestCgroups(t *testing.T) {
 		own := ":memory:/" + e.ns + "/ID\n"
 		if e.cgroupV2() {
 			// One hierarchy; ctr gives no cgroup namespace, so the
-			// container sees its cgroup's full path.
-			cmd = `ls /sys/fs/cgroup; cat /proc/self/cgroup; awk '$5 ~ /^\/sys\/fs\/cgroup/ {print $4, $5, $6}' /proc/self/mountinfo; cat /sys/fs/cgroup/memory.max`
+			// container sees the host's hierarchy and its cgroup's full
+			// path.
+			cmd = `ls /sys/fs/cgroup; cat /proc/self/cgroup; awk '$5 ~ /^\/sys\/fs\/cgroup/ {print $4, $5, $6}' /proc/self/mountinfo; cat "/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/memory.max"`
 			own = "0::" + strings.TrimPrefix(e.containerCgroup("", "ID"), "/sys/fs/cgroup") + "\n"
 		}
 		outs := map[string]string{}
