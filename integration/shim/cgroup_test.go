@@ -68,6 +68,7 @@ func TestCgroups(t *testing.T) {
 		if n := readInt(t, e.cgroupPath("pids", "pids1", "pids.max")); n != 16 {
 			t.Fatalf("pids.max %d after update", n)
 		}
+		e.keptAfterReload(t, "pids1", "TasksMax", "pids.max", "16")
 		e.mustCtr("task", "exec", "--exec-id", "go", "pids1", "touch", "/tmp/go")
 		events := e.cgroupPath("pids", "pids1", "pids.events")
 		waitFor(t, func() bool {
@@ -135,6 +136,7 @@ func TestCgroups(t *testing.T) {
 		if code := grab("g2"); code != 137 {
 			t.Fatalf("48 MiB after lowering the limit to 32 MiB: exit %d, want 137", code)
 		}
+		e.keptAfterReload(t, "upd1", "MemoryMax", "memory.max", strconv.Itoa(32*mib))
 	})
 
 	t.Run("pause-resume", func(t *testing.T) {

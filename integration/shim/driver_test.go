@@ -117,3 +117,28 @@ func (e *env) stopSlice() {
 
 // sliceName is the env's slice: no dashes, which would nest it.
 func sliceName(n int64) string { return fmt.Sprintf("tshim%d.slice", n%1e6) }
+
+// keptAfterReload checks, with the systemd driver, that a limit Update
+// set survives `systemctl daemon-reload`, after which systemd rewrites
+// every unit's cgroup files from its properties: the limit must be a
+// property of the scope too, not only a file.
+func (e *env) keptAfterReload(t *testing.T, id, property, file, want string) {
+	t.Helper()
+	if e.slice == "" {
+		return
+	}
+	unit := scopePrefix + "-" + id + ".scope"
+	if out, err := exec.Command("systemctl", "daemon-reload").CombinedOutput(); err != nil {
+		t.Fatalf("systemctl daemon-reload: %v %s", err, out)
+	}
+	// A request after the reload: systemd has dispatched its queued
+	// cgroup writes before it answers.
+	out, err := exec.Command("systemctl", "show", "--value", "-p", property, unit).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != want {
+		t.Fatalf("%s of %s: %q %v, want %s", property, unit, out, err, want)
+	}
+	b, err := os.ReadFile(e.cgroupPath("", id, file))
+	if err != nil || strings.TrimSpace(string(b)) != want {
+		t.Fatalf("%s after daemon-reload: %q %v, want %s", file, b, err, want)
+	}
+}
