@@ -27,8 +27,15 @@ import (
 // systemdTimeout bounds a start or stop job of a container's scope.
 const systemdTimeout = 30 * time.Second
 
+// systemdConn talks to systemd on its private socket, as root may: no
+// broker in between and no bus handshake, which matters when many
+// containers start at once (each shim connects for itself). The system
+// bus is the fallback.
 func systemdConn(ctx context.Context) (*sd.Conn, error) {
-	c, err := sd.NewWithContext(ctx)
+	c, err := sd.NewSystemdConnectionContext(ctx)
+	if err != nil {
+		c, err = sd.NewWithContext(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("systemd cgroup driver: connecting to systemd over D-Bus: %w", err)
 	}
