@@ -82,7 +82,9 @@ func newEnv(t *testing.T) *env {
 		e.bridge, e.subnet, filepath.Join(dir, "net"), e.runtimeOptions())), 0o644)
 	os.MkdirAll(e.bin, 0o755)
 	e.path = e.bin + ":" + filepath.Dir(ctr) + ":" + filepath.Dir(containerd) + ":" + os.Getenv("PATH")
-	t.Cleanup(e.cleanup)
+	// Subtests set e.t; the cleanup reports to the test that made the env,
+	// which is still running then.
+	t.Cleanup(func() { e.t = t; e.cleanup() })
 	e.shim = filepath.Join(e.bin, "containerd-shim-tupper-v2")
 	if p := os.Getenv("TUPPER_SHIM"); p != "" {
 		b, err := os.ReadFile(p)
