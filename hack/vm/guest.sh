@@ -45,6 +45,9 @@ install_tree() {
 	mkdir -p "$TREE"
 	cp -a "$IN/." "$TREE/"
 	install -m 0755 "$TREE"/tools/* /usr/local/bin/
+	# crictl's default timeout is a few seconds; under TCG a pod sandbox
+	# takes longer to start (the kubelet allows 2 minutes).
+	echo 'timeout: 60' >/etc/crictl.yaml
 }
 
 declare -A RESULT
