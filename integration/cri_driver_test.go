@@ -45,8 +45,10 @@ func mkimageCommand(args ...string) *exec.Cmd {
 }
 
 // podCgroupParent is the cgroup parent of a test pod: a slice of its own
-// with the systemd driver (no dashes, which would nest it), a directory
-// otherwise. Either is removed when the test ends.
+// with the systemd driver (no dashes, which would nest it), given as the
+// kubelet gives one, its expanded path (/kubepods.slice/kubepods-pod1.slice;
+// containerd reads pod stats from that path), a directory otherwise.
+// Either is removed when the test ends.
 func podCgroupParent(t *testing.T, systemd bool, n int64) string {
 	if !systemd {
 		uid := fmt.Sprintf("tupper-it-%d", n)
@@ -59,7 +61,7 @@ func podCgroupParent(t *testing.T, systemd bool, n int64) string {
 			t.Errorf("systemctl stop %s: %v %s", slice, err, out)
 		}
 	})
-	return slice
+	return "/" + slice
 }
 
 // cgroupLeftovers lists what is left of the containers' cgroups: their
