@@ -78,15 +78,33 @@ run_suite() {
 	((rc == 0 && fail == 0 && skip == 0))
 }
 
+# stragglers lists the processes of this unit's cgroup other than this
+# script and tupper-vm-boot: what a test started and left running, which
+# would also keep the unit, and so the guest, up until systemd's stop
+# timeout. The list is read before anything is forked to print it.
+stragglers() {
+	local cg p cmd
+	cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)
+	local -a pids
+	mapfile -t pids <"$cg/cgroup.procs"
+	for p in "${pids[@]}"; do
+		[[ $p == "$$" || $p == "$PPID" || ! -r /proc/$p/cmdline ]] && continue
+		cmd=$(tr '\0' ' ' </proc/"$p"/cmdline)
+		[[ -n $cmd ]] && echo "$p $cmd"
+	done
+}
+
 # leftovers: after every suite, nothing of the tests' may remain: no
-# transient scope or slice of theirs, no cgroup directory of theirs.
+# transient scope or slice of theirs, no cgroup directory of theirs, no
+# process.
 leftovers() {
-	local units dirs
+	local units dirs procs
 	units=$(systemctl list-units --all --no-legend --plain 'tshim*' 'tupper-*.scope' 'cri-containerd-*' 'tpit*' 2>/dev/null || true)
 	dirs=$(find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -type d \( -name 'tshim*' -o -name tupper -o -name 'tupper-*.scope' \
 		-o -name 'tupper-it-*' -o -name 'cri-containerd-*' -o -name 'tpit*' -o -name k8s.io \) 2>/dev/null || true)
-	say "leftovers: units: ${units:-none}; cgroups: ${dirs:-none}"
-	if [[ -n $units || -n $dirs ]]; then
+	procs=$(stragglers)
+	say "leftovers: units: ${units:-none}; cgroups: ${dirs:-none}; processes: ${procs:-none}"
+	if [[ -n $units || -n $dirs || -n $procs ]]; then
 		RESULT[leftovers]="0 passed, 1 failed, 0 skipped"
 		return 1
 	fi
@@ -132,6 +150,10 @@ main() {
 	say "summary"
 	cat "$OUT/summary.txt"
 	journalctl -b --no-pager >"$OUT/journal.txt" 2>&1
+	local p
+	for p in $(stragglers | cut -d' ' -f1); do
+		kill -KILL "$p" 2>/dev/null
+	done
 	if ((${#failed[@]})); then
 		say "FAILED: ${failed[*]}"
 		return 1

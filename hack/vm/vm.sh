@@ -152,7 +152,7 @@ boot() {
 # the guest has not come up in BOOT_TIMEOUT or is not done in TIMEOUT.
 # Returns QEMU's status, or 124 on a timeout.
 watch() {
-	local start=$SECONDS rc=0
+	local start=$SECONDS rc=0 done_at=0
 	while kill -0 "$QEMU_PID" 2>/dev/null; do
 		if [[ -z $TAIL_PID && -f $STAGE/out/booted ]]; then
 			log "guest up after $((SECONDS - start)) s"
@@ -163,6 +163,15 @@ watch() {
 			log "the guest did not boot in $BOOT_TIMEOUT s; last of the serial console:"
 			tail -n 40 "$STAGE/console.log" >&2 || true
 			return 124
+		fi
+		# Done (rc written) but not powered off: whatever holds the guest
+		# up, the results are complete.
+		if [[ -f $STAGE/out/rc ]] && ((done_at == 0)); then
+			done_at=$SECONDS
+		fi
+		if ((done_at > 0 && SECONDS - done_at > 120)); then
+			log "the guest finished but did not power off in 120 s; stopping QEMU (pid $QEMU_PID)"
+			kill -TERM "$QEMU_PID" 2>/dev/null || true
 		fi
 		if ((SECONDS - start > TIMEOUT)); then
 			log "the guest run passed its time limit ($TIMEOUT s); stopping QEMU (pid $QEMU_PID)"
