@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/tupper/tupper/version.Version=$(VERSION)
 export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 
-.PHONY: all build test demo demo-down bench clean deps proto fuzz stress load critest installer-image
+.PHONY: all build test test-vm demo demo-down bench clean deps proto fuzz stress load critest installer-image
 
 all: build
 
@@ -26,6 +26,11 @@ deps:
 
 test: deps build
 	hack/test.sh
+
+# The VM part of make test alone: the shim, CRI and snapshotter suites in a
+# QEMU guest on cgroup v2 with systemd as PID 1 (hack/vm, hack/README.md).
+test-vm: deps build
+	hack/vm/vm.sh test
 
 demo: deps build
 	hack/demo.sh up

@@ -15,7 +15,11 @@
 # Environment: TUPPER_CRI_DIR (default /run/tupper-cri; state in
 # /var/lib/tupper-cri), TUPPER_CRI_REGISTRY (default 127.0.0.1:5000),
 # TUPPER_CRI_SUBNET (default 10.213.240.0/24, pods' CNI subnet),
-# TUPPER_CRI_BRIDGE (default tpcri0).
+# TUPPER_CRI_BRIDGE (default tpcri0), TUPPER_CRI_SYSTEMD_CGROUP=1 (both
+# handlers use the systemd cgroup driver, as kubeadm sets containerd up),
+# TUPPER_CRI_PREBUILT=1 (install and build nothing: crictl and containerd
+# are on PATH, _output/bin has registry, mkimage and pause; hack/vm's
+# guest has no Go toolchain).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +38,8 @@ BRIDGE=${TUPPER_CRI_BRIDGE:-tpcri0}
 SANDBOX_IMAGE=registry.k8s.io/pause:3.10.2
 TUPPER_BIN=${TUPPER_BIN:-$REPO/bin/containerd-tupper-snapshotter}
 SHIM_BIN=$REPO/bin/containerd-shim-tupper-v2
+SYSTEMD_CGROUP=false
+[[ ${TUPPER_CRI_SYSTEMD_CGROUP:-} == 1 ]] && SYSTEMD_CGROUP=true
 
 log() { printf '\033[1mcri:\033[0m %s\n' "$*"; }
 die() {
@@ -73,12 +79,16 @@ write_config() {
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        SystemdCgroup = $SYSTEMD_CGROUP
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.tupper]
       runtime_type = "io.containerd.tupper.v2"
       $shim_path
       snapshotter = "tupper"
       sandboxer = "podsandbox"
       pod_annotations = ["io.containerd.tupper.*"]
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.tupper.options]
+        SystemdCgroup = $SYSTEMD_CGROUP
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$RUN_DIR/net.d"
@@ -126,9 +136,20 @@ EOF
 	done
 }
 
+# build_tool NAME: _output/bin/NAME from hack/NAME, unless prebuilt.
+build_tool() {
+	if [[ ${TUPPER_CRI_PREBUILT:-} == 1 ]]; then
+		[[ -x $REPO/_output/bin/$1 ]] || die "TUPPER_CRI_PREBUILT=1 but _output/bin/$1 is missing"
+		return
+	fi
+	go build -o "$REPO/_output/bin/$1" "$REPO/hack/$1"
+}
+
 up() {
-	"$REPO/hack/install-deps.sh"
-	"$REPO/hack/install-cri.sh"
+	if [[ ${TUPPER_CRI_PREBUILT:-} != 1 ]]; then
+		"$REPO/hack/install-deps.sh"
+		"$REPO/hack/install-cri.sh"
+	fi
 	[[ -x $TUPPER_BIN ]] || die "$TUPPER_BIN missing: run make build"
 	mkdir -p "$RUN_DIR" "$LIB_DIR"
 
@@ -141,7 +162,7 @@ up() {
 		wait_for snapshotter 10 "$RUN_DIR/snapshotter.pid" "$RUN_DIR/snapshotter.log" test -S "$SNAP_SOCK"
 	fi
 	if ! pid_alive "$RUN_DIR/registry.pid" >/dev/null; then
-		go build -o "$REPO/_output/bin/registry" "$REPO/hack/registry"
+		build_tool registry
 		start_daemon registry "$RUN_DIR/registry.pid" "$RUN_DIR/registry.log" \
 			"$REPO/_output/bin/registry" -addr "$REGISTRY"
 		wait_for registry 10 "$RUN_DIR/registry.pid" "$RUN_DIR/registry.log" curl -sf "http://$REGISTRY/v2/"
@@ -154,7 +175,7 @@ up() {
 			crictl --runtime-endpoint "unix://$ADDRESS" info
 	fi
 
-	go build -o "$REPO/_output/bin/mkimage" "$REPO/hack/mkimage"
+	build_tool mkimage
 	if ! ctr_ images ls -q | grep -qx "$SANDBOX_IMAGE"; then
 		"$REPO/_output/bin/mkimage" -kind pause -pause "$REPO/_output/bin/pause" -name "$SANDBOX_IMAGE" -o "$RUN_DIR/pause.tar"
 		ctr_ images import --all-platforms "$RUN_DIR/pause.tar" >/dev/null

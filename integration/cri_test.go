@@ -23,6 +23,7 @@ type criStack struct {
 	dir      string // TUPPER_CRI_DIR
 	registry string
 	bridge   string
+	systemd  bool // the systemd cgroup driver (cri_driver_test.go)
 }
 
 func newCRIStack(t *testing.T) *criStack {
@@ -42,11 +43,14 @@ func newCRIStack(t *testing.T) *criStack {
 	registry := l.Addr().String()
 	l.Close()
 	n := time.Now().UnixNano()
-	s := &criStack{t: t, dir: fmt.Sprintf("/run/tupper-cri-it%d", n%1e6), registry: registry, bridge: fmt.Sprintf("tpci%d", n%1e6)}
+	s := &criStack{t: t, dir: fmt.Sprintf("/run/tupper-cri-it%d", n%1e6), registry: registry, bridge: fmt.Sprintf("tpci%d", n%1e6), systemd: systemdDriver(t)}
 	s.env = append(os.Environ(),
 		"TUPPER_CRI_DIR="+s.dir, "TUPPER_CRI_REGISTRY="+registry, "TUPPER_CRI_BRIDGE="+s.bridge,
 		fmt.Sprintf("TUPPER_CRI_SUBNET=10.213.%d.0/24", 200+n%40),
 		"CONTAINER_RUNTIME_ENDPOINT=unix://"+s.dir+"/containerd.sock")
+	if s.systemd {
+		s.env = append(s.env, "TUPPER_CRI_SYSTEMD_CGROUP=1")
+	}
 	t.Cleanup(func() {
 		if out, err := s.script("down"); err != nil {
 			t.Errorf("hack/cri.sh down: %v\n%s", err, out)
@@ -103,7 +107,7 @@ func TestCRIPod(t *testing.T) {
 	s := newCRIStack(t)
 	image := "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	mk := exec.Command("go", "run", "../hack/mkimage", "-kind", "busybox", "-name", s.registry+"/e2e-test-images/busybox:1.29-2", "-o", archive)
+	mk := mkimageCommand("-kind", "busybox", "-name", s.registry+"/e2e-test-images/busybox:1.29-2", "-o", archive)
 	if out, err := mk.CombinedOutput(); err != nil {
 		t.Fatalf("mkimage: %v %s", err, out)
 	}
@@ -113,12 +117,12 @@ func TestCRIPod(t *testing.T) {
 	s.mustCrictl("pull", image)
 
 	work := t.TempDir()
-	uid := fmt.Sprintf("tupper-it-%d", time.Now().UnixNano())
+	n := time.Now().UnixNano()
+	uid := fmt.Sprintf("tupper-it-%d", n)
 	// A cgroup parent, as the kubelet always gives one (pod stats need it).
-	t.Cleanup(func() { testutil.RemoveCgroups(t, uid) })
 	podCfg := writeJSON(t, filepath.Join(work, "pod.json"), map[string]any{
 		"metadata":      map[string]any{"name": "pair", "namespace": "tupper-it", "uid": uid},
-		"log_directory": filepath.Join(work, "logs"), "linux": map[string]any{"cgroup_parent": "/" + uid},
+		"log_directory": filepath.Join(work, "logs"), "linux": map[string]any{"cgroup_parent": podCgroupParent(t, s.systemd, n)},
 	})
 	container := func(name string, command ...string) string {
 		return writeJSON(t, filepath.Join(work, name+".json"), map[string]any{
@@ -187,10 +191,10 @@ func TestCRIPod(t *testing.T) {
 	s.mustCrictl("rmp", pod)
 
 	// Nothing of the pod is left: shim, container mounts, cgroups, veth, address.
-	waitUntil(t, 20*time.Second, func() bool { return len(s.leftovers(pod)) == 0 }, "the pod to leave nothing behind")
+	waitUntil(t, 20*time.Second, func() bool { return len(s.leftovers(pod, web, client)) == 0 }, "the pod to leave nothing behind")
 }
 
-func (s *criStack) leftovers(pod string) []string {
+func (s *criStack) leftovers(pod string, containers ...string) []string {
 	var left []string
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
@@ -205,9 +209,7 @@ func (s *criStack) leftovers(pod string) []string {
 			left = append(left, "mount "+l)
 		}
 	}
-	if cgs, _ := filepath.Glob("/sys/fs/cgroup/*/*/" + pod + "*"); len(cgs) > 0 {
-		left = append(left, cgs...)
-	}
+	left = append(left, cgroupLeftovers(append(containers, pod)...)...)
 	if out, _ := exec.Command("ip", "-o", "link", "show", "master", s.bridge).Output(); len(strings.TrimSpace(string(out))) > 0 {
 		left = append(left, "veth "+string(out))
 	}

@@ -178,6 +178,9 @@ func (s *Snapshotter) setupQuota(ctx context.Context, want QuotaMode) error {
 		}
 		if mode == "" {
 			err := errors.Join(simpleErr, classicErr)
+			if want == QuotaSimple && !haveSimpleQuota() {
+				return fmt.Errorf("enabling simple btrfs quotas on %s: this kernel has none (Linux 6.7 or later has them); use quota mode auto or classic: %w", s.root, err)
+			}
 			if want != QuotaAuto {
 				return fmt.Errorf("enabling %s btrfs quotas on %s: %w", want, s.root, err)
 			}

@@ -86,6 +86,14 @@ const mib = 1 << 20
 func TestUsage(t *testing.T) {
 	for _, mode := range []QuotaMode{QuotaSimple, QuotaClassic, QuotaOff} {
 		t.Run(string(mode), func(t *testing.T) {
+			if mode == QuotaSimple && !haveSimpleQuota() {
+				// A kernel before 6.7: simple quotas are refused, saying why.
+				_, err := NewSnapshotter(testContext(t), filepath.Join(newBtrfs(t, 256<<20), "root"), WithQuotaMode(mode))
+				if err == nil || !strings.Contains(err.Error(), "Linux 6.7") || !strings.Contains(err.Error(), "classic") {
+					t.Fatalf("simple quotas on a kernel without them: %v, want a refusal naming Linux 6.7 and classic", err)
+				}
+				return
+			}
 			s := newTestSnapshotter(t, WithQuotaMode(mode))
 			if (mode == QuotaOff) != (s.QuotaMode() == "") {
 				t.Fatalf("quota mode %s gave kernel mode %q", mode, s.QuotaMode())

@@ -86,6 +86,13 @@ func syncFilesystem(path string) error {
 	return withDir(path, func(f *os.File) error { return ioctl(f, iocSync, nil) })
 }
 
+// haveSimpleQuota reports whether the kernel's btrfs has simple quotas
+// (squota, Linux 6.7).
+func haveSimpleQuota() bool {
+	_, err := os.Stat("/sys/fs/btrfs/features/simple_quota")
+	return err == nil
+}
+
 // enableQuota turns on simple or classic quotas for the whole filesystem.
 func enableQuota(path string, simple bool) error {
 	args := struct{ cmd, status uint64 }{cmd: quotaCtlEnable}

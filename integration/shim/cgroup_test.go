@@ -68,6 +68,7 @@ func TestCgroups(t *testing.T) {
 		if n := readInt(t, e.cgroupPath("pids", "pids1", "pids.max")); n != 16 {
 			t.Fatalf("pids.max %d after update", n)
 		}
+		e.keptAfterReload(t, "pids1", "TasksMax", "pids.max", "16")
 		e.mustCtr("task", "exec", "--exec-id", "go", "pids1", "touch", "/tmp/go")
 		events := e.cgroupPath("pids", "pids1", "pids.events")
 		waitFor(t, func() bool {
@@ -123,16 +124,19 @@ func TestCgroups(t *testing.T) {
 		}
 		limit := int64(32 * mib)
 		e.update("upd1", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
-		inside := "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+		inside := "cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
 		if e.cgroupV2() {
-			inside = "/sys/fs/cgroup/memory.max"
+			// Without a cgroup namespace the mount shows the host's
+			// hierarchy, as runc's does: the cgroup is at its full path.
+			inside = `cat "/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/memory.max"`
 		}
-		if out := e.mustCtr("task", "exec", "--exec-id", "r1", "upd1", "cat", inside); strings.TrimSpace(out) != strconv.Itoa(32*mib) {
+		if out := e.mustCtr("task", "exec", "--exec-id", "r1", "upd1", "sh", "-c", inside); strings.TrimSpace(out) != strconv.Itoa(32*mib) {
 			t.Fatalf("limit seen inside after update: %q", out)
 		}
 		if code := grab("g2"); code != 137 {
 			t.Fatalf("48 MiB after lowering the limit to 32 MiB: exit %d, want 137", code)
 		}
+		e.keptAfterReload(t, "upd1", "MemoryMax", "memory.max", strconv.Itoa(32*mib))
 	})
 
 	t.Run("pause-resume", func(t *testing.T) {
@@ -171,6 +175,14 @@ func TestCgroups(t *testing.T) {
 		}
 		// ctr adds no cgroup mount by itself (CRI does): ask for one.
 		cmd := `ls /sys/fs/cgroup; grep -v '^0::' /proc/self/cgroup; awk '$5 ~ /^\/sys\/fs\/cgroup/ {print $4, $5, $6}' /proc/self/mountinfo; ls /sys/fs/cgroup/memory | grep -c memory; cat /sys/fs/cgroup/memory/memory.limit_in_bytes`
+		own := ":memory:/" + e.ns + "/ID\n"
+		if e.cgroupV2() {
+			// One hierarchy; ctr gives no cgroup namespace, so the
+			// container sees the host's hierarchy and its cgroup's full
+			// path.
+			cmd = `ls /sys/fs/cgroup; cat /proc/self/cgroup; awk '$5 ~ /^\/sys\/fs\/cgroup/ {print $4, $5, $6}' /proc/self/mountinfo; cat "/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/memory.max"`
+			own = "0::" + strings.TrimPrefix(e.containerCgroup("", "ID"), "/sys/fs/cgroup") + "\n"
+		}
 		outs := map[string]string{}
 		for _, rt := range []string{"tupper", "runc"} {
 			id := "cgv-" + rt
@@ -183,7 +195,7 @@ func TestCgroups(t *testing.T) {
 		if outs["tupper"] != outs["runc"] {
 			t.Fatalf("tupper and runc differ\ntupper:\n%s\nrunc:\n%s", outs["tupper"], outs["runc"])
 		}
-		if !strings.Contains(outs["tupper"], ":memory:/"+e.ns+"/ID\n") || !strings.Contains(outs["tupper"], strconv.Itoa(64*mib)) {
+		if !strings.Contains(outs["tupper"], own) || !strings.Contains(outs["tupper"], strconv.Itoa(64*mib)) {
 			t.Fatalf("container does not see its own cgroup:\n%s", outs["tupper"])
 		}
 	})
@@ -206,7 +218,16 @@ func TestCgroups(t *testing.T) {
 		if code == 0 || !strings.Contains(out, "linux.resources.cpu.cpus") || !strings.Contains(out, "online") {
 			t.Fatalf("code %d output %q", code, out)
 		}
-		waitFor(t, func() bool { return len(mountsUnder(e.dir+"/state")) == 0 }, "no mounts left")
+		var left []string
+		for i := 0; i < 100; i++ {
+			if left = mountsUnder(e.dir + "/state"); len(left) == 0 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if len(left) > 0 {
+			t.Fatalf("mounts left after a failed create: %v", left)
+		}
 		e.noCgroup("cs1")
 		e.ctr("containers", "rm", "cs1")
 	})
@@ -244,19 +265,20 @@ func (e *env) cgroupV2() bool {
 // cgroupPath is a file of the container's cgroup on the host (controller
 // "" on v2).
 func (e *env) cgroupPath(controller, id, file string) string {
-	if e.cgroupV2() {
-		controller = ""
-	}
-	return filepath.Join("/sys/fs/cgroup", controller, e.ns, id, file)
+	return filepath.Join(e.containerCgroup(controller, id), file)
 }
 
-// noCgroup fails when any hierarchy still has the container's cgroup.
+// noCgroup fails when any hierarchy still has the container's cgroup, or
+// systemd its scope.
 func (e *env) noCgroup(id string) {
 	e.t.Helper()
 	left, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", e.ns, id))
-	if d := filepath.Join("/sys/fs/cgroup", e.ns, id); fileExists(d) {
-		left = append(left, d)
+	for _, d := range []string{filepath.Join("/sys/fs/cgroup", e.ns, id), e.containerCgroup("", id)} {
+		if fileExists(d) {
+			left = append(left, d)
+		}
 	}
+	left = append(left, e.leftUnits(id)...)
 	if len(left) > 0 {
 		e.t.Fatalf("cgroups left: %v", left)
 	}

@@ -39,6 +39,7 @@ type env struct {
 	path string
 
 	bridge, subnet, runtimeConfig string // this env's tupper network
+	slice                         string // systemd cgroup driver only (driver_test.go)
 }
 
 func lookBin(name string) string {
@@ -72,13 +73,18 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, dir: dir, bin: filepath.Join(dir, "bin"), sock: filepath.Join(dir, "c.sock"),
 		ns: fmt.Sprintf("tshim%d", n%1e6), bridge: fmt.Sprintf("tpi%d", n%1e6),
 		subnet: fmt.Sprintf("10.213.%d.0/24", 100+n%100), runtimeConfig: filepath.Join(dir, "tupper-runtime.toml")}
+	if cgroupDriver(t) {
+		e.slice = sliceName(n)
+	}
 	// tupper networks every ctr container; this env's get a bridge, subnet
 	// and IPAM directory of their own, through the runtime options.
-	os.WriteFile(e.runtimeConfig, []byte(fmt.Sprintf("Bridge = %q\nSubnet = %q\nNetworkStateDir = %q\n",
-		e.bridge, e.subnet, filepath.Join(dir, "net"))), 0o644)
+	os.WriteFile(e.runtimeConfig, []byte(fmt.Sprintf("Bridge = %q\nSubnet = %q\nNetworkStateDir = %q\n%s",
+		e.bridge, e.subnet, filepath.Join(dir, "net"), e.runtimeOptions())), 0o644)
 	os.MkdirAll(e.bin, 0o755)
 	e.path = e.bin + ":" + filepath.Dir(ctr) + ":" + filepath.Dir(containerd) + ":" + os.Getenv("PATH")
-	t.Cleanup(e.cleanup)
+	// Subtests set e.t; the cleanup reports to the test that made the env,
+	// which is still running then.
+	t.Cleanup(func() { e.t = t; e.cleanup() })
 	e.shim = filepath.Join(e.bin, "containerd-shim-tupper-v2")
 	if p := os.Getenv("TUPPER_SHIM"); p != "" {
 		b, err := os.ReadFile(p)
@@ -212,6 +218,7 @@ func (e *env) ctrLine(args ...string) string {
 // ctrArgs addresses this env's containerd, and gives every tupper `ctr run`
 // this env's network options.
 func (e *env) ctrArgs(args []string) []string {
+	args = e.withCgroupsPath(args)
 	if len(args) > 0 && args[0] == "run" && slices.Contains(args, "io.containerd.tupper.v2") && !slices.Contains(args, "--config") {
 		args = append([]string{"run", "--runtime-config-path", e.runtimeConfig}, args[1:]...)
 	}
@@ -328,6 +335,7 @@ func (e *env) cleanup() {
 		e.t.Errorf("shim %d left running; killing it", pid)
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
+	e.stopSlice()
 	removeNamespaceCgroups(e.ns)
 	ms := mountsUnder(e.dir)
 	for i := len(ms) - 1; i >= 0; i-- {

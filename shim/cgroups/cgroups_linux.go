@@ -37,6 +37,8 @@ type Manager struct {
 	// unifiedDir is the container's cgroup in a hybrid host's v2
 	// hierarchy (hybrid_linux.go), or "".
 	unifiedDir string
+	// unit is the container's systemd scope (systemd driver on v2).
+	unit string
 }
 
 // unified reports whether the host runs the v2 hierarchy alone; on hybrid
@@ -64,17 +66,11 @@ func New(ctx context.Context, cgroupsPath string, res *specs.LinuxResources, sys
 		return nil, err
 	}
 	if unified() {
-		r := cgroup2.ToResources(res)
-		var m *cgroup2.Manager
-		if systemd {
-			m, err = cgroup2.NewSystemd(p.slice, p.unit, pid, r)
-		} else {
-			m, err = cgroup2.NewManager(mountpoint, p.path, r)
-		}
+		m, err := newV2(ctx, cgroupsPath, p, res, systemd, pid)
 		if err != nil {
-			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+			return nil, err
 		}
-		return withPids(&Manager{path: p.path, v2: m, v2Dir: !systemd}, res)
+		return withPids(m, res)
 	}
 	path, hierarchy := cgroup1.StaticPath(p.path), cgroup1.Default
 	if systemd {
@@ -109,6 +105,46 @@ func withPids(m *Manager, res *specs.LinuxResources) (*Manager, error) {
 		}
 	}
 	return m, nil
+}
+
+// newV2 makes the cgroup on the unified hierarchy. The systemd driver
+// starts the scope first (systemd makes its directory), then both write
+// every resource to the files, enabling the controllers on the way down.
+func newV2(ctx context.Context, cgroupsPath string, p cgroupPath, res *specs.LinuxResources, systemd bool, pid int) (*Manager, error) {
+	r := cgroup2.ToResources(res)
+	if systemd {
+		if err := startScope(ctx, p.slice, p.unit, pid, r); err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+		}
+	}
+	m, err := cgroup2.NewManager(mountpoint, p.path, r)
+	if err != nil {
+		if systemd {
+			stopScope(ctx, p.unit)
+		}
+		return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+	}
+	enableAllControllers(ctx, m)
+	if systemd {
+		return &Manager{path: p.path, v2: m, unit: p.unit}, nil
+	}
+	return &Manager{path: p.path, v2: m, v2Dir: true}, nil
+}
+
+// enableAllControllers enables every controller the host has down to
+// the cgroup, as runc does, not only those of the spec's resources: a
+// later Update may set a limit of any kind (pids, after a container
+// started without one), and Stats reads every controller. A parent that
+// cannot have one (a process in it, a threaded subtree) keeps without it;
+// an Update that needs it then fails naming the file.
+func enableAllControllers(ctx context.Context, m *cgroup2.Manager) {
+	all, err := m.RootControllers()
+	if err == nil {
+		err = m.ToggleControllers(all, cgroup2.Enable)
+	}
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("enabling every cgroup controller")
+	}
 }
 
 // JoinsAtSpawn reports whether a new process can enter the cgroup by itself
@@ -193,6 +229,9 @@ func Load(cgroupsPath string, systemd bool) (*Manager, error) {
 		m, err := cgroup2.Load(p.path)
 		if err != nil {
 			return nil, err
+		}
+		if systemd {
+			return &Manager{path: p.path, v2: m, unit: p.unit}, nil
 		}
 		return &Manager{path: p.path, v2: m}, nil
 	}
@@ -311,7 +350,11 @@ func (m *Manager) Delete() error {
 	var err error
 	for deadline := time.Now().Add(deleteTimeout); ; time.Sleep(20 * time.Millisecond) {
 		if m.v2 != nil {
-			err = m.v2.Delete()
+			// systemd removes an emptied scope's directory by itself,
+			// possibly before us.
+			if err = m.v2.Delete(); err != nil && !exists(filepath.Join(mountpoint, m.path)) {
+				err = nil
+			}
 		} else if err = m.v1.Delete(); errors.Is(err, cgroup1.ErrCgroupDeleted) {
 			err = nil
 		}
@@ -321,6 +364,11 @@ func (m *Manager) Delete() error {
 		}
 		if err == nil || time.Now().After(deadline) {
 			break
+		}
+	}
+	if m.unit != "" {
+		if serr := stopScope(context.Background(), m.unit); err == nil {
+			err = serr
 		}
 	}
 	if err != nil {

@@ -33,6 +33,7 @@ type Placement struct {
 	path    string
 	systemd bool
 	res     *specs.LinuxResources
+	owner   int // the host uid the cgroup is delegated to, 0 for none (DelegateOwner)
 
 	mu      sync.Mutex
 	m       *Manager // nil until the first helper
@@ -50,7 +51,8 @@ func NewPlacement(ctx context.Context, id string, spec *specs.Spec, systemd bool
 	if spec.Linux == nil || (spec.Linux.CgroupsPath == "" && spec.Linux.Resources == nil) {
 		return nil, nil
 	}
-	p := &Placement{ctx: ctx, path: spec.Linux.CgroupsPath, systemd: systemd, res: spec.Linux.Resources}
+	p := &Placement{ctx: ctx, path: spec.Linux.CgroupsPath, systemd: systemd, res: spec.Linux.Resources,
+		owner: DelegateOwner(spec)}
 	if p.path == "" {
 		p.path = DefaultPath(id, systemd)
 	}
@@ -134,6 +136,10 @@ func (p *Placement) managerLocked(pid int) (*Manager, error) {
 	if p.m == nil {
 		m, err := New(p.ctx, p.path, WithDefaultDevices(p.res), p.systemd, pid)
 		if err != nil {
+			return nil, err
+		}
+		if err := m.Delegate(p.owner); err != nil {
+			m.Delete()
 			return nil, err
 		}
 		p.m = m

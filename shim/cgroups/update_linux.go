@@ -35,7 +35,7 @@ func (m *Manager) Update(ctx context.Context, res *specs.LinuxResources) error {
 		return nil
 	}
 	saved := m.save(res)
-	err = m.apply(res)
+	err = m.apply(ctx, res)
 	if err == nil {
 		return nil
 	}
@@ -46,9 +46,17 @@ func (m *Manager) Update(ctx context.Context, res *specs.LinuxResources) error {
 }
 
 // apply writes res through containerd/cgroups, plus what it leaves out.
-func (m *Manager) apply(res *specs.LinuxResources) error {
+func (m *Manager) apply(ctx context.Context, res *specs.LinuxResources) error {
 	if m.v2 != nil {
-		if err := m.v2.Update(cgroup2.ToResources(res)); err != nil {
+		r := cgroup2.ToResources(res)
+		if m.unit != "" {
+			// The scope's properties, or systemd would write the
+			// old limits back on its next daemon-reload.
+			if err := setScopeProperties(ctx, m.unit, r); err != nil {
+				return err
+			}
+		}
+		if err := m.v2.Update(r); err != nil {
 			return err
 		}
 	} else {

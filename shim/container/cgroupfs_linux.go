@@ -19,8 +19,10 @@ import (
 //     root the namespace makes the container's cgroup. The v2 "unified"
 //     part of a hybrid host is left out, as runc does. Symlinks of the
 //     host's /sys/fs/cgroup (cpu -> cpu,cpuacct) are repeated.
-//   - cgroup v2: a cgroup2 mount inside a cgroup namespace; without one, a
-//     bind mount of the container's own cgroup directory.
+//   - cgroup v2: a cgroup2 mount, whose root is the container's cgroup
+//     inside a cgroup namespace and the host's root without one (a user
+//     namespace without a cgroup namespace cannot mount it: a bind mount
+//     of the host's /sys/fs/cgroup).
 //
 // Read-only follows the mount's options ("ro" unless privileged): the
 // hierarchies get the mount's flags; the v1 tmpfs holding them stays
@@ -46,20 +48,16 @@ func mountCgroup(r *inRoot, dest string, flags int, cgroupns bool) (*os.File, er
 	return mountCgroup1(r, dest, target, flags, cgroupns)
 }
 
+// mountCgroup2 mounts cgroup2, as runc does with or without a cgroup
+// namespace (without one the container sees the host's hierarchy, as
+// under runc). A user namespace without a cgroup namespace of its own may
+// not mount cgroup2: the host's hierarchy is bound instead.
 func mountCgroup2(r *inRoot, dest string, target *os.File, flags int, cgroupns bool) (*os.File, error) {
-	if cgroupns {
-		return r.mount(dest, "cgroup2", target, "cgroup2", uintptr(flags), "")
+	mnt, err := r.mount(dest, "cgroup2", target, "cgroup2", uintptr(flags), "")
+	if cgroupns || (err != unix.EPERM && err != unix.EBUSY) {
+		return mnt, err
 	}
-	own, err := ownCgroups()
-	if err != nil {
-		return nil, err
-	}
-	path, ok := own[""]
-	if !ok {
-		return nil, fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
-	}
-	mnt, err := r.mount(dest, filepath.Join(hostCgroupRoot, path), target, "", unix.MS_BIND, "")
-	if err != nil {
+	if mnt, err = r.mount(dest, hostCgroupRoot, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return nil, err
 	}
 	return mnt, remountCgroup(mnt, flags)

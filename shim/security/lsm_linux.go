@@ -73,7 +73,10 @@ func PlanLSM(ctx context.Context, spec *specs.Spec) (LSM, error) {
 // switches profile or context as the program starts.
 func (l LSM) ApplyOnExec() error {
 	if l.AppArmorProfile != "" {
-		if err := writeAttr("apparmor/exec", "exec "+l.AppArmorProfile); err != nil {
+		if err := writeAttr("apparmor/exec", "exec "+l.AppArmorProfile); errors.Is(err, os.ErrNotExist) {
+			// AppArmor answers ENOENT for a profile it has not loaded.
+			return fmt.Errorf("AppArmor profile %s is not loaded on this host (load it with apparmor_parser): %w", l.AppArmorProfile, err)
+		} else if err != nil {
 			return fmt.Errorf("AppArmor profile %s: %w", l.AppArmorProfile, err)
 		}
 	}
