@@ -98,6 +98,9 @@ func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshott
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
+	if err := privateRoot(root); err != nil {
+		return nil, err
+	}
 	lock, err := lockRoot(root)
 	if err != nil {
 		return nil, err

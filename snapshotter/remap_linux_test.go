@@ -22,7 +22,17 @@ var idmapLabels = snapshots.WithLabels(map[string]string{
 // bind mount: files owned by 0 and 1000 on disk show as the mapped ids, and
 // nothing on disk was chowned.
 func TestRemapIDs(t *testing.T) {
-	s := newTestSnapshotter(t)
+	// Shared, as systemd makes every mount: the idmapped clone containerd
+	// stacks on a snapshot's bind must not propagate onto the snapshot.
+	fs := newBtrfs(t, 256<<20)
+	if err := syscall.Mount("", fs, "", syscall.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSnapshotter(testContext(t), filepath.Join(fs, "root"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	ctx := testContext(t)
 	mounts, err := s.Prepare(ctx, "userns", "", idmapLabels)
 	if err != nil {
