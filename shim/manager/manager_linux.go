@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,22 +81,10 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	if err != nil {
 		return nil, err
 	}
-	ln, err := shim.NewSocket(addr)
-	if err != nil {
-		if !shim.SocketEaddrinuse(err) {
-			return nil, fmt.Errorf("create shim socket: %w", err)
-		}
-		if shim.CanConnect(addr) {
-			result.Address = addr
-			return result, nil
-		}
-		// A stale socket from a dead shim.
-		if err := shim.RemoveSocket(addr); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
-		}
-		if ln, err = shim.NewSocket(addr); err != nil {
-			return nil, fmt.Errorf("create shim socket: %w", err)
-		}
+	ln, err := listen(addr)
+	if err != nil || ln == nil {
+		result.Address = addr // nil: a shim serves there already
+		return result, err
 	}
 	defer func() {
 		if retErr != nil {
@@ -108,18 +97,50 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 		return nil, err
 	}
 	defer f.Close()
+	if err := startDaemon(ctx, params, id, f); err != nil {
+		return nil, err
+	}
+	result.Address = addr
+	return result, nil
+}
 
+// listen makes the group's socket, replacing a stale one; it returns nil
+// when a shim already answers there.
+func listen(addr string) (*net.UnixListener, error) {
+	ln, err := shim.NewSocket(addr)
+	if err == nil {
+		return ln, nil
+	}
+	if !shim.SocketEaddrinuse(err) {
+		return nil, fmt.Errorf("create shim socket: %w", err)
+	}
+	if shim.CanConnect(addr) {
+		return nil, nil
+	}
+	// A stale socket from a dead shim.
+	if err := shim.RemoveSocket(addr); err != nil {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	if ln, err = shim.NewSocket(addr); err != nil {
+		return nil, fmt.Errorf("create shim socket: %w", err)
+	}
+	return ln, nil
+}
+
+// startDaemon starts the long-running shim, serving on the listening
+// socket sock, in the ShimCgroup if one is set, with its OOM score.
+func startDaemon(ctx context.Context, params *bootapi.BootstrapParams, id string, sock *os.File) (retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cwd, err := os.Getwd()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	args := []string{"-namespace", ns, "-id", id, "-address", params.GetContainerdGrpcAddress()}
 	if params.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG {
@@ -131,10 +152,10 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	if a := params.GetContainerdTtrpcAddress(); a != "" {
 		cmd.Env = append(cmd.Env, "TTRPC_ADDRESS="+a)
 	}
-	cmd.ExtraFiles = []*os.File{f} // fd 3: the listening socket
+	cmd.ExtraFiles = []*os.File{sock} // fd 3: the listening socket
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	defer func() {
 		if retErr != nil {
@@ -143,13 +164,12 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	}()
 	go cmd.Wait()
 	if err := joinShimCgroup(params, cmd.Process.Pid); err != nil {
-		return nil, err
+		return err
 	}
 	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
-		return nil, fmt.Errorf("adjust shim oom score: %w", err)
+		return fmt.Errorf("adjust shim oom score: %w", err)
 	}
-	result.Address = addr
-	return result, nil
+	return nil
 }
 
 // Stop is `shim delete`: containerd runs it when the shim is gone or

@@ -65,25 +65,10 @@ func Attach(c Config, id, netnsPath string) (_ *Attachment, retErr error) {
 			Detach(c, id)
 		}
 	}()
-	att := &Attachment{HostVeth: HostVethName(id), Gateway: ipam.Gateway()}
-	addr, err := ipam.Allocate(id)
+	att, err := allocate(c, id, ipam, ipam6)
 	if err != nil {
 		return nil, err
 	}
-	att.Addr = netip.PrefixFrom(addr, c.Subnet.Bits())
-	if c.NAT {
-		if err := ipam.locked(func() error { return ensureNAT(c) }); err != nil {
-			return nil, err
-		}
-	}
-	if ipam6 != nil {
-		a6, err := ipam6.Allocate(id)
-		if err != nil {
-			return nil, err
-		}
-		att.Addr6, att.Gateway6 = netip.PrefixFrom(a6, c.Subnet6.Bits()), ipam6.Gateway()
-	}
-
 	// A host end left by a crashed shim for the same id goes first.
 	if old, err := netlink.LinkByName(att.HostVeth); err == nil {
 		netlink.LinkDel(old)
@@ -102,6 +87,30 @@ func Attach(c Config, id, netnsPath string) (_ *Attachment, retErr error) {
 	}
 	if err := configureInside(inside, peerTempName(id), att); err != nil {
 		return nil, fmt.Errorf("configuring eth0 in %s: %w", netnsPath, err)
+	}
+	return att, nil
+}
+
+// allocate takes the container's addresses (and, with NAT, makes sure
+// its rule exists).
+func allocate(c Config, id string, ipam, ipam6 *IPAM) (*Attachment, error) {
+	att := &Attachment{HostVeth: HostVethName(id), Gateway: ipam.Gateway()}
+	addr, err := ipam.Allocate(id)
+	if err != nil {
+		return nil, err
+	}
+	att.Addr = netip.PrefixFrom(addr, c.Subnet.Bits())
+	if c.NAT {
+		if err := ipam.locked(func() error { return ensureNAT(c) }); err != nil {
+			return nil, err
+		}
+	}
+	if ipam6 != nil {
+		a6, err := ipam6.Allocate(id)
+		if err != nil {
+			return nil, err
+		}
+		att.Addr6, att.Gateway6 = netip.PrefixFrom(a6, c.Subnet6.Bits()), ipam6.Gateway()
 	}
 	return att, nil
 }
