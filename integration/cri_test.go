@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tupper/tupper/internal/harness"
 	"github.com/tupper/tupper/internal/testutil"
 )
 
@@ -103,10 +104,7 @@ func TestCRIPod(t *testing.T) {
 	s := newCRIStack(t)
 	image := "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	mk := exec.Command("go", "run", "../hack/mkimage", "-kind", "busybox", "-name", s.registry+"/e2e-test-images/busybox:1.29-2", "-o", archive)
-	if out, err := mk.CombinedOutput(); err != nil {
-		t.Fatalf("mkimage: %v %s", err, out)
-	}
+	harness.BuildImage(t, "busybox", s.registry+"/e2e-test-images/busybox:1.29-2", archive)
 	if out, err := s.script("push", archive); err != nil {
 		t.Fatalf("push: %v %s", err, out)
 	}
@@ -214,13 +212,4 @@ func (s *criStack) leftovers(pod string) []string {
 	ipam, _ := filepath.Glob(filepath.Join(s.dir, "cni-ipam", "*", "10.*"))
 	left = append(left, ipam...)
 	return left
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, ok func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }
