@@ -82,11 +82,11 @@ stop_pid() { # stop_pid NAME PID: SIGTERM, 10 s, SIGKILL
 	done
 	log "$name (pid $pid) ignored SIGTERM; SIGKILL"
 	kill -KILL "$pid" 2>/dev/null || true
-	sleep 0.2
+	wait_gone "$pid" || log "$name (pid $pid) survived SIGKILL"
 }
 
 cleanup() {
-	local rc=$? i mp f pid d
+	local rc=$? i mp f pid d killed=()
 	trap - EXIT INT TERM
 	set +e
 	[[ -n $TMP ]] || exit "$rc"
@@ -96,22 +96,22 @@ cleanup() {
 			pid=${f#/proc/}
 			pid=${pid%/cmdline}
 			# (processes that end meanwhile have no cmdline left to read)
-			{ tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF -- "$ADDRESS" && kill -KILL "$pid" 2>/dev/null
+			{ tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF -- "$ADDRESS" && kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
 		done
 	fi
 	# Container processes: everything in our containers' cgroups ...
 	for f in /sys/fs/cgroup/*/"$CG_NS"/"$TOK"-*/cgroup.procs; do
 		[[ -f $f ]] || continue
 		while read -r pid; do
-			[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null
+			[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
 		done <"$f"
 	done
 	# ... and the inits their bundles name (runc: a number; tupper: JSON).
 	while IFS= read -r -d '' f; do
 		pid=$(grep -o '[0-9]\+' "$f" 2>/dev/null | head -n 1)
-		[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null
+		[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
 	done < <(find "$TMP/containerd/state" \( -name shim.pid -o -name init.pid \) -print0 2>/dev/null)
-	sleep 0.2
+	((${#killed[@]} == 0)) || wait_gone "${killed[@]}" || log "killed processes still there: ${killed[*]}"
 	# containerd first (the snapshotter's client), then the snapshotter.
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"

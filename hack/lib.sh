@@ -16,6 +16,20 @@ same_binary() {
 	[[ $(stat -L -c '%d:%i' "/proc/$1/exe" 2>/dev/null) == $(stat -L -c '%d:%i' "$2" 2>/dev/null) ]]
 }
 
+# wait_gone PID...: wait (up to 5 s) until none of the processes exists.
+wait_gone() {
+	local i pid
+	for ((i = 0; i < 50; i++)); do
+		for pid; do
+			kill -0 "$pid" 2>/dev/null && break
+			pid=""
+		done
+		[[ -z ${pid:-} ]] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # stop_pidfile NAME PIDFILE: SIGTERM, wait up to 10 s, SIGKILL.
 stop_pidfile() {
 	local name=$1 pidfile=$2 pid i
@@ -29,7 +43,7 @@ stop_pidfile() {
 		if kill -0 "$pid" 2>/dev/null; then
 			log "$name (pid $pid) ignored SIGTERM; SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.2
+			wait_gone "$pid" || log "$name (pid $pid) survived SIGKILL"
 		fi
 	fi
 	rm -f "$pidfile"
