@@ -52,7 +52,7 @@ die() {
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 for v in RUNS MEM_RUNS DENSITY_RUNS; do
-	[[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} >= 1)) || die "BENCH_$v must be a positive integer, not '${!v}'"
+	[[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || die "BENCH_$v must be a positive integer, not '${!v}'"
 done
 [[ -x $TUPPER_BIN ]] || die "no snapshotter binary $TUPPER_BIN: run \`make build\`"
 [[ -x $REPO/bin/containerd-shim-tupper-v2 ]] || die "no $REPO/bin/containerd-shim-tupper-v2: run \`make build\`"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by hack/demo.sh, hack/cri.sh and hack/bench.sh:
 # daemons run detached with a pid file, and are stopped by that pid (never
 # by name); the containerd config. The sourcing script defines log(), die()
