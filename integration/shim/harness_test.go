@@ -104,21 +104,25 @@ func (e *env) task(id string) (pid int, status string, ok bool) {
 	return 0, "", false
 }
 
-func (e *env) taskPid(id string) int {
+// mustTask is task for a task that must be listed.
+func (e *env) mustTask(id string) (pid int, status string) {
 	e.t.Helper()
-	pid, _, ok := e.task(id)
+	pid, status, ok := e.task(id)
 	if !ok {
 		e.t.Fatalf("task %s not listed", id)
 	}
+	return pid, status
+}
+
+func (e *env) taskPid(id string) int {
+	e.t.Helper()
+	pid, _ := e.mustTask(id)
 	return pid
 }
 
 func (e *env) taskStatus(id string) string {
 	e.t.Helper()
-	_, st, ok := e.task(id)
-	if !ok {
-		e.t.Fatalf("task %s not listed", id)
-	}
+	_, st := e.mustTask(id)
 	return st
 }
 

@@ -1,11 +1,10 @@
 package harness
 
 import (
+	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
-	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,12 +39,8 @@ func (e *Env) cleanup() {
 		}
 	}
 	testutil.RemoveCgroups(t, e.Namespace)
-	if e.Bridge != "" {
-		if _, err := os.Stat("/sys/class/net/" + e.Bridge); err == nil {
-			if out, err := exec.Command("ip", "link", "del", e.Bridge).CombinedOutput(); err != nil {
-				t.Errorf("cleanup: deleting bridge %s: %v %s", e.Bridge, err, out)
-			}
-		}
+	if err := deleteLink(e.Bridge); err != nil {
+		t.Errorf("cleanup: %v", err)
 	}
 	if t.Failed() && testutil.Keep() {
 		t.Logf("cleanup: keeping %s (%s=1)", e.Dir, testutil.EnvKeep)
@@ -87,31 +82,6 @@ func (e *Env) waitShimsGone() {
 	}
 }
 
-// ShimPids lists the shims of this Env's containerd (tupper's or runc's):
-// the processes containerd started with its address.
-func (e *Env) ShimPids() []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, d := range ents {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
-		}
-		exe, err := os.Readlink("/proc/" + d.Name() + "/exe")
-		if err != nil || !strings.HasPrefix(filepath.Base(exe), "containerd-shim-") {
-			continue
-		}
-		b, _ := os.ReadFile("/proc/" + d.Name() + "/cmdline")
-		for _, arg := range strings.Split(string(b), "\x00") {
-			if arg == e.Address {
-				pids = append(pids, pid)
-				break
-			}
-		}
-	}
-	return pids
-}
-
 // killByPidFiles SIGKILLs every process named by a shim.pid or init.pid
 // file below dir: container processes a killed shim left, of this Env only.
 func (e *Env) killByPidFiles(dir string) {
@@ -123,12 +93,14 @@ func (e *Env) killByPidFiles(dir string) {
 		if err != nil {
 			return nil
 		}
-		// runc writes a number; tupper a JSON record that starts with it.
-		digits := strings.TrimLeft(string(b), "{\"pid: ")
-		if i := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
-			digits = digits[:i]
+		// runc writes a number, tupper a JSON record (shim/bundle.Init).
+		var pid int
+		if json.Unmarshal(b, &pid) != nil {
+			var rec struct{ Pid int }
+			json.Unmarshal(b, &rec)
+			pid = rec.Pid
 		}
-		if pid, err := strconv.Atoi(digits); err == nil && pid > 1 && syscall.Kill(pid, syscall.SIGKILL) == nil {
+		if pid > 1 && syscall.Kill(pid, syscall.SIGKILL) == nil {
 			e.owner.Logf("cleanup: killed leftover pid %d (%s)", pid, p)
 		}
 		return nil
@@ -142,7 +114,7 @@ func (e *Env) unmountAll() {
 	if err != nil {
 		e.owner.Errorf("cleanup: %v", err)
 	}
-	sort.Slice(mps, func(i, j int) bool { return len(mps[i]) > len(mps[j]) })
+	slices.SortFunc(mps, func(a, b string) int { return len(b) - len(a) })
 	for _, mp := range mps {
 		if mp == e.SnapshotterRoot && e.undoBtrfs != nil {
 			continue

@@ -3,14 +3,15 @@ package harness
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tupper/tupper/internal/testutil"
 )
@@ -119,7 +120,7 @@ func (e *Env) writeRuntimeConfig(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.Bridge = fmt.Sprintf("tph%d", time.Now().UnixNano()%1e8)
+	e.Bridge = fmt.Sprintf("tph%08d", rand.IntN(1e8))
 	e.Subnet = subnet.String()
 	e.RuntimeConfig = filepath.Join(e.Dir, "tupper-runtime.toml")
 	toml := fmt.Sprintf("Bridge = %q\nSubnet = %q\nNetworkStateDir = %q\n", e.Bridge, e.Subnet, e.IPAMDir())
@@ -149,7 +150,7 @@ func freeSubnet() (netip.Prefix, error) {
 		return netip.Prefix{}, err
 	}
 	routes, _ := exec.Command("ip", "-4", "route", "show").Output()
-	start := int(time.Now().UnixNano() % 100)
+	start := rand.IntN(100)
 	for i := 0; i < 100; i++ {
 		p := netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", 100+(start+i)%100))
 		used := strings.Contains(string(routes), p.String())
@@ -165,6 +166,42 @@ func freeSubnet() (netip.Prefix, error) {
 		}
 	}
 	return netip.Prefix{}, fmt.Errorf("no free subnet in 10.213.100.0-10.213.199.0")
+}
+
+// ShimPids lists the shims of this Env's containerd (tupper's or runc's):
+// the processes containerd started with its address.
+func (e *Env) ShimPids() []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + d.Name() + "/exe")
+		if err != nil || !strings.HasPrefix(filepath.Base(exe), "containerd-shim-") {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if arg == e.Address {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// deleteLink deletes a network link (the Env's bridge) if it exists.
+func deleteLink(name string) error {
+	if _, err := os.Stat("/sys/class/net/" + name); name == "" || err != nil {
+		return nil
+	}
+	if out, err := exec.Command("ip", "link", "del", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("deleting link %s: %v %s", name, err, out)
+	}
+	return nil
 }
 
 func dialUnix(sock string) error {
