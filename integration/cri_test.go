@@ -159,6 +159,22 @@ func TestCRIPod(t *testing.T) {
 	}, "the web container's log")
 
 	// Stats with real numbers (the client spins).
+	s.waitStats(t, client)
+	if out := s.mustCrictl("statsp", "-o", "json", pod); !strings.Contains(out, "usageCoreNanoSeconds") {
+		t.Fatalf("statsp: %s", out)
+	}
+
+	s.mustCrictl("stopp", pod)
+	s.mustCrictl("rmp", pod)
+
+	// Nothing of the pod is left: shim, container mounts, cgroups, veth, address.
+	waitUntil(t, 20*time.Second, func() bool { return len(s.leftovers(pod)) == 0 }, "the pod to leave nothing behind")
+}
+
+// waitStats waits until crictl stats shows non-zero cpu and memory for
+// the container.
+func (s *criStack) waitStats(t *testing.T, container string) {
+	t.Helper()
 	var st struct {
 		Stats []struct {
 			CPU struct {
@@ -170,22 +186,13 @@ func TestCRIPod(t *testing.T) {
 		} `json:"stats"`
 	}
 	waitUntil(t, 20*time.Second, func() bool {
-		out, err := s.crictl("stats", "-o", "json", client)
+		out, err := s.crictl("stats", "-o", "json", container)
 		if err != nil || json.Unmarshal([]byte(out), &st) != nil || len(st.Stats) != 1 {
 			return false
 		}
 		return st.Stats[0].CPU.UsageCoreNanoSeconds.Value != "" && st.Stats[0].CPU.UsageCoreNanoSeconds.Value != "0" &&
 			st.Stats[0].Memory.WorkingSetBytes.Value != "" && st.Stats[0].Memory.WorkingSetBytes.Value != "0"
 	}, "non-zero cpu and memory stats")
-	if out := s.mustCrictl("statsp", "-o", "json", pod); !strings.Contains(out, "usageCoreNanoSeconds") {
-		t.Fatalf("statsp: %s", out)
-	}
-
-	s.mustCrictl("stopp", pod)
-	s.mustCrictl("rmp", pod)
-
-	// Nothing of the pod is left: shim, container mounts, cgroups, veth, address.
-	waitUntil(t, 20*time.Second, func() bool { return len(s.leftovers(pod)) == 0 }, "the pod to leave nothing behind")
 }
 
 func (s *criStack) leftovers(pod string) []string {

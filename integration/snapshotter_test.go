@@ -60,53 +60,58 @@ func TestSnapshotter(t *testing.T) {
 		}
 	})
 
-	t.Run("writes-stay-in-container", func(t *testing.T) {
-		e := e.For(t)
-		// Write, delete and chmod in one container; a second container from
-		// the same image must see the image unchanged.
-		e.MustCtr("run", "--rm", sn, image, uniqueID("write"), "/bin/sh", "-c",
-			"set -e; echo x > /data/written; rm /data/hard/link; rm -r /data/opaque; "+
-				"echo v3 > /data/modified; chmod 700 /data/modes/ro; chown 5:5 /data/added; "+
-				"echo big > /data/hard/orig; ls /data >/dev/null")
-		out := e.MustCtr("run", "--rm", sn, image, uniqueID("read"), "/bin/sh", "-c",
-			"ls -A /data | tr '\\n' ' '; echo; cat /data/modified /data/hard/orig; "+
-				"stat -c '%a %u:%g %h' /data/modes/ro /data/added /data/hard/orig")
-		want := "added hard hard-too modes modified opaque owned recreated sym whiteout \n" +
-			"v2\nhardlink-data\n444 0:0 1\n644 0:0 1\n644 0:0 3\n"
-		if out != want {
-			t.Errorf("second container sees the first one's writes:\n got: %q\nwant: %q", out, want)
-		}
-	})
+	t.Run("writes-stay-in-container", func(t *testing.T) { checkWritesStay(e.For(t), sn, image) })
+	t.Run("remove", func(t *testing.T) { checkRemoveLeavesNothing(e.For(t), sn, image) })
+}
 
-	t.Run("remove", func(t *testing.T) {
-		e := e.For(t)
-		if out, err := e.Ctr("containers", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
-			t.Fatalf("containers left after ctr run --rm: %q %v", out, err)
+// checkWritesStay writes, deletes and chmods in one container; a second
+// container from the same image must see the image unchanged.
+func checkWritesStay(e *Env, sn, image string) {
+	t := e.t
+	e.MustCtr("run", "--rm", sn, image, uniqueID("write"), "/bin/sh", "-c",
+		"set -e; echo x > /data/written; rm /data/hard/link; rm -r /data/opaque; "+
+			"echo v3 > /data/modified; chmod 700 /data/modes/ro; chown 5:5 /data/added; "+
+			"echo big > /data/hard/orig; ls /data >/dev/null")
+	out := e.MustCtr("run", "--rm", sn, image, uniqueID("read"), "/bin/sh", "-c",
+		"ls -A /data | tr '\\n' ' '; echo; cat /data/modified /data/hard/orig; "+
+			"stat -c '%a %u:%g %h' /data/modes/ro /data/added /data/hard/orig")
+	want := "added hard hard-too modes modified opaque owned recreated sym whiteout \n" +
+		"v2\nhardlink-data\n444 0:0 1\n644 0:0 1\n644 0:0 3\n"
+	if out != want {
+		t.Errorf("second container sees the first one's writes:\n got: %q\nwant: %q", out, want)
+	}
+}
+
+// checkRemoveLeavesNothing removes the image: no container, snapshot,
+// subvolume or mount may be left.
+func checkRemoveLeavesNothing(e *Env, sn, image string) {
+	t := e.t
+	if out, err := e.Ctr("containers", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("containers left after ctr run --rm: %q %v", out, err)
+	}
+	e.MustCtr("images", "rm", "--sync", image)
+	if snaps := snapshotLines(e.MustCtr("snapshots", sn, "ls")); len(snaps) != 0 {
+		t.Errorf("snapshots left after `ctr images rm --sync`:\n%s", strings.Join(snaps, "\n"))
+	}
+	// containerd's garbage collector removes the snapshots from the
+	// snapshotter before `images rm --sync` returns; the snapshotter
+	// may delete the subvolumes asynchronously.
+	if subs := e.waitNoSubvolumes(10 * time.Second); len(subs) != 0 {
+		t.Errorf("btrfs subvolumes left under %s:\n%s", e.SnapshotterRoot, strings.Join(subs, "\n"))
+	}
+	mps, err := testutil.MountsUnder(e.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaked []string
+	for _, mp := range mps {
+		if mp != e.SnapshotterRoot {
+			leaked = append(leaked, mp)
 		}
-		e.MustCtr("images", "rm", "--sync", image)
-		if snaps := snapshotLines(e.MustCtr("snapshots", sn, "ls")); len(snaps) != 0 {
-			t.Errorf("snapshots left after `ctr images rm --sync`:\n%s", strings.Join(snaps, "\n"))
-		}
-		// containerd's garbage collector removes the snapshots from the
-		// snapshotter before `images rm --sync` returns; the snapshotter
-		// may delete the subvolumes asynchronously.
-		if subs := e.waitNoSubvolumes(10 * time.Second); len(subs) != 0 {
-			t.Errorf("btrfs subvolumes left under %s:\n%s", e.SnapshotterRoot, strings.Join(subs, "\n"))
-		}
-		mps, err := testutil.MountsUnder(e.Dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var leaked []string
-		for _, mp := range mps {
-			if mp != e.SnapshotterRoot {
-				leaked = append(leaked, mp)
-			}
-		}
-		if len(leaked) != 0 {
-			t.Errorf("mounts left under %s:\n%s", e.Dir, strings.Join(leaked, "\n"))
-		}
-	})
+	}
+	if len(leaked) != 0 {
+		t.Errorf("mounts left under %s:\n%s", e.Dir, strings.Join(leaked, "\n"))
+	}
 }
 
 // snapshotLines returns the rows of `ctr snapshots ls` without the header.
