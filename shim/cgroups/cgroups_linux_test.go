@@ -188,7 +188,9 @@ func checkLimits(t *testing.T, m *Manager) {
 
 // startSpinner starts, in m, a shell that holds 4 MiB it allocated there
 // and spins; it returns once the cgroup holds the 4 MiB and the shell is
-// its only process (its head|tr have come and gone).
+// its only process (its head|tr have come and gone, reaped: an exited
+// child leaves cgroup.procs at once but counts in pids.current until its
+// parent reaps it).
 func startSpinner(t *testing.T, m *Manager) (*exec.Cmd, <-chan struct{}) {
 	t.Helper()
 	spin, _, exited, release := startHeld(t, "s=$(head -c 4194304 /dev/zero | tr '\\0' a); while :; do :; done")
@@ -200,7 +202,8 @@ func startSpinner(t *testing.T, m *Manager) (*exec.Cmd, <-chan struct{}) {
 	var err error
 	if !eventually(func() bool {
 		pids, err = m.Pids()
-		return err == nil && len(pids) == 1 && pids[0] == spin.Process.Pid && memoryUsage(t, m) >= 4<<20
+		return err == nil && len(pids) == 1 && pids[0] == spin.Process.Pid && memoryUsage(t, m) >= 4<<20 &&
+			controllerFile(t, m, "pids", "pids.current") == "1"
 	}) {
 		t.Fatalf("Pids = %v, %v; want [%d]", pids, err, spin.Process.Pid)
 	}
