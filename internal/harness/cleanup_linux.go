@@ -28,6 +28,7 @@ func (e *Env) cleanup() {
 		e.waitShimsGone()
 	}
 	e.StopContainerd(t)
+	e.killShims() // those of a containerd the test left stopped
 	if e.snapshot != nil {
 		e.snapshot.Stop(t, 10*time.Second)
 	}
@@ -70,12 +71,17 @@ func (e *Env) removeContainers() {
 }
 
 // waitShimsGone gives the shims of deleted containers a few seconds to
-// exit; a shim still running then is a leak, reported and killed.
+// exit; a shim still running then is a leak, which killShims reports.
 func (e *Env) waitShimsGone() {
 	deadline := time.Now().Add(10 * time.Second)
 	for len(e.ShimPids()) > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond) // polling for the exit, bounded by deadline
+		time.Sleep(50 * time.Millisecond)
 	}
+	e.killShims()
+}
+
+// killShims reports and kills every shim of this Env still running.
+func (e *Env) killShims() {
 	for _, pid := range e.ShimPids() {
 		e.owner.Errorf("cleanup: shim %d still running after its containers were deleted; killing it", pid)
 		syscall.Kill(pid, syscall.SIGKILL)
