@@ -20,7 +20,7 @@ const spareDir = "spare"
 // spares keeps one writable snapshot, made ahead of time, of each committed
 // snapshot that active snapshots keep being made from: an image's top
 // layer, once a second container of that image was made. Making a btrfs
-// snapshot commits a transaction (2-3 ms, most of an active Prepare);
+// snapshot commits a transaction (most of an active Prepare's time);
 // renaming a spare into place does not. A parent earns a spare only on its
 // second active child, so unpacking (each layer is a parent once) makes
 // none. Spares live in memory: a spare on disk that is not in ready (after

@@ -119,7 +119,7 @@ func (m *Manager) JoinDir() (*os.File, error) {
 // (shim/nsenter's constructor does that in the init helper). Moving
 // oneself that way skips the global threadgroup lock that writing another
 // process' pid takes, whose first taking after a quiet spell waits for an
-// RCU grace period: 7 to 25 ms on these hosts, on the path of every
+// RCU grace period (hack/README.md has what it costs), on the path of every
 // container start. The files are also readable, so the process can check
 // that it is listed. nil on v2 (see JoinDir) and with the systemd driver,
 // which starts its scope with the pid (Add is the way in there).

@@ -32,27 +32,38 @@ import (
 
 const hostCgroupRoot = "/sys/fs/cgroup"
 
-func mountCgroup(dest string, flags int, cgroupns bool) error {
+// mountCgroup makes the cgroup mount at dest inside the root and returns
+// it (see inRoot).
+func mountCgroup(r *inRoot, dest string, flags int, cgroupns bool) (*os.File, error) {
+	target, err := r.target(dest, true)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
 	var st unix.Statfs_t
 	if err := unix.Statfs(hostCgroupRoot, &st); err == nil && st.Type == unix.CGROUP2_SUPER_MAGIC {
-		return mountCgroup2(dest, flags, cgroupns)
+		return mountCgroup2(r, dest, target, flags, cgroupns)
 	}
-	return mountCgroup1(dest, flags, cgroupns)
+	return mountCgroup1(r, dest, target, flags, cgroupns)
 }
 
-func mountCgroup2(dest string, flags int, cgroupns bool) error {
+func mountCgroup2(r *inRoot, dest string, target *os.File, flags int, cgroupns bool) (*os.File, error) {
 	if cgroupns {
-		return unix.Mount("cgroup2", dest, "cgroup2", uintptr(flags), "")
+		return r.mount(dest, "cgroup2", target, "cgroup2", uintptr(flags), "")
 	}
 	own, err := ownCgroups()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	path, ok := own[""]
 	if !ok {
-		return fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
+		return nil, fmt.Errorf("no cgroup v2 entry in /proc/self/cgroup")
 	}
-	return bindCgroup(filepath.Join(hostCgroupRoot, path), dest, flags)
+	mnt, err := r.mount(dest, filepath.Join(hostCgroupRoot, path), target, "", unix.MS_BIND, "")
+	if err != nil {
+		return nil, err
+	}
+	return mnt, remountCgroup(mnt, flags)
 }
 
 // cgroupMount is one v1 hierarchy mounted on the host.
@@ -62,22 +73,34 @@ type cgroupMount struct {
 	options    []string // super options naming the hierarchy: cpu,cpuacct or name=systemd
 }
 
-func mountCgroup1(dest string, flags int, cgroupns bool) error {
+// mountCgroup1 mounts a tmpfs and, in it, one directory per hierarchy.
+// The tmpfs is new and the helper's alone, so paths below it (reached
+// through its fd) are safe to use.
+func mountCgroup1(r *inRoot, dest string, tmpfsTarget *os.File, flags int, cgroupns bool) (*os.File, error) {
 	hier, err := v1Hierarchies()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	own, err := ownCgroups()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	tmpfsFlags := flags &^ unix.MS_RDONLY
-	if err := unix.Mount("tmpfs", dest, "tmpfs", uintptr(tmpfsFlags), "mode=755"); err != nil {
-		return fmt.Errorf("tmpfs for cgroup hierarchies: %w", err)
+	mnt, err := r.mount(dest, "tmpfs", tmpfsTarget, "tmpfs", uintptr(tmpfsFlags), "mode=755")
+	if err != nil {
+		return nil, fmt.Errorf("tmpfs for cgroup hierarchies: %w", err)
 	}
+	if err := fillCgroup1(fdPath(mnt), hier, own, flags, cgroupns); err != nil {
+		mnt.Close()
+		return nil, err
+	}
+	return mnt, nil
+}
+
+func fillCgroup1(dest string, hier []cgroupMount, own map[string]string, flags int, cgroupns bool) error {
 	for _, h := range hier {
 		target := filepath.Join(dest, filepath.Base(h.mountpoint))
-		if err := os.MkdirAll(target, 0o755); err != nil {
+		if err := os.Mkdir(target, 0o755); err != nil {
 			return err
 		}
 		if cgroupns {
@@ -122,8 +145,25 @@ func bindCgroup(src, dest string, flags int) error {
 	if rest == 0 {
 		return nil
 	}
-	if err := unix.Mount("", dest, "", uintptr(rest|unix.MS_BIND|unix.MS_REMOUNT|lockedFlags(dest)), ""); err != nil {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dest, &st); err != nil {
+		return err
+	}
+	if err := unix.Mount("", dest, "", uintptr(rest|unix.MS_BIND|unix.MS_REMOUNT|statfsFlags(st)), ""); err != nil {
 		return fmt.Errorf("remount %s: %w", dest, err)
+	}
+	return nil
+}
+
+// remountCgroup applies flags to the bind of a cgroup directory.
+func remountCgroup(mnt *os.File, flags int) error {
+	rest := flags &^ (unix.MS_BIND | unix.MS_REC)
+	if rest == 0 {
+		return nil
+	}
+	if err := remountBind(mnt, rest); err != nil {
+		mnt.Close()
+		return fmt.Errorf("remount the cgroup: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package container
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -196,6 +197,19 @@ func validateProcess(p *specs.Process) error {
 	for _, rl := range p.Rlimits {
 		if _, ok := rlimitNames[rl.Type]; !ok {
 			return invalid("unknown rlimit %q", rl.Type)
+		}
+	}
+	return validateIDs(p.User)
+}
+
+// validateIDs refuses ids the kernel cannot take: 4294967295 is (uid_t)-1,
+// which setresuid reads as "leave unchanged", so the process would stay
+// root (containerd's CVE-2024-40635).
+func validateIDs(u specs.User) error {
+	ids := append([]uint32{u.UID, u.GID}, u.AdditionalGids...)
+	for _, id := range ids {
+		if id > math.MaxInt32 {
+			return invalid("process.user id %d is out of range (at most %d)", id, math.MaxInt32)
 		}
 	}
 	return nil

@@ -72,7 +72,8 @@ type Options struct {
 	// whose root is an initramfs (runc's --no-pivot).
 	NoPivotRoot bool
 	// InitPath is the binary re-executed as the helper; it must call
-	// MaybeInit. Empty means /proc/self/exe.
+	// MaybeInit. Empty means this process' own binary, sealed (see
+	// sealexe_linux.go).
 	InitPath string
 	// Adopt returns a function that waits for pid, a child this process
 	// did not start with os/exec: the init helper of a container with a
@@ -148,7 +149,9 @@ func newContainer(opts Options) (*Container, error) {
 		c.starter = DefaultStarter
 	}
 	if c.initPath == "" {
-		c.initPath = "/proc/self/exe"
+		if c.initPath, err = sealedExe(); err != nil {
+			return nil, err
+		}
 	}
 	if c.cgroup == nil {
 		c.cgroup = (*cgroups.Placement)(nil)

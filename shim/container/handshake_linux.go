@@ -35,6 +35,9 @@ type handshake struct {
 	ch   *protocol.Channel
 	proc *Process
 	step step
+	// seccomp hands a seccomp listener fd to the spec's agent (nil: the
+	// profile has none).
+	seccomp func(fd int) error
 }
 
 // advance moves from one step to the next, or says why it cannot.
@@ -108,6 +111,11 @@ func (h *handshake) start() error {
 		return fmt.Errorf("signal start: %w", err)
 	}
 	m, fds, err := h.ch.Recv()
+	if _, ok := m.(*protocol.Seccomp); ok && err == nil {
+		if err = h.passListener(fds); err == nil {
+			m, fds, err = h.ch.Recv()
+		}
+	}
 	closeAll(fds)
 	switch {
 	case err == io.EOF:
@@ -119,6 +127,19 @@ func (h *handshake) start() error {
 	}
 	h.step = stepFailed
 	return err
+}
+
+// passListener sends the seccomp listener fd that came with a Seccomp
+// message to the agent, and lets the helper go on.
+func (h *handshake) passListener(fds []int) error {
+	defer closeAll(fds)
+	if len(fds) != 1 || h.seccomp == nil {
+		return fmt.Errorf("unexpected seccomp listener from the helper (%d fds)", len(fds))
+	}
+	if err := h.seccomp(fds[0]); err != nil {
+		return err
+	}
+	return h.ch.Send(&protocol.SeccompOK{})
 }
 
 // fail ends the handshake: it kills and reaps the helper and returns the

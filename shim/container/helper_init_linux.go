@@ -9,6 +9,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tupper/tupper/shim/container/protocol"
+	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,15 +37,58 @@ func (h *helper) runInit(srcFds []int) error {
 			return err
 		}
 	}
+	if newNetns(init.Spec) {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
 	var state *specs.State
 	beforePivot := func() (err error) {
 		state, err = h.runtimeHooks()
 		return err
 	}
-	if err := setupContainer(init.Spec, init.Rootfs, init.NoPivotRoot, trees, beforePivot); err != nil {
+	err = setupContainer(init.Spec, init.Rootfs, init.NoPivotRoot, trees, beforePivot)
+	// The mount sources lead into the host: gone before the program is.
+	closeAll(srcFds)
+	if err != nil {
 		return err
 	}
 	return h.finish(true, func() error { return startContainerHooks(init.Spec, state) })
+}
+
+// newNetns reports whether the container has a network namespace of its
+// own, made for it.
+func newNetns(spec *specs.Spec) bool {
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Type == specs.NetworkNamespace {
+			return ns.Path == ""
+		}
+	}
+	return false
+}
+
+// loopbackUp brings lo up in the helper's new network namespace, as runc
+// does: whoever networks the container (tupper, CNI, nerdctl's hooks)
+// adds the rest, and a container must reach its own services on
+// 127.0.0.1 whatever it got.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err == nil {
+		err = unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr)
+	}
+	if err == nil {
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		err = unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	}
+	if err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	return nil
 }
 
 // mountSources points the spec's bind mounts at the sources the parent
@@ -160,14 +204,8 @@ func setupSystem(spec *specs.Spec) error {
 			return fmt.Errorf("set domainname: %w", err)
 		}
 	}
-	for k, v := range spec.Linux.Sysctl {
-		path := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
-		if strings.Contains(k, "..") || strings.Contains(k, "/") {
-			return fmt.Errorf("invalid sysctl %q", k)
-		}
-		if err := os.WriteFile(path, []byte(v), 0); err != nil {
-			return fmt.Errorf("sysctl %s=%s: %w", k, v, err)
-		}
+	if err := security.ApplySysctls(spec.Linux.Sysctl); err != nil {
+		return err
 	}
 	return nil
 }

@@ -6,6 +6,10 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strconv"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tupper/tupper/shim/container/protocol"
 	"golang.org/x/sys/unix"
@@ -94,6 +98,45 @@ func (h *helper) enter() error {
 	for _, fd := range h.cfg.NsFds {
 		unix.CloseOnExec(fd)
 	}
+	return joinSessionKeyring(h.cfg)
+}
+
+// joinSessionKeyring leaves the caller's session keyring, whose keys the
+// container could otherwise read (keyrings are not namespaced), for one of
+// the container's own, named for it so that its execs join the same one,
+// as runc does. The init makes it searchable by the container's user
+// (others in a user namespace, where that user is not the keyring's
+// owner as the kernel sees it).
+func joinSessionKeyring(cfg *protocol.Config) error {
+	serial, err := unix.KeyctlJoinSessionKeyring("_ses." + cfg.Process.ID)
+	if errors.Is(err, unix.ENOSYS) {
+		return nil // a kernel without keyrings has none to leak
+	}
+	if err != nil {
+		return fmt.Errorf("join a session keyring of the container's own: %w", err)
+	}
+	if cfg.Init == nil {
+		return nil
+	}
+	search := uint32(0x80000) // KEY_USR_SEARCH
+	for _, ns := range cfg.Init.Spec.Linux.Namespaces {
+		if ns.Type == specs.UserNamespace {
+			search = 0x8 // KEY_OTH_SEARCH
+		}
+	}
+	desc, err := unix.KeyctlString(unix.KEYCTL_DESCRIBE, serial)
+	if err != nil {
+		return fmt.Errorf("describe the container's session keyring: %w", err)
+	}
+	// type;uid;gid;perm;description
+	f := strings.SplitN(desc, ";", 5)
+	perm, err := strconv.ParseUint(f[min(3, len(f)-1)], 16, 32)
+	if err != nil || len(f) < 5 {
+		return fmt.Errorf("session keyring description %q: %v", desc, err)
+	}
+	if err := unix.KeyctlSetperm(serial, uint32(perm)|search); err != nil {
+		return fmt.Errorf("set the container's session keyring permissions: %w", err)
+	}
 	return nil
 }
 
@@ -130,5 +173,17 @@ func (h *helper) finish(create bool, beforeExec func() error) error {
 			return err
 		}
 	}
-	return errExec{p.exec()}
+	return errExec{p.exec(h.seccompListener)}
+}
+
+// seccompListener hands the listener fd of a notifying seccomp profile to
+// the parent, which sends it on to the agent, and waits until it has.
+func (h *helper) seccompListener(fd int) error {
+	if err := h.ch.Send(&protocol.Seccomp{}, fd); err != nil {
+		return fmt.Errorf("send the seccomp listener fd: %w", err)
+	}
+	if _, _, err := protocol.Expect[*protocol.SeccompOK](h.ch); err != nil {
+		return fmt.Errorf("seccomp listener: %w", err)
+	}
+	return nil
 }

@@ -126,33 +126,32 @@ func (c *Container) openIDMapped(helperPid int, m specs.Mount) (int, error) {
 }
 
 // attachMount runs in the helper: it moves the detached (idmapped) mount
-// fd onto m's destination and applies m's flags and propagation.
-func attachMount(rootfs string, m specs.Mount, fd int) error {
-	dest, err := resolveInRoot(rootfs, m.Destination)
-	if err != nil {
-		return fmt.Errorf("mount %s: %w", m.Destination, err)
-	}
+// fd onto m's destination inside the root and applies m's flags and
+// propagation.
+func attachMount(r *inRoot, m specs.Mount, fd int) error {
 	wrap := func(err error) error { return fmt.Errorf("idmapped mount %s on %s: %w", m.Source, m.Destination, err) }
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return wrap(err)
 	}
-	if err := makeTarget(dest, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
+	target, err := r.target(m.Destination, st.Mode&unix.S_IFMT == unix.S_IFDIR)
+	if err != nil {
 		return wrap(err)
 	}
-	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dest, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return wrap(fmt.Errorf("move_mount: %w", err))
+	defer target.Close()
+	mnt, err := r.moveMount(m.Destination, fd, target)
+	if err != nil {
+		return wrap(err)
 	}
+	defer mnt.Close()
 	flags, prop, _ := parseOptions(m.Options)
 	if rest := flags &^ (unix.MS_BIND | unix.MS_REC); rest != 0 {
-		if err := unix.Mount("", dest, "", uintptr(rest|unix.MS_BIND|unix.MS_REMOUNT|lockedFlags(dest)), ""); err != nil {
+		if err := remountBind(mnt, rest); err != nil {
 			return wrap(fmt.Errorf("remount with options %v: %w", m.Options, err))
 		}
 	}
-	for _, p := range prop {
-		if err := unix.Mount("", dest, "", uintptr(p), ""); err != nil {
-			return wrap(fmt.Errorf("set propagation: %w", err))
-		}
+	if err := setPropagation(mnt, prop); err != nil {
+		return wrap(err)
 	}
 	return nil
 }

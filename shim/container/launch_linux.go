@@ -12,6 +12,7 @@ import (
 
 	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container/protocol"
+	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,15 +55,16 @@ func newLaunch(sync *os.File, plan *nsPlan, join cgroups.Join, cfg *protocol.Con
 		}
 		l.env = append(l.env, protocol.EnvCgroupFds+"="+strings.Join(fds, ","))
 	}
-	if plan.usesConstructor() {
+	if len(entries) > 0 {
 		l.env = append(l.env, protocol.EnvNsenter+"="+strings.Join(entries, ","))
-		if plan.unshare != 0 {
-			l.env = append(l.env, protocol.EnvUnshare+"="+strconv.Itoa(int(plan.unshare)))
-		}
-		if plan.fork {
-			l.env = append(l.env, protocol.EnvFork+"=1")
-		}
 	}
+	if plan.unshare != 0 {
+		l.env = append(l.env, protocol.EnvUnshare+"="+strconv.Itoa(int(plan.unshare)))
+	}
+	if plan.fork {
+		l.env = append(l.env, protocol.EnvFork+"=1")
+	}
+	l.env = append(l.env, protocol.EnvFds+"="+strconv.Itoa(len(l.files)))
 	return l
 }
 
@@ -113,9 +115,8 @@ func (c *Container) command(l *launch, plan *nsPlan, join cgroups.Join, stdio *S
 
 // movedIntoDir reports whether a v2 helper is moved into the cgroup
 // directory after it started rather than cloned into it: a parent thread
-// that joins a cgroup namespace first (an exec into a container with one)
-// cannot clone into a cgroup outside it where cgroup2 delegates by
-// namespace (nsdelegate).
+// that joins a cgroup namespace first cannot clone into a cgroup outside
+// it where cgroup2 delegates by namespace (nsdelegate).
 func movedIntoDir(plan *nsPlan, join cgroups.Join) bool {
 	return join.Dir != nil && joinsCgroupNs(plan.parent)
 }
@@ -152,6 +153,7 @@ func (c *Container) startHelper(cfg *protocol.Config, plan *nsPlan, stdio *Stdio
 		}
 	}
 	p := newProcess(pid, proc, wait, parent)
+	p.hs.seccomp = c.seccompAgent(pid)
 	if err := c.place(p, plan, join, cfg); err != nil {
 		return nil, p.hs.fail(err)
 	}
@@ -174,6 +176,25 @@ func (c *Container) place(p *Process, plan *nsPlan, join cgroups.Join, cfg *prot
 		}
 	}
 	return c.cgroup.Spawned(p.pid)
+}
+
+// seccompAgent hands the seccomp listener fd of the helper pid to the
+// agent at the profile's listenerPath, from here: the path is the host's,
+// and dialled from the container it would be the container's to answer.
+func (c *Container) seccompAgent(pid int) func(fd int) error {
+	sc := c.spec.Linux.Seccomp
+	if sc == nil || sc.ListenerPath == "" {
+		return nil
+	}
+	return func(fd int) error {
+		initPid := pid
+		if c.init != nil {
+			initPid = c.init.pid
+		}
+		state := specs.State{Version: specs.Version, ID: c.ID, Status: specs.StateCreated, Pid: initPid,
+			Bundle: c.Bundle, Annotations: c.spec.Annotations}
+		return security.SendListenerFd(sc.ListenerPath, sc.ListenerMetadata, fd, pid, state)
+	}
 }
 
 // adoptForked takes over the helper that shim/nsenter's constructor forked

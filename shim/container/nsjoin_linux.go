@@ -12,37 +12,28 @@ import (
 
 // How tupper joins existing namespaces.
 //
-// setns(2) acts on the calling thread. The Go runtime is multithreaded, so
-// the question is which joins one thread can do and how the result reaches
-// the container's process:
+// setns(2) acts on the calling thread, and the kernel refuses to move a
+// multithreaded process into a user, mount or time namespace; a Go program
+// has several threads before main runs. So the helper's C constructor
+// (shim/nsenter), single-threaded before the Go runtime starts, does every
+// join, from fds the parent opened and passed (their types checked with
+// NS_GET_NSTYPE), in joinOrder: every other namespace first, then the user
+// namespace, since after that join the helper only has capabilities over
+// what that user namespace owns (a pod's network namespace, made by the
+// host, is not). It is not dumpable from its first instruction, and a
+// joined pid namespace (exec, a pod's shared one) only takes the helper's
+// children, so the constructor forks it there (CLONE_PARENT, see
+// protocol.Forked) after every other join: the helper appears in the
+// container's pid namespace already in the container's mount namespace,
+// where nothing of the host is reachable through /proc/<pid>/root, and not
+// ptraceable. The helper's Go code checks every join (helperJoins).
 //
-//   - net, ipc, uts, cgroup: per-thread, no restriction on threads. The
-//     parent locks a goroutine to its OS thread, setns's, and forks the
-//     helper from that thread; the child inherits the thread's namespaces.
-//   - pid: setns only changes pid_for_children of the thread, which is
-//     exactly what we need: the helper forked from that thread is born in
-//     the target pid namespace, and the pid returned by fork is its pid as
-//     seen by us. No double fork, and the pid we wait on is the real one.
-//   - mnt: the kernel refuses CLONE_NEWNS when the caller's fs_struct is
-//     shared (mntns_install checks fs->users == 1), and every Go thread
-//     shares it (threads are cloned with CLONE_FS). The helper therefore
-//     calls unshare(CLONE_FS) on its main thread, which the helper keeps
-//     locked from package init onwards, and then setns(mnt) works on that
-//     thread. The helper never returns the thread to the scheduler: it
-//     execve's from it, and execve keeps the calling thread's namespaces
-//     and root/cwd while it kills the other threads. The join cannot be
-//     done in the parent because the parent then has to execve the helper
-//     binary by a path that does not exist inside the container.
-//   - user, time: the kernel requires a single-threaded caller
-//     (userns_install / timens_install), which no Go program is. The
-//     helper joins them in a C constructor that runs before the Go
-//     runtime (package shim/nsenter, which every helper binary imports),
-//     told what to join by the _TUPPER_NSENTER environment variable: user
-//     first, then mnt (whose owner is usually that user namespace) and
-//     time. The same constructor unshares the new namespaces a container
-//     joining a user namespace by path wants, so the joined namespace owns
-//     them. The helper's Go code checks that every join happened
-//     (helperJoins), so a binary without the constructor fails clearly.
+// One exception: beside a new user namespace (clone flags), a namespace
+// owned by the host's user namespace could not be joined from inside it,
+// so the parent joins those on a goroutine locked to its thread and
+// clones the helper from there (startJoined); the thread then exits with
+// the goroutine. That is CRI's pod sandbox in a user namespace, whose
+// network namespace CNI made; nothing else runs in its namespaces yet.
 //
 // A new user namespace needs no constructor: the helper is cloned with
 // CLONE_NEWUSER together with the other new namespaces (which the new user
@@ -102,35 +93,18 @@ func startJoined(cmd *exec.Cmd, starter Starter, joins []nsJoin) (func() (int, e
 	return r.wait, r.err
 }
 
-// Environment of the helper for shim/nsenter's constructor.
-const (
-	nsenterEnv        = "_TUPPER_NSENTER"
-	nsenterUnshareEnv = "_TUPPER_NSENTER_UNSHARE"
-	nsenterForkEnv    = "_TUPPER_NSENTER_FORK"
-)
-
-// helperJoinOrder is the order in which the helper joins namespaces:
-// user first, since it grants the capabilities over what it owns.
-var helperJoinOrder = map[specs.LinuxNamespaceType]int{
-	specs.UserNamespace: 0, specs.MountNamespace: 1, specs.TimeNamespace: 2,
+// joinOrder is the order in which the constructor joins namespaces: the
+// user namespace last (see above); mnt late, since it changes the root.
+var joinOrder = map[specs.LinuxNamespaceType]int{
+	specs.CgroupNamespace: 0, specs.IPCNamespace: 1, specs.UTSNamespace: 2, specs.NetworkNamespace: 3,
+	specs.PIDNamespace: 4, specs.TimeNamespace: 5, specs.MountNamespace: 6, specs.UserNamespace: 7,
 }
 
-// joinedByHelper reports whether the helper (not the parent's thread)
-// joins namespaces of type typ.
-func joinedByHelper(typ specs.LinuxNamespaceType) bool {
-	_, ok := helperJoinOrder[typ]
-	return ok
-}
-
-// needsConstructor reports whether joins, done by the helper, include one
-// only shim/nsenter's constructor can do.
-func needsConstructor(joins []nsJoin) bool {
-	for _, j := range joins {
-		if j.typ == specs.UserNamespace || j.typ == specs.TimeNamespace {
-			return true
-		}
-	}
-	return false
+// perThread are the namespace types a thread of a multithreaded process
+// may join (the parent's, beside a new user namespace).
+var perThread = map[specs.LinuxNamespaceType]bool{
+	specs.CgroupNamespace: true, specs.IPCNamespace: true, specs.UTSNamespace: true,
+	specs.NetworkNamespace: true, specs.PIDNamespace: true,
 }
 
 // sameNamespace reports whether the namespace file open as fd is the
@@ -146,39 +120,17 @@ func sameNamespace(fd int, typ specs.LinuxNamespaceType) (bool, error) {
 	return a.Dev == b.Dev && a.Ino == b.Ino, nil
 }
 
-// helperJoins runs first in the helper: it checks the joins shim/nsenter's
-// constructor did, and joins the mount namespace itself when no
-// constructor was needed.
+// helperJoins runs first in the helper's Go code: it checks that the
+// constructor joined every namespace it was given.
 func helperJoins(fds map[specs.LinuxNamespaceType]int) error {
-	for _, typ := range []specs.LinuxNamespaceType{specs.UserNamespace, specs.MountNamespace, specs.TimeNamespace} {
-		fd, ok := fds[typ]
-		if !ok {
-			continue
-		}
+	for typ, fd := range fds {
 		in, err := sameNamespace(fd, typ)
 		if err != nil {
 			return fmt.Errorf("check %s namespace: %w", typ, err)
 		}
-		switch {
-		case in:
-		case typ == specs.MountNamespace:
-			if err := joinMountNs(fd); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("the %s namespace was not joined: the init helper binary must import github.com/tupper/tupper/shim/nsenter", typ)
+		if !in {
+			return fmt.Errorf("the %s namespace was not joined: the helper binary must import github.com/tupper/tupper/shim/nsenter", typ)
 		}
-	}
-	return nil
-}
-
-// joinMountNs is run by the helper on its locked main thread.
-func joinMountNs(fd int) error {
-	if err := unix.Unshare(unix.CLONE_FS); err != nil {
-		return fmt.Errorf("unshare fs: %w", err)
-	}
-	if err := unix.Setns(fd, unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("join mount namespace: %w", err)
 	}
 	return nil
 }

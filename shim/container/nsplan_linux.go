@@ -11,13 +11,13 @@ import (
 )
 
 // nsPlan is how a helper gets its namespaces (see nsjoin_linux.go for who
-// can join what, and why).
+// joins what, and why).
 type nsPlan struct {
 	clone   uintptr  // new namespaces: clone flags of the helper
-	parent  []nsJoin // joined on the parent's thread before the fork
-	helper  []nsJoin // joined by the helper, in helperJoinOrder
+	parent  []nsJoin // joined on the parent's thread before the fork (beside a new user namespace only)
+	helper  []nsJoin // joined by the helper's constructor, in joinOrder
 	unshare uintptr  // new namespaces the constructor unshares after its joins
-	fork    bool     // the constructor forks the helper into its new pid namespace
+	fork    bool     // the constructor forks the helper into its (joined or new) pid namespace
 	// uidMap and gidMap are written for a new user namespace.
 	uidMap, gidMap []specs.LinuxIDMapping
 	// Made by the helper itself, not by clone (see protocol.Init).
@@ -54,11 +54,12 @@ func initPlan(spec *specs.Spec) (nsPlan, error) {
 		// The new namespaces must belong to the joined user namespace,
 		// so the constructor creates them after joining it.
 		plan.unshare, plan.clone = plan.clone, 0
-		// unshare(CLONE_NEWPID) only moves the caller's children: the
-		// constructor then forks the helper into it (see shim/nsenter).
-		plan.fork = plan.unshare&unix.CLONE_NEWPID != 0
 	}
 	if plan.clone&unix.CLONE_NEWUSER != 0 {
+		// Joined from inside the new user namespace, a namespace the
+		// host's owns (a pod's network) would be refused: the parent's
+		// thread joins those before the clone.
+		plan.parent, plan.helper = partition(plan.helper, func(j nsJoin) bool { return perThread[j.typ] })
 		plan.uidMap, plan.gidMap = spec.Linux.UIDMappings, spec.Linux.GIDMappings
 		// An ipc namespace keeps the credentials of whoever made it: its
 		// mqueue filesystem's root belongs to them. Made by the helper
@@ -70,7 +71,35 @@ func initPlan(spec *specs.Spec) (nsPlan, error) {
 			plan.newIPCNs = true
 		}
 	}
+	plan.fork = plan.forks()
 	return plan, nil
+}
+
+// partition splits joins into those keep says yes to and the rest.
+func partition(joins []nsJoin, keep func(nsJoin) bool) (yes, no []nsJoin) {
+	for _, j := range joins {
+		if keep(j) {
+			yes = append(yes, j)
+		} else {
+			no = append(no, j)
+		}
+	}
+	return yes, no
+}
+
+// forks reports whether the constructor must fork the helper into its pid
+// namespace: unshare(CLONE_NEWPID) and setns into a pid namespace only
+// move the caller's children.
+func (p *nsPlan) forks() bool {
+	if p.unshare&unix.CLONE_NEWPID != 0 {
+		return true
+	}
+	for _, j := range p.helper {
+		if j.typ == specs.PIDNamespace {
+			return true
+		}
+	}
+	return false
 }
 
 // execPlan plans an exec: it joins every namespace of the running init.
@@ -97,17 +126,14 @@ func (c *Container) execPlan() (nsPlan, error) {
 		plan.close()
 		return nsPlan{}, fmt.Errorf("container init has exited: %w", err)
 	}
+	plan.fork = plan.forks()
 	return plan, nil
 }
 
 func (p *nsPlan) add(j nsJoin) {
-	if !joinedByHelper(j.typ) {
-		p.parent = append(p.parent, j)
-		return
-	}
 	p.helper = append(p.helper, j)
 	sort.SliceStable(p.helper, func(a, b int) bool {
-		return helperJoinOrder[p.helper[a].typ] < helperJoinOrder[p.helper[b].typ]
+		return joinOrder[p.helper[a].typ] < joinOrder[p.helper[b].typ]
 	})
 }
 
@@ -123,10 +149,6 @@ func (p *nsPlan) joinsUser() bool {
 // userns reports whether the helper ends up in a user namespace other
 // than ours, where it cannot raise rlimits or lower oom_score_adj.
 func (p *nsPlan) userns() bool { return p.clone&unix.CLONE_NEWUSER != 0 || p.joinsUser() }
-
-// usesConstructor reports whether shim/nsenter's constructor has joins,
-// unshares or a fork to do for this helper.
-func (p *nsPlan) usesConstructor() bool { return needsConstructor(p.helper) || p.unshare != 0 }
 
 func (p *nsPlan) close() {
 	for _, j := range append(p.parent, p.helper...) {

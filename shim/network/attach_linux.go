@@ -154,7 +154,7 @@ func Detach(c Config, id string) error {
 
 // Release releases the container's addresses now and returns the deletion
 // of its veth, for the caller to run when it suits it. Deleting a veth
-// waits for RCU grace periods (10-20 ms), which a container's Delete need
+// waits for RCU grace periods (hack/README.md has what they cost), which a container's Delete need
 // not wait for: its processes are gone, so nothing uses the veth, and if
 // the deletion never runs the veth still goes with the container's network
 // namespace. The veth is looked up now and deleted by its index, so a

@@ -5,10 +5,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sched.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -62,6 +64,35 @@ static int env_list(const char *name, char *list, size_t size)
 	return 1;
 }
 
+// close_inherited closes every fd from 3 + TUPPER_ENV_FDS up: what the
+// parent passed is below that, and anything above was inherited by the
+// parent without close-on-exec (a caller's fd on a host directory, a
+// listening socket) and must never reach the container.
+static void close_inherited(void)
+{
+	const char *env = getenv(TUPPER_ENV_FDS);
+	char *end;
+	long n = env != NULL ? strtol(env, &end, 10) : -1;
+	if (env == NULL || *end != '\0' || n < 0 || n > 1024)
+		fail("nsenter: bad", TUPPER_ENV_FDS, EINVAL);
+	unsigned int first = 3 + (unsigned int)n;
+	if (syscall(SYS_close_range, first, ~0U, 0) == 0)
+		return;
+	if (errno != ENOSYS && errno != EINVAL)
+		fail("close_range", "inherited fds", errno);
+	// Before Linux 5.9: close what /proc/self/fd lists.
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		fail("open", "/proc/self/fd", errno);
+	int self = dirfd(d);
+	for (struct dirent *e = readdir(d); e != NULL; e = readdir(d)) {
+		long fd = strtol(e->d_name, &end, 10);
+		if (*end == '\0' && fd >= (long)first && fd != self)
+			close((int)fd);
+	}
+	closedir(d);
+}
+
 // join_cgroups moves the helper into its cgroup: TUPPER_ENV_CGROUP_FDS lists
 // open v1 "tasks" files. Writing "0" moves the writing thread, here the
 // process' only one, without the global lock that moving another process
@@ -85,7 +116,10 @@ static void join_cgroups(void)
 }
 
 // join_namespaces joins the namespaces TUPPER_ENV_NSENTER lists, in its
-// order; after a user namespace, it becomes that namespace's root.
+// order (the parent puts a user namespace last: joined first, it would
+// leave no capability over namespaces the host's user namespace owns, such
+// as a pod's network namespace); after a user namespace, the helper
+// becomes that namespace's root.
 static void join_namespaces(void)
 {
 	char list[256];
@@ -134,8 +168,8 @@ static void unshare_namespaces(void)
 	}
 }
 
-// fork_into_pid_namespace: a new pid namespace was unshared, which only
-// takes effect for children. Fork the helper into it as its PID 1, with
+// fork_into_pid_namespace: a pid namespace was joined or unshared, which
+// only takes effect for children. Fork the helper into it as its PID 1, with
 // CLONE_PARENT so that it is the parent's (the shim's) own child to wait
 // for; send its pid as the protocol's Forked message and leave. The child
 // returns and starts Go as the helper. A raw clone leaves glibc's thread
@@ -149,8 +183,13 @@ static void fork_into_pid_namespace(void)
 		long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
 		if (pid < 0)
 			fail("clone", "CLONE_PARENT", errno);
-		if (pid == 0)
+		if (pid == 0) {
+			// A session of its own, as the parent gave the
+			// intermediate: a terminal needs a session leader.
+			if (setsid() < 0)
+				fail("setsid", "in the pid namespace", errno);
 			return;
+		}
 		char buf[64];
 		int n = snprintf(buf, sizeof(buf), TUPPER_MSG_FORKED_FMT, pid);
 		send(TUPPER_SYNC_FD, buf, n, MSG_NOSIGNAL);
@@ -162,6 +201,13 @@ void tupper_nsenter(void)
 {
 	if (getenv(TUPPER_ENV_INIT) == NULL)
 		return;
+	// Not dumpable until the container's program is exec'd (execve
+	// resets it): a process of the container that sees the helper (in
+	// a pid namespace it joins) must not ptrace it or reach its fds,
+	// root or exe through /proc, even with CAP_SYS_PTRACE there.
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		fail("prctl", "PR_SET_DUMPABLE", errno);
+	close_inherited();
 	join_cgroups();
 	join_namespaces();
 	unshare_namespaces();

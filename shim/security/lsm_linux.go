@@ -2,6 +2,7 @@ package security
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -86,11 +87,9 @@ func (l LSM) ApplyOnExec() error {
 
 // writeAttr writes the calling thread's /proc attr file.
 func writeAttr(name, value string) error {
-	path := fmt.Sprintf("/proc/thread-self/attr/%s", name)
-	if name == "apparmor/exec" {
-		if _, err := os.Stat(path); err != nil {
-			path = "/proc/thread-self/attr/exec" // kernels before the LSM stacking interface
-		}
+	err := writeProcThreadSelf("attr/"+name, value)
+	if name == "apparmor/exec" && errors.Is(err, os.ErrNotExist) {
+		err = writeProcThreadSelf("attr/exec", value) // kernels before the LSM stacking interface
 	}
-	return os.WriteFile(path, []byte(value), 0)
+	return err
 }

@@ -205,9 +205,11 @@ func (s *Seccomp) Close() {
 
 // Load installs the filter on the calling thread (see the package comment).
 // Without no_new_privs it needs CAP_SYS_ADMIN, so then it runs before the
-// capabilities are dropped. When the profile notifies, the listener fd is
-// sent to listenerPath together with state, as the runtime spec describes.
-func (s *Seccomp) Load(state specs.State) error {
+// capabilities are dropped. When the profile notifies, notify gets the
+// listener fd, for the runtime to hand to listenerPath from the host's
+// side (SendListenerFd): dialled from inside the container, the path
+// would be the container's to answer.
+func (s *Seccomp) Load(notify func(fd int) error) error {
 	if s == nil {
 		return nil
 	}
@@ -223,14 +225,17 @@ func (s *Seccomp) Load(state specs.State) error {
 		return fmt.Errorf("seccomp notify fd: %w", err)
 	}
 	defer unix.Close(int(fd))
-	return sendListenerFd(s.listener, s.metadata, int(fd), state)
+	return notify(int(fd))
 }
 
-func sendListenerFd(path, metadata string, fd int, state specs.State) error {
+// SendListenerFd sends the seccomp listener fd of process pid to the
+// agent at path, with the container's state and the spec's
+// listenerMetadata, as the runtime spec describes.
+func SendListenerFd(path, metadata string, fd, pid int, state specs.State) error {
 	msg, err := json.Marshal(specs.ContainerProcessState{
 		Version:  specs.Version,
 		Fds:      []string{specs.SeccompFdName},
-		Pid:      state.Pid,
+		Pid:      pid,
 		Metadata: metadata,
 		State:    state,
 	})

@@ -58,7 +58,7 @@ func child(raw string) error {
 		return err
 	}
 	if !c.NNP { // loading needs CAP_SYS_ADMIN then: before the drop
-		if err := filter.Load(specs.State{}); err != nil {
+		if err := filter.Load(nil); err != nil {
 			return err
 		}
 	}
@@ -89,7 +89,7 @@ func child(raw string) error {
 		if err := SetNoNewPrivileges(); err != nil {
 			return err
 		}
-		if err := filter.Load(specs.State{}); err != nil {
+		if err := filter.Load(nil); err != nil {
 			return err
 		}
 	}

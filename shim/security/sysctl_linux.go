@@ -2,12 +2,11 @@ package security
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // sysctlNamespace says which namespace a sysctl belongs to, or "" when it
@@ -26,6 +25,30 @@ func sysctlNamespace(key string) specs.LinuxNamespaceType {
 	return ""
 }
 
+// isHostNetns reports whether path is this process' (the runtime's, the
+// host's) network namespace, which a container joining it by path must
+// not change.
+func isHostNetns(path string) bool {
+	var a, b unix.Stat_t
+	if unix.Stat(path, &a) != nil || unix.Stat("/proc/self/ns/net", &b) != nil {
+		return false
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino
+}
+
+// conflictingField is the spec field a sysctl would override, as runc
+// refuses: kernel.hostname against hostname, kernel.domainname against
+// domainname.
+func conflictingField(spec *specs.Spec, key string) string {
+	switch {
+	case key == "kernel.hostname" && spec.Hostname != "":
+		return "hostname"
+	case key == "kernel.domainname" && spec.Domainname != "":
+		return "domainname"
+	}
+	return ""
+}
+
 // CheckSysctls refuses a sysctl that is not namespaced, or whose namespace
 // the container shares with the host (no entry for it in linux.namespaces).
 func CheckSysctls(spec *specs.Spec) error {
@@ -33,8 +56,12 @@ func CheckSysctls(spec *specs.Spec) error {
 		return nil
 	}
 	own := map[specs.LinuxNamespaceType]bool{}
+	hostNetns := false
 	for _, ns := range spec.Linux.Namespaces {
 		own[ns.Type] = true
+		if ns.Type == specs.NetworkNamespace && ns.Path != "" {
+			hostNetns = isHostNetns(ns.Path)
+		}
 	}
 	for key := range spec.Linux.Sysctl {
 		if strings.Contains(key, "..") || strings.ContainsAny(key, "/\x00") {
@@ -44,19 +71,21 @@ func CheckSysctls(spec *specs.Spec) error {
 		if ns == "" {
 			return fmt.Errorf("linux.sysctl %q is not namespaced: setting it from a container would change the whole host, so tupper refuses it: %w", key, errdefs.ErrInvalidArgument)
 		}
-		if !own[ns] {
+		if !own[ns] || (ns == specs.NetworkNamespace && hostNetns) {
 			return fmt.Errorf("linux.sysctl %q belongs to the %s namespace, which this container shares with the host: %w", key, ns, errdefs.ErrInvalidArgument)
+		}
+		if conflict := conflictingField(spec, key); conflict != "" {
+			return fmt.Errorf("linux.sysctl %q conflicts with the spec's %s field: %w", key, conflict, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil
 }
 
-// ApplySysctls writes the sysctls through procRoot (the container's /proc,
-// mounted in its namespaces).
-func ApplySysctls(procRoot string, sysctls map[string]string) error {
+// ApplySysctls writes the sysctls of the calling process' namespaces (see
+// procfs_linux.go for how).
+func ApplySysctls(sysctls map[string]string) error {
 	for key, value := range sysctls {
-		p := filepath.Join(procRoot, "sys", strings.ReplaceAll(key, ".", "/"))
-		if err := os.WriteFile(p, []byte(value), 0); err != nil {
+		if err := writeProcRoot("sys/"+strings.ReplaceAll(key, ".", "/"), value); err != nil {
 			return fmt.Errorf("setting sysctl %s=%s: %w", key, value, err)
 		}
 	}

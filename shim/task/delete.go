@@ -96,7 +96,7 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 }
 
 // undoContainer closes the init's stdio, unmounts its rootfs,
-// releases its network (the veth, whose deletion takes 10-20 ms and which
+// releases its network (the veth, whose deletion waits for RCU grace periods and which
 // nothing uses any more, after the reply) and removes its cgroup. It
 // reports whether all of that is done.
 func (s *service) undoContainer(ctx context.Context, c *Container, pio *process.IO) bool {

@@ -13,6 +13,7 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -97,24 +98,63 @@ func writeEtcFiles(rootfs string, spec *specs.Spec, n *netPlan, att *network.Att
 	if att != nil {
 		files["/etc/resolv.conf"] = hostResolvConf()
 	}
+	root, err := os.OpenFile(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
 	return asContainerRoot(spec, func() error {
 		for dst, content := range files {
 			if mountedBySpec(spec, dst) {
 				continue
 			}
-			p := filepath.Join(rootfs, dst)
-			if _, err := os.Lstat(p); err == nil || !errors.Is(err, os.ErrNotExist) {
-				continue // the image has one: never overwrite it
-			}
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return err
-			}
-			if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-				return err
+			if err := createInRoot(root, dst, content); err != nil {
+				return fmt.Errorf("write %s into the container's rootfs: %w", dst, err)
 			}
 		}
 		return nil
 	})
+}
+
+// createInRoot writes a new file at p inside root, unless something is
+// there already (the image's own file, or a link: never overwritten),
+// resolving p with RESOLVE_IN_ROOT: an image whose /etc is a link to a
+// host directory gets the file inside its own root, never in the host's.
+// A read-only rootfs gets nothing: a runtime must not need to write into
+// it to start the container.
+func createInRoot(root *os.File, p, content string) error {
+	if f, err := pathrs.OpenatInRoot(root, p); err == nil || !errors.Is(err, os.ErrNotExist) {
+		if f != nil {
+			f.Close()
+		}
+		return nil
+	}
+	parent, err := pathrs.MkdirAllHandle(root, filepath.Dir(p), 0o755)
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.ENOTDIR) {
+		return nil // a read-only rootfs, or an /etc that leads nowhere: none
+	}
+	if err != nil {
+		return err
+	}
+	defer parent.Close()
+	dir, err := pathrs.Reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	fd, err := unix.Openat(int(dir.Fd()), filepath.Base(p), unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
+	switch {
+	case errors.Is(err, unix.EEXIST), errors.Is(err, unix.EROFS):
+		return nil
+	case err != nil:
+		return err
+	}
+	f := os.NewFile(uintptr(fd), p)
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // asContainerRoot runs fn with the filesystem ids of the container's root

@@ -13,6 +13,9 @@ const (
 	SyncFd = 3
 	// EnvInit marks a process as a helper (shim/container's MaybeInit).
 	EnvInit = "_TUPPER_INIT"
+	// EnvFds is how many fds the parent passed from fd 3 on; the
+	// constructor closes every fd above them.
+	EnvFds = "_TUPPER_FDS"
 	// EnvCgroupFds lists open v1 cgroup "tasks" files the constructor
 	// writes "0" to, comma-separated.
 	EnvCgroupFds = "_TUPPER_CGROUP_FDS"

@@ -27,7 +27,10 @@
 //	                                             both: resolve user and executable
 //	                           <--- Ready (+ pty master)
 //	Start                       -------------->  startContainer hooks (init),
-//	                                             credentials, execve
+//	                                             credentials, seccomp
+//	                           <--- Seccomp (+ listener fd; notify profiles only)
+//	send it to listenerPath
+//	SeccompOK                   -------------->  execve
 //	                           <--- EOF
 //
 // At any point the helper may answer Error instead and exit; the parent
@@ -56,6 +59,8 @@ const (
 	KindStart     Kind = "start"    // parent -> helper
 	KindError     Kind = "error"    // helper -> parent, also from C
 	KindForked    Kind = "pid"      // helper (C) -> parent
+	KindSeccomp   Kind = "seccomp"  // helper -> parent
+	KindSeccompOK Kind = "seccomp-ok"
 )
 
 // Message is one of the types below.
@@ -140,6 +145,13 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
+// Seccomp carries the listener fd of a seccomp profile that notifies: the
+// parent hands it to the profile's listenerPath from the host's side.
+type Seccomp struct{}
+
+// SeccompOK says the listener fd reached its agent.
+type SeccompOK struct{}
+
 // Forked is the pid of the helper that the constructor forked into a new
 // pid namespace (EnvFork), in the parent's pid namespace.
 type Forked struct {
@@ -153,6 +165,8 @@ func (*Ready) kind() Kind        { return KindReady }
 func (*Start) kind() Kind        { return KindStart }
 func (*Error) kind() Kind        { return KindError }
 func (*Forked) kind() Kind       { return KindForked }
+func (*Seccomp) kind() Kind      { return KindSeccomp }
+func (*SeccompOK) kind() Kind    { return KindSeccompOK }
 
 // envelope is the wire form: the kind, and the fields of exactly one
 // message. Error's and Forked's fields sit at the top level, where the C
@@ -201,6 +215,10 @@ func (e envelope) unwrap() (Message, error) {
 		return &Start{}, nil
 	case KindError:
 		return &Error{Msg: e.Error, Invalid: e.Invalid}, nil
+	case KindSeccomp:
+		return &Seccomp{}, nil
+	case KindSeccompOK:
+		return &SeccompOK{}, nil
 	case KindForked:
 		if e.Pid <= 0 {
 			return nil, fmt.Errorf("forked message with pid %d", e.Pid)

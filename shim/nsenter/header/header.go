@@ -29,6 +29,7 @@ func Generate() []byte {
 	}
 	define("TUPPER_SYNC_FD", protocol.SyncFd)
 	define("TUPPER_ENV_INIT", protocol.EnvInit)
+	define("TUPPER_ENV_FDS", protocol.EnvFds)
 	define("TUPPER_ENV_CGROUP_FDS", protocol.EnvCgroupFds)
 	define("TUPPER_ENV_NSENTER", protocol.EnvNsenter)
 	define("TUPPER_ENV_UNSHARE", protocol.EnvUnshare)

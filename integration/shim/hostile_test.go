@@ -1,0 +1,63 @@
+package shim
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestHostileImageEtcLink: an image whose /etc is an absolute symlink to a
+// host directory gets its /etc/hosts, /etc/hostname and /etc/resolv.conf
+// (which tupper writes for the containers it networks) inside its own
+// root, and the host directory is left as it was; as under runc, which
+// writes none.
+func TestHostileImageEtcLink(t *testing.T) {
+	e := newEnv(t)
+	hostEtc := t.TempDir()
+	image := e.linkedEtcImage(hostEtc)
+	for _, rt := range []string{"tupper", "runc"} {
+		out, err := e.ctr("run", "--rm", "--runtime", "io.containerd."+rt+".v2", image, "etclink-"+rt, "cat", "/etc/hostname")
+		if rt == "tupper" && (err != nil || strings.TrimSpace(out) == "") {
+			t.Errorf("tupper: no /etc/hostname in the container (%v):\n%s", err, out)
+		}
+		if ents, _ := os.ReadDir(hostEtc); len(ents) != 0 {
+			t.Fatalf("%s: the image's /etc link made the runtime write into the host's %s: %v", rt, hostEtc, ents)
+		}
+	}
+}
+
+// linkedEtcImage imports an image of busybox whose /etc is an absolute
+// symlink to target, and returns its name.
+func (e *env) linkedEtcImage(target string) string {
+	e.t.Helper()
+	rootfs := filepath.Join(e.dir, "etclink-rootfs")
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp"} {
+		os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+	}
+	for _, link := range [][2]string{{"/bin/busybox", "bin/busybox"}} {
+		b, err := os.ReadFile(link[0])
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(rootfs, link[1]), b, 0o755)
+	}
+	for _, a := range []string{"sh", "cat", "ls"} {
+		os.Symlink("busybox", filepath.Join(rootfs, "bin", a))
+	}
+	// The link's target exists inside the image too: that is where the
+	// files must go.
+	os.MkdirAll(filepath.Join(rootfs, target), 0o755)
+	if err := os.Symlink(target, filepath.Join(rootfs, "etc")); err != nil {
+		e.t.Fatal(err)
+	}
+	name, archive := "tupper.local/etclink:latest", filepath.Join(e.dir, "etclink.tar")
+	out, err := exec.Command("go", "run", "../../hack/mkimage", "-kind", "dir", "-rootfs", rootfs,
+		"-name", name, "-env", "PATH=/bin", "-o", archive).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("build the image: %v\n%s", err, out)
+	}
+	e.mustCtr("images", "import", archive)
+	return name
+}
