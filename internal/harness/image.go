@@ -7,14 +7,16 @@ import (
 )
 
 // BuildImage writes hack/mkimage's archive of the given kind (busybox,
-// layers, escape, big, ...) named name to path.
-func BuildImage(t testing.TB, kind, name, path string) {
+// layers, escape, big, dir, ...) named name to path; flags are more of
+// mkimage's flags (-rootfs, -env, ... for kind dir).
+func BuildImage(t testing.TB, kind, name, path string, flags ...string) {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = "/usr/local/go/bin/go"
 	}
-	cmd := exec.Command(goBin, "run", "./hack/mkimage", "-kind", kind, "-name", name, "-o", path)
+	args := append([]string{"run", "./hack/mkimage", "-kind", kind, "-name", name, "-o", path}, flags...)
+	cmd := exec.Command(goBin, args...)
 	cmd.Dir = RepoRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the %s image: %v\n%s", kind, err, out)
