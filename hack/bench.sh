@@ -43,7 +43,7 @@ IMG_SIZE="${BENCH_IMG_SIZE:-8G}"
 TUPPER_BIN="${TUPPER_BIN:-$REPO/bin/containerd-tupper-snapshotter}"
 
 # shellcheck source=hack/lib.sh
-source "$REPO/hack/lib.sh" # containerd_config; the functions below are bench's own
+source "$REPO/hack/lib.sh" # containerd_config, wait_gone; the functions below are bench's own
 log() { printf '\033[1mbench:\033[0m %s\n' "$*" >&2; }
 die() {
 	printf 'bench: %s\n' "$*" >&2
@@ -167,11 +167,7 @@ BUSYBOX_TAR="$REPO/_output/images/busybox.tar"
 
 # ------------------------------------------------------------ loopback btrfs
 MNT=$TMP/btrfs
-truncate -s "$IMG_SIZE" "$TMP/btrfs.img"
-mkfs.btrfs -q "$TMP/btrfs.img" >/dev/null
-LOOP=$(losetup --find --show "$TMP/btrfs.img")
-mkdir -p "$MNT"
-mount -t btrfs -o noatime "$LOOP" "$MNT"
+LOOP=$("$REPO/hack/btrfs-loop.sh" up "$TMP/btrfs.img" "$IMG_SIZE" "$MNT")
 log "btrfs $IMG_SIZE on $LOOP, mounted on $MNT"
 
 TUPPER_ROOT=$MNT/tupper
