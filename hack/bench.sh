@@ -43,7 +43,7 @@ IMG_SIZE="${BENCH_IMG_SIZE:-8G}"
 TUPPER_BIN="${TUPPER_BIN:-$REPO/bin/containerd-tupper-snapshotter}"
 
 # shellcheck source=hack/lib.sh
-source "$REPO/hack/lib.sh" # containerd_config; the functions below are bench's own
+source "$REPO/hack/lib.sh" # containerd_config, wait_gone; the functions below are bench's own
 log() { printf '\033[1mbench:\033[0m %s\n' "$*" >&2; }
 die() {
 	printf 'bench: %s\n' "$*" >&2
@@ -52,7 +52,7 @@ die() {
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
 for v in RUNS MEM_RUNS DENSITY_RUNS; do
-	[[ ${!v} =~ ^[0-9]+$ ]] && ((${!v} >= 1)) || die "BENCH_$v must be a positive integer, not '${!v}'"
+	[[ ${!v} =~ ^[0-9]+$ && ${!v} -ge 1 ]] || die "BENCH_$v must be a positive integer, not '${!v}'"
 done
 [[ -x $TUPPER_BIN ]] || die "no snapshotter binary $TUPPER_BIN: run \`make build\`"
 [[ -x $REPO/bin/containerd-shim-tupper-v2 ]] || die "no $REPO/bin/containerd-shim-tupper-v2: run \`make build\`"
@@ -82,11 +82,11 @@ stop_pid() { # stop_pid NAME PID: SIGTERM, 10 s, SIGKILL
 	done
 	log "$name (pid $pid) ignored SIGTERM; SIGKILL"
 	kill -KILL "$pid" 2>/dev/null || true
-	sleep 0.2
+	wait_gone "$pid" || log "$name (pid $pid) survived SIGKILL"
 }
 
 cleanup() {
-	local rc=$? i mp f pid d
+	local rc=$? i mp f pid d killed=()
 	trap - EXIT INT TERM
 	set +e
 	[[ -n $TMP ]] || exit "$rc"
@@ -96,22 +96,22 @@ cleanup() {
 			pid=${f#/proc/}
 			pid=${pid%/cmdline}
 			# (processes that end meanwhile have no cmdline left to read)
-			{ tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF -- "$ADDRESS" && kill -KILL "$pid" 2>/dev/null
+			{ tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF -- "$ADDRESS" && kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
 		done
 	fi
 	# Container processes: everything in our containers' cgroups ...
 	for f in /sys/fs/cgroup/*/"$CG_NS"/"$TOK"-*/cgroup.procs; do
 		[[ -f $f ]] || continue
 		while read -r pid; do
-			[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null
+			[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
 		done <"$f"
 	done
 	# ... and the inits their bundles name (runc: a number; tupper: JSON).
 	while IFS= read -r -d '' f; do
 		pid=$(grep -o '[0-9]\+' "$f" 2>/dev/null | head -n 1)
-		[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null
+		[[ $pid =~ ^[0-9]+$ ]] && ((pid > 1)) && kill -KILL "$pid" 2>/dev/null && killed+=("$pid")
 	done < <(find "$TMP/containerd/state" \( -name shim.pid -o -name init.pid \) -print0 2>/dev/null)
-	sleep 0.2
+	((${#killed[@]} == 0)) || wait_gone "${killed[@]}" || log "killed processes still there: ${killed[*]}"
 	# containerd first (the snapshotter's client), then the snapshotter.
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		stop_pid "${PIDS[i]%%:*}" "${PIDS[i]#*:}"
@@ -167,11 +167,7 @@ BUSYBOX_TAR="$REPO/_output/images/busybox.tar"
 
 # ------------------------------------------------------------ loopback btrfs
 MNT=$TMP/btrfs
-truncate -s "$IMG_SIZE" "$TMP/btrfs.img"
-mkfs.btrfs -q "$TMP/btrfs.img" >/dev/null
-LOOP=$(losetup --find --show "$TMP/btrfs.img")
-mkdir -p "$MNT"
-mount -t btrfs -o noatime "$LOOP" "$MNT"
+LOOP=$("$REPO/hack/btrfs-loop.sh" up "$TMP/btrfs.img" "$IMG_SIZE" "$MNT")
 log "btrfs $IMG_SIZE on $LOOP, mounted on $MNT"
 
 TUPPER_ROOT=$MNT/tupper

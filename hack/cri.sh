@@ -234,9 +234,12 @@ down() {
 	fi
 	# Shims and containers this containerd started, by their pid files.
 	if [[ -d $RUN_DIR/containerd ]]; then
+		# shellcheck disable=SC2016 # $1 is sh's, not ours
 		find "$RUN_DIR/containerd" \( -name shim.pid -o -name init.pid \) -print0 2>/dev/null |
 			xargs -0 -r -n1 sh -c 'cat "$1"; echo' sh 2>/dev/null | while read -r pid; do
-			[[ $pid =~ ^[0-9]+$ ]] && kill -KILL "$pid" 2>/dev/null || true
+			if [[ $pid =~ ^[0-9]+$ ]]; then
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
 		done
 	fi
 	stop_pidfile containerd "$RUN_DIR/containerd.pid"
@@ -283,7 +286,9 @@ down() {
 	cni_iptables_down
 	rm -rf "$RUN_DIR" "$LIB_DIR"
 	for d in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/*/kubepods* /sys/fs/cgroup/*/tupper-push; do
-		[[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+		if [[ -d $d ]]; then
+			find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+		fi
 	done
 	log "down: daemons stopped, mounts, links, iptables chains and state removed"
 }

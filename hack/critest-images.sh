@@ -132,7 +132,7 @@ take_bin() {
 }
 
 newtree() {
-	rm -rf "$ROOTFS/$1"
+	rm -rf "${ROOTFS:?}/$1"
 	mkdir -p "$ROOTFS/$1"
 	echo "$ROOTFS/$1"
 }

@@ -118,6 +118,7 @@ cmd_up() {
 	local id="tupper-demo-$$"
 	log "ctr run --rm --snapshotter tupper --runtime $RUNTIME $IMAGE $id sh -c ..."
 	echo "------------------------------------------------------------------"
+	# shellcheck disable=SC2016 # the container's shell expands it
 	ctr_ run --rm --snapshotter tupper --runtime "$RUNTIME" "$IMAGE" "$id" \
 		sh -c 'echo hello from tupper; uname -a; id; echo "pid 1: $(cat /proc/1/comm)"
 echo "rootfs: $(grep " / " /proc/self/mounts | head -n1)"; df -h / | tail -n1
@@ -181,7 +182,7 @@ cmd_down() {
 			ctr_ containers rm "$c" >/dev/null 2>&1 || true
 		done
 		if imgs=$(ctr_ images ls -q 2>/dev/null) && [[ -n $imgs ]]; then
-			log "removing images: $(echo $imgs)"
+			log "removing images: ${imgs//$'\n'/ }"
 			# shellcheck disable=SC2086
 			ctr_ images rm --sync $imgs >/dev/null 2>&1 || true
 		fi

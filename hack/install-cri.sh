@@ -29,7 +29,7 @@ built_from() {
 tools=(crictl)
 [[ ${INSTALL_CRITEST:-0} == 1 ]] && tools+=(critest)
 for tool in "${tools[@]}"; do
-	if [[ -x /usr/local/bin/$tool && $(built_from /usr/local/bin/$tool) == "$CRI_TOOLS_VERSION" ]]; then
+	if [[ -x /usr/local/bin/$tool && $(built_from "/usr/local/bin/$tool") == "$CRI_TOOLS_VERSION" ]]; then
 		say "$tool is cri-tools@$CRI_TOOLS_VERSION"
 		continue
 	fi

@@ -43,6 +43,8 @@ APT_PACKAGES=(
 	pkg-config
 	gcc
 	libc6-dev # libc.a: the shim is linked statically (Makefile)
+	shellcheck # make test checks hack/*.sh
+	bsdutils # script(1): the shim's tests give ctr a terminal
 )
 
 missing=()

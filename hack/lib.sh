@@ -1,6 +1,8 @@
-# Shell helpers shared by hack/demo.sh and hack/cri.sh: daemons run
-# detached with a pid file, and are stopped by that pid (never by name).
-# The sourcing script defines log() and die().
+# shellcheck shell=bash
+# Shell helpers shared by hack/demo.sh, hack/cri.sh and hack/bench.sh:
+# daemons run detached with a pid file, and are stopped by that pid (never
+# by name); the containerd config. The sourcing script defines log(), die()
+# and REPO.
 
 # pid_alive PIDFILE: the pid in PIDFILE, if that process exists.
 pid_alive() {
@@ -13,6 +15,20 @@ pid_alive() {
 # same_binary PID BIN: PID is running BIN as it is on disk now.
 same_binary() {
 	[[ $(stat -L -c '%d:%i' "/proc/$1/exe" 2>/dev/null) == $(stat -L -c '%d:%i' "$2" 2>/dev/null) ]]
+}
+
+# wait_gone PID...: wait (up to 5 s) until none of the processes exists.
+wait_gone() {
+	local i pid
+	for ((i = 0; i < 50; i++)); do
+		for pid; do
+			kill -0 "$pid" 2>/dev/null && break
+			pid=""
+		done
+		[[ -z ${pid:-} ]] && return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 # stop_pidfile NAME PIDFILE: SIGTERM, wait up to 10 s, SIGKILL.
@@ -28,7 +44,7 @@ stop_pidfile() {
 		if kill -0 "$pid" 2>/dev/null; then
 			log "$name (pid $pid) ignored SIGTERM; SIGKILL"
 			kill -KILL "$pid" 2>/dev/null || true
-			sleep 0.2
+			wait_gone "$pid" || log "$name (pid $pid) survived SIGKILL"
 		fi
 	fi
 	rm -f "$pidfile"
@@ -60,53 +76,16 @@ wait_for() { # wait_for WHAT SECONDS PIDFILE LOG CMD...
 
 # containerd_config ROOT STATE ADDRESS SNAP_SOCK SNAP_ROOT [cri]: the
 # config of a private containerd with the tupper snapshotter (and, without
-# "cri", none of the CRI plugins, which are slow to start). Callers append
-# their own tables; more unpack_config entries may follow anywhere.
+# "cri", none of the CRI plugins, which are slow to start), written by the
+# Go code the integration harness uses (hack/containerd-config). Callers
+# append their own tables; more unpack_config entries may follow anywhere.
+# The sourcing script defines REPO.
 containerd_config() {
-	local root=$1 state=$2 address=$3 snap_sock=$4 snap_root=$5 cri=${6:-}
-	cat <<EOF
-version = 3
-root = "$root"
-state = "$state"
-EOF
-	[[ $cri == cri ]] || cat <<'EOF'
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.cri.v1.runtime",
-  "io.containerd.cri.v1.images",
-  "io.containerd.podsandbox.controller.v1.podsandbox",
-  "io.containerd.sandbox.controller.v1.shim",
-  "io.containerd.nri.v1.nri",
-]
-EOF
-	cat <<EOF
-
-[grpc]
-  address = "$address"
-[ttrpc]
-  address = "$address.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-
-[proxy_plugins.tupper]
-  type = "snapshot"
-  address = "$snap_sock"
-  capabilities = ["remap-ids"]
-  [proxy_plugins.tupper.exports]
-    root = "$snap_root"
-
-# Unpacking goes only into the snapshotters listed (containerd >= 2.1);
-# listing any replaces the default, so overlayfs is listed too.
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "linux/amd64"
-  snapshotter = "tupper"
-  differ = "walking"
-[[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
-  platform = "linux/amd64"
-  snapshotter = "overlayfs"
-  differ = "walking"
-  optional = true
-EOF
+	local cri=()
+	[[ ${6:-} == cri ]] && cri=(-cri)
+	local gen=(go run ./hack/containerd-config)
+	# A built one where there is no Go toolchain (hack/vm's guest).
+	[[ -x $REPO/_output/bin/containerd-config ]] && gen=("$REPO/_output/bin/containerd-config")
+	(cd "$REPO" && "${gen[@]}" -root "$1" -state "$2" -address "$3" \
+		-tupper-socket "$4" -tupper-root "$5" "${cri[@]}")
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run tupper's checks: gofmt, go vet, unit tests, then the snapshotter and
-# integration tests verbosely. Run as root (via `make test`, after `make
+# Run tupper's checks: gofmt, go vet, shellcheck, unit tests, the race
+# detector where it means something, bounded fuzzing, then the snapshotter
+# and integration tests verbosely. Run as root (via `make test`, after `make
 # deps build`) or the root-only tests skip, loudly. Every step runs; the
 # exit status is non-zero if any failed.
 #
@@ -12,7 +13,7 @@
 #                  cgroup v2 with systemd (hack/vm); it says so loudly
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit
 export PATH="/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 failed=()
@@ -27,8 +28,9 @@ step() {
 }
 
 gofmt_check() {
-	local files
-	files=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*'))
+	local files sources
+	mapfile -t sources < <(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*')
+	files=$(gofmt -l "${sources[@]}")
 	if [[ -n $files ]]; then
 		echo "not gofmt'ed:"
 		echo "$files"
@@ -53,20 +55,38 @@ mapfile -t unit_pkgs < <(go list ./... | grep -v -e '/snapshotter$' -e '/snapsho
 run_args=()
 [[ -n ${TEST_RUN:-} ]] && run_args=(-run "$TEST_RUN")
 
+# Every shell script in hack/, through shellcheck (hack/install-deps.sh
+# installs it).
+shellcheck_all() {
+	local scripts
+	mapfile -t scripts < <(git ls-files 'hack/*.sh' 2>/dev/null || find hack -name '*.sh')
+	shellcheck "${scripts[@]}"
+}
+
+# The race detector on the packages whose logic runs in goroutines of
+# their own and whose tests are quick: process I/O and state, the task
+# service, IPAM and bridges, cgroup OOM watching, the shim manager, the
+# snapshotter's spares, the benchmark driver's statistics.
+race_pkgs=(./shim/process ./shim/task ./shim/network ./shim/bundle ./shim/cgroups ./shim/manager ./hack/bench)
+
 step "gofmt" gofmt_check
 step "go vet" go vet ./...
+step "shellcheck" shellcheck_all
 if ((${#unit_pkgs[@]})); then
 	step "unit tests" go test -count=1 "${unit_pkgs[@]}"
 fi
+step "race detector" go test -race -count=1 "${race_pkgs[@]}"
+step "race detector (snapshotter spares)" go test -race -count=1 -run 'TestSpares' ./snapshotter
 # Bounded fuzzing of hostile input (make fuzz runs longer). The budget is a
 # count of executions, not a duration: a duration -fuzztime races Go's fuzz
 # coordinator (go.dev/issue/75804, fixed in Go 1.27) and fails with a bare
 # "context deadline exceeded" on a loaded machine.
 fuzz_all() {
 	local t
+	local t name pkg
 	for t in "FuzzKey ./snapshotter" "FuzzMaxSize ./snapshotter" "FuzzFromTOML ./shim/options" "FuzzAnnotations ./shim/network" "FuzzResolveInRoot ./shim/container" "FuzzValidateSpec ./shim/container"; do
-		set -- $t
-		go test -run='^$' -fuzz="^$1\$" -fuzztime="${FUZZTIME:-50000x}" "$2" || return 1
+		read -r name pkg <<<"$t"
+		go test -run='^$' -fuzz="^$name\$" -fuzztime="${FUZZTIME:-50000x}" "$pkg" || return 1
 	done
 }
 if [[ ${1:-} == fuzz ]]; then

@@ -18,10 +18,6 @@ import (
 // cgroupfs, gives pods a plain parent directory.
 const envCgroupDriver = "TUPPER_TEST_CGROUP_DRIVER"
 
-// envMkimage names a prebuilt hack/mkimage, for machines without a Go
-// toolchain (hack/vm's guest); otherwise the tests `go run` it.
-const envMkimage = "TUPPER_MKIMAGE"
-
 func systemdDriver(t *testing.T) bool {
 	switch d := os.Getenv(envCgroupDriver); d {
 	case "", "cgroupfs":
@@ -35,13 +31,6 @@ func systemdDriver(t *testing.T) bool {
 		t.Fatalf("%s=%q: want cgroupfs or systemd", envCgroupDriver, d)
 		return false
 	}
-}
-
-func mkimageCommand(args ...string) *exec.Cmd {
-	if p := os.Getenv(envMkimage); p != "" {
-		return exec.Command(p, args...)
-	}
-	return exec.Command("go", append([]string{"run", "../hack/mkimage"}, args...)...)
 }
 
 // podCgroupParent is the cgroup parent of a test pod: a slice of its own

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tupper/tupper/internal/harness"
 	"github.com/tupper/tupper/internal/testutil"
 )
 
@@ -107,10 +108,7 @@ func TestCRIPod(t *testing.T) {
 	s := newCRIStack(t)
 	image := "registry.k8s.io/e2e-test-images/busybox:1.29-2"
 	archive := filepath.Join(t.TempDir(), "busybox.tar")
-	mk := mkimageCommand("-kind", "busybox", "-name", s.registry+"/e2e-test-images/busybox:1.29-2", "-o", archive)
-	if out, err := mk.CombinedOutput(); err != nil {
-		t.Fatalf("mkimage: %v %s", err, out)
-	}
+	harness.BuildImage(t, "busybox", s.registry+"/e2e-test-images/busybox:1.29-2", archive)
 	if out, err := s.script("push", archive); err != nil {
 		t.Fatalf("push: %v %s", err, out)
 	}
@@ -165,6 +163,22 @@ func TestCRIPod(t *testing.T) {
 	}, "the web container's log")
 
 	// Stats with real numbers (the client spins).
+	s.waitStats(t, client)
+	if out := s.mustCrictl("statsp", "-o", "json", pod); !strings.Contains(out, "usageCoreNanoSeconds") {
+		t.Fatalf("statsp: %s", out)
+	}
+
+	s.mustCrictl("stopp", pod)
+	s.mustCrictl("rmp", pod)
+
+	// Nothing of the pod is left: shim, container mounts, cgroups, veth, address.
+	waitUntil(t, 20*time.Second, func() bool { return len(s.leftovers(pod, web, client)) == 0 }, "the pod to leave nothing behind")
+}
+
+// waitStats waits until crictl stats shows non-zero cpu and memory for
+// the container.
+func (s *criStack) waitStats(t *testing.T, container string) {
+	t.Helper()
 	var st struct {
 		Stats []struct {
 			CPU struct {
@@ -176,22 +190,13 @@ func TestCRIPod(t *testing.T) {
 		} `json:"stats"`
 	}
 	waitUntil(t, 20*time.Second, func() bool {
-		out, err := s.crictl("stats", "-o", "json", client)
+		out, err := s.crictl("stats", "-o", "json", container)
 		if err != nil || json.Unmarshal([]byte(out), &st) != nil || len(st.Stats) != 1 {
 			return false
 		}
 		return st.Stats[0].CPU.UsageCoreNanoSeconds.Value != "" && st.Stats[0].CPU.UsageCoreNanoSeconds.Value != "0" &&
 			st.Stats[0].Memory.WorkingSetBytes.Value != "" && st.Stats[0].Memory.WorkingSetBytes.Value != "0"
 	}, "non-zero cpu and memory stats")
-	if out := s.mustCrictl("statsp", "-o", "json", pod); !strings.Contains(out, "usageCoreNanoSeconds") {
-		t.Fatalf("statsp: %s", out)
-	}
-
-	s.mustCrictl("stopp", pod)
-	s.mustCrictl("rmp", pod)
-
-	// Nothing of the pod is left: shim, container mounts, cgroups, veth, address.
-	waitUntil(t, 20*time.Second, func() bool { return len(s.leftovers(pod, web, client)) == 0 }, "the pod to leave nothing behind")
 }
 
 func (s *criStack) leftovers(pod string, containers ...string) []string {
@@ -216,13 +221,4 @@ func (s *criStack) leftovers(pod string, containers ...string) []string {
 	ipam, _ := filepath.Glob(filepath.Join(s.dir, "cni-ipam", "*", "10.*"))
 	left = append(left, ipam...)
 	return left
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, ok func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
 }

@@ -68,31 +68,23 @@ func (e *Env) leftovers() leftovers {
 			l.subvolumes = append(l.subvolumes, s)
 		}
 	}
-	if e.bridge != "" {
-		out, _ := exec.Command("ip", "-o", "link", "show", "master", e.bridge).Output()
+	if e.Bridge != "" {
+		out, _ := exec.Command("ip", "-o", "link", "show", "master", e.Bridge).Output()
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 			if line != "" {
 				l.veths = append(l.veths, line)
 			}
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(e.IPAMDir(), e.bridge, "ipv4"))
+	entries, _ := os.ReadDir(filepath.Join(e.IPAMDir(), e.Bridge, "ipv4"))
 	for _, en := range entries {
 		if strings.Count(en.Name(), ".") == 3 {
 			l.addresses = append(l.addresses, en.Name())
 		}
 	}
-	// Shims of this containerd: their sockets and pid files live in its state dir.
-	_ = filepath.WalkDir(filepath.Join(e.Dir, "containerd", "state"), func(p string, de os.DirEntry, err error) error {
-		if err == nil && !de.IsDir() && de.Name() == "shim.pid" {
-			if b, err := os.ReadFile(p); err == nil {
-				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && exec.Command("kill", "-0", strconv.Itoa(pid)).Run() == nil {
-					l.shims = append(l.shims, p)
-				}
-			}
-		}
-		return nil
-	})
+	for _, pid := range e.ShimPids() {
+		l.shims = append(l.shims, strconv.Itoa(pid))
+	}
 	cgs, _ := filepath.Glob("/sys/fs/cgroup/*/" + e.Namespace + "/*")
 	for _, c := range cgs {
 		if st, err := os.Stat(c); err == nil && st.IsDir() {
@@ -112,11 +104,8 @@ func (e *Env) settledLeftovers(image string) string {
 	e.MustCtr("images", "tag", "--force", image, "tupper.local/gc-trigger:latest")
 	e.MustCtr("images", "rm", "--sync", "tupper.local/gc-trigger:latest")
 	var l string
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		if l = e.leftovers().String(); l == "" || time.Now().After(deadline) {
-			return l
-		}
-	}
+	waitUntil(e.t, 30*time.Second, func() bool { l = e.leftovers().String(); return l == "" }, "")
+	return l
 }
 
 func (l leftovers) String() string {
@@ -135,11 +124,9 @@ func (l leftovers) String() string {
 // snapshotter) 8 at a time, and after each round finds nothing left.
 func TestLoad(t *testing.T) {
 	e := NewEnv(t)
-	if e.Snapshotter != "tupper" {
-		t.Skip("the load test runs tupper's runtime on tupper's snapshotter")
-	}
+	e.requireTupper()
 	tupper := e.TupperRuntime()
-	image := e.importImage("busybox", "--snapshotter=tupper")
+	image := e.importImage("busybox")
 	if l := e.leftovers().String(); l != "" {
 		t.Fatalf("leftovers before the first container:\n%s", l)
 	}

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +21,7 @@ func TestSnapshotter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	archive, image := e.buildImage("layers")
-
-	t.Logf("ctr images import %s", image)
-	out := e.MustCtr("images", "import", sn, archive)
-	t.Log(out)
+	image := e.importImage("layers")
 	if !strings.Contains(e.MustCtr("images", "ls", "-q"), image) {
 		t.Fatalf("%s not in `ctr images ls` after import", image)
 	}
@@ -44,6 +39,7 @@ func TestSnapshotter(t *testing.T) {
 	}
 
 	t.Run("rootfs", func(t *testing.T) {
+		e := e.For(t)
 		id := uniqueID("rootfs")
 		out := e.MustCtr("run", "--rm", sn, image, id, "/bin/sh", "-c", probeScript(exps))
 		recs, err := parseProbe(out)
@@ -56,6 +52,7 @@ func TestSnapshotter(t *testing.T) {
 	})
 
 	t.Run("users", func(t *testing.T) {
+		e := e.For(t)
 		out := e.MustCtr("run", "--rm", sn, image, uniqueID("users"), "/bin/sh", "-c",
 			"id -u tupper; id -g tupper; stat -c %a /tmp")
 		if got := strings.Fields(out); strings.Join(got, " ") != "1000 1000 1777" {
@@ -63,58 +60,58 @@ func TestSnapshotter(t *testing.T) {
 		}
 	})
 
-	t.Run("writes-stay-in-container", func(t *testing.T) {
-		// Write, delete and chmod in one container; a second container from
-		// the same image must see the image unchanged.
-		e.MustCtr("run", "--rm", sn, image, uniqueID("write"), "/bin/sh", "-c",
-			"set -e; echo x > /data/written; rm /data/hard/link; rm -r /data/opaque; "+
-				"echo v3 > /data/modified; chmod 700 /data/modes/ro; chown 5:5 /data/added; "+
-				"echo big > /data/hard/orig; ls /data >/dev/null")
-		out := e.MustCtr("run", "--rm", sn, image, uniqueID("read"), "/bin/sh", "-c",
-			"ls -A /data | tr '\\n' ' '; echo; cat /data/modified /data/hard/orig; "+
-				"stat -c '%a %u:%g %h' /data/modes/ro /data/added /data/hard/orig")
-		want := "added hard hard-too modes modified opaque owned recreated sym whiteout \n" +
-			"v2\nhardlink-data\n444 0:0 1\n644 0:0 1\n644 0:0 3\n"
-		if out != want {
-			t.Errorf("second container sees the first one's writes:\n got: %q\nwant: %q", out, want)
-		}
-	})
+	t.Run("writes-stay-in-container", func(t *testing.T) { checkWritesStay(e.For(t), sn, image) })
+	t.Run("remove", func(t *testing.T) { checkRemoveLeavesNothing(e.For(t), sn, image) })
+}
 
-	t.Run("remove", func(t *testing.T) {
-		if out, err := e.Ctr("containers", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
-			t.Fatalf("containers left after ctr run --rm: %q %v", out, err)
+// checkWritesStay writes, deletes and chmods in one container; a second
+// container from the same image must see the image unchanged.
+func checkWritesStay(e *Env, sn, image string) {
+	t := e.t
+	e.MustCtr("run", "--rm", sn, image, uniqueID("write"), "/bin/sh", "-c",
+		"set -e; echo x > /data/written; rm /data/hard/link; rm -r /data/opaque; "+
+			"echo v3 > /data/modified; chmod 700 /data/modes/ro; chown 5:5 /data/added; "+
+			"echo big > /data/hard/orig; ls /data >/dev/null")
+	out := e.MustCtr("run", "--rm", sn, image, uniqueID("read"), "/bin/sh", "-c",
+		"ls -A /data | tr '\\n' ' '; echo; cat /data/modified /data/hard/orig; "+
+			"stat -c '%a %u:%g %h' /data/modes/ro /data/added /data/hard/orig")
+	want := "added hard hard-too modes modified opaque owned recreated sym whiteout \n" +
+		"v2\nhardlink-data\n444 0:0 1\n644 0:0 1\n644 0:0 3\n"
+	if out != want {
+		t.Errorf("second container sees the first one's writes:\n got: %q\nwant: %q", out, want)
+	}
+}
+
+// checkRemoveLeavesNothing removes the image: no container, snapshot,
+// subvolume or mount may be left.
+func checkRemoveLeavesNothing(e *Env, sn, image string) {
+	t := e.t
+	if out, err := e.Ctr("containers", "ls", "-q"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("containers left after ctr run --rm: %q %v", out, err)
+	}
+	e.MustCtr("images", "rm", "--sync", image)
+	if snaps := snapshotLines(e.MustCtr("snapshots", sn, "ls")); len(snaps) != 0 {
+		t.Errorf("snapshots left after `ctr images rm --sync`:\n%s", strings.Join(snaps, "\n"))
+	}
+	// containerd's garbage collector removes the snapshots from the
+	// snapshotter before `images rm --sync` returns; the snapshotter
+	// may delete the subvolumes asynchronously.
+	if subs := e.waitNoSubvolumes(10 * time.Second); len(subs) != 0 {
+		t.Errorf("btrfs subvolumes left under %s:\n%s", e.SnapshotterRoot, strings.Join(subs, "\n"))
+	}
+	mps, err := testutil.MountsUnder(e.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaked []string
+	for _, mp := range mps {
+		if mp != e.SnapshotterRoot {
+			leaked = append(leaked, mp)
 		}
-		e.MustCtr("images", "rm", "--sync", image)
-		if snaps := snapshotLines(e.MustCtr("snapshots", sn, "ls")); len(snaps) != 0 {
-			t.Errorf("snapshots left after `ctr images rm --sync`:\n%s", strings.Join(snaps, "\n"))
-		}
-		// containerd's garbage collector removes the snapshots from the
-		// snapshotter before `images rm --sync` returns; allow the
-		// snapshotter a moment for asynchronous subvolume deletion anyway.
-		var subs []string
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			subs = e.Subvolumes()
-			if len(subs) == 0 || time.Now().After(deadline) {
-				break
-			}
-		}
-		if len(subs) != 0 {
-			t.Errorf("btrfs subvolumes left under %s:\n%s", e.SnapshotterRoot, strings.Join(subs, "\n"))
-		}
-		mps, err := testutil.MountsUnder(e.Dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var leaked []string
-		for _, mp := range mps {
-			if mp != e.SnapshotterRoot {
-				leaked = append(leaked, mp)
-			}
-		}
-		if len(leaked) != 0 {
-			t.Errorf("mounts left under %s:\n%s", e.Dir, strings.Join(leaked, "\n"))
-		}
-	})
+	}
+	if len(leaked) != 0 {
+		t.Errorf("mounts left under %s:\n%s", e.Dir, strings.Join(leaked, "\n"))
+	}
 }
 
 // snapshotLines returns the rows of `ctr snapshots ls` without the header.
@@ -139,12 +136,10 @@ func uniqueID(prefix string) string {
 // snapshotter daemon: an image unpacked before the restart runs after it,
 // and is removed cleanly.
 func TestSnapshotterRestart(t *testing.T) {
-	if os.Getenv(envSnapshotter) == "btrfs" {
-		t.Skip("built-in snapshotter: no daemon to restart")
-	}
 	e := NewEnv(t)
+	e.requireTupper() // the built-in snapshotter has no daemon to restart
 	sn := "--snapshotter=" + e.Snapshotter
-	image := e.importImage("busybox", sn)
+	image := e.importImage("busybox")
 	before := snapshotLines(e.MustCtr("snapshots", sn, "ls"))
 	if len(before) != 1 {
 		t.Fatalf("after import: %d snapshots, want 1:\n%s", len(before), strings.Join(before, "\n"))

@@ -13,11 +13,9 @@ import (
 // always makes a chowned copy. CRI passes the labels itself.)
 func TestUserNamespaceRemap(t *testing.T) {
 	e := NewEnv(t)
-	if e.Snapshotter != "tupper" {
-		t.Skip("remap-ids is tupper's capability")
-	}
+	e.requireTupper() // remap-ids is tupper's capability
 	sn := "--snapshotter=" + e.Snapshotter
-	image := e.importImage("busybox", sn)
+	image := e.importImage("busybox")
 	before := len(snapshotLines(e.MustCtr("snapshots", sn, "ls")))
 
 	out := e.MustCtr("run", "--rm", sn, "--remap-labels", "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536", image, uniqueID("userns"),

@@ -61,7 +61,7 @@ func TestSpares(t *testing.T) {
 	if _, err := s.Prepare(ctx, "c1", "base"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	s.spares.wg.Wait() // a spare, had Prepare started one, is on disk now
 	if got := spareFiles(t, s); len(got) != 0 {
 		t.Fatalf("a spare after the first active child: %v", got)
 	}

@@ -15,6 +15,9 @@
 //	         benchmarking unpack. Owners are root, times fixed; only
 //	         directories, regular files and symlinks are taken. Its
 //	         layers are compressed with gzip's fastest level.
+//	escape   the busybox layer plus /escape, a symlink that climbs out of
+//	         any rootfs (../../../../../../../../tmp): for the shim's
+//	         tests that a mount through it is refused.
 //	pause    one static binary, /pause, as the entrypoint (-pause).
 //	dir      one layer per directory of -rootfs (comma-separated, lowest
 //	         first), taken as it is on disk (owners, modes, symlinks, hard
@@ -53,7 +56,7 @@ import (
 var epoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func main() {
-	kind := flag.String("kind", "busybox", "image kind: busybox, layers, pause, big or dir")
+	kind := flag.String("kind", "busybox", "image kind: busybox, layers, escape, pause, big or dir")
 	dirs := flag.String("dirs", strings.Join(defaultBigDirs, ","), "big: comma-separated host directories, one layer each")
 	name := flag.String("name", "", "image reference stored in the archive (default tupper.local/<kind>:latest)")
 	out := flag.String("o", "", "output archive path (required)")
@@ -115,6 +118,10 @@ func run(kind, name, out, busybox string, dirs []string) error {
 		layers = []layer{base}
 	case "layers":
 		layers = append([]layer{base}, testLayers()...)
+	case "escape":
+		layers = []layer{base, {comment: "a symlink out of the rootfs", entries: []entry{
+			symlink("escape", "../../../../../../../../tmp"),
+		}}}
 	case "pause":
 		return writePause(name, out, *pauseBin)
 	case "big":
@@ -128,7 +135,7 @@ func run(kind, name, out, busybox string, dirs []string) error {
 		}
 		level = gzip.BestSpeed
 	default:
-		return fmt.Errorf("unknown kind %q (want busybox, layers, pause, big or dir)", kind)
+		return fmt.Errorf("unknown kind %q (want busybox, layers, escape, pause, big or dir)", kind)
 	}
 	archive, err := imageArchive(name, layers, level)
 	if err != nil {

@@ -66,6 +66,7 @@ stage() {
 		cp /usr/local/bin/$bin "$in/tools/"
 	done
 	cp -a "$REPO/hack" "$in/"
+	cp "$REPO/go.mod" "$in/" # the harness finds the tree by it
 	rm -rf "$in/hack/bench" "$in/hack/critest"
 	cp -a "$REPO/integration/shim/testdata" "$in/integration/shim/"
 	log "building test binaries and tools on the host"
@@ -76,6 +77,7 @@ stage() {
 		go test -c -o "$in/tests/snapshotter.test" ./snapshotter
 		go test -c -o "$in/tests/task.test" ./shim/task
 		go build -o "$in/_output/bin/mkimage" ./hack/mkimage
+		go build -o "$in/_output/bin/containerd-config" ./hack/containerd-config
 		go build -o "$in/_output/bin/registry" ./hack/registry
 		gcc -static -O2 -o "$in/_output/bin/pause" hack/pause/pause.c
 	)

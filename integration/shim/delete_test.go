@@ -31,7 +31,7 @@ func TestShimDeleteAnswer(t *testing.T) {
 	}
 	shimDelete := func() []byte {
 		t.Helper()
-		cmd := exec.Command(e.shim, "-namespace", e.ns, "-address", e.sock, "-publish-binary", "/nonexistent", "-id", "c1", "-bundle", dir, "delete")
+		cmd := exec.Command(e.Shim, "-namespace", e.Namespace, "-address", e.Address, "-publish-binary", "/nonexistent", "-id", "c1", "-bundle", dir, "delete")
 		cmd.Dir = dir
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

@@ -39,15 +39,6 @@ func cgroupDriver(t *testing.T) bool {
 	}
 }
 
-// runtimeOptions is the TOML line the driver adds to the env's tupper
-// runtime options.
-func (e *env) runtimeOptions() string {
-	if e.slice == "" {
-		return ""
-	}
-	return "SystemdCgroup = true\n"
-}
-
 // withCgroupsPath gives a `ctr run` of an image container the systemd
 // driver's cgroupsPath (and runc its systemd driver); other commands, and
 // everything with the cgroupfs driver, are left as they are. A dumped spec
@@ -77,7 +68,7 @@ func (e *env) containerCgroup(controller, id string) string {
 	if e.cgroupV2() {
 		controller = ""
 	}
-	return filepath.Join("/sys/fs/cgroup", controller, e.ns, id)
+	return filepath.Join("/sys/fs/cgroup", controller, e.Namespace, id)
 }
 
 // leftUnits lists the systemd units (scopes) of a container that are
@@ -110,7 +101,8 @@ func (e *env) stopSlice() {
 		e.t.Errorf("systemctl stop %s: %v %s", e.slice, err, out)
 	}
 	exec.Command("systemctl", "reset-failed", e.slice, scopePrefix+"-*.scope").Run()
-	if d := filepath.Join("/sys/fs/cgroup", e.slice); fileExists(d) {
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", e.slice)); err == nil {
+		d := filepath.Join("/sys/fs/cgroup", e.slice)
 		e.t.Errorf("slice %s left its cgroup %s", e.slice, d)
 	}
 }

@@ -2,10 +2,11 @@ package shim
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tupper/tupper/internal/harness"
 )
 
 // TestHostileImageEtcLink: an image whose /etc is an absolute symlink to a
@@ -32,7 +33,7 @@ func TestHostileImageEtcLink(t *testing.T) {
 // symlink to target, and returns its name.
 func (e *env) linkedEtcImage(target string) string {
 	e.t.Helper()
-	rootfs := filepath.Join(e.dir, "etclink-rootfs")
+	rootfs := filepath.Join(e.Dir, "etclink-rootfs")
 	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp"} {
 		os.MkdirAll(filepath.Join(rootfs, d), 0o755)
 	}
@@ -52,12 +53,8 @@ func (e *env) linkedEtcImage(target string) string {
 	if err := os.Symlink(target, filepath.Join(rootfs, "etc")); err != nil {
 		e.t.Fatal(err)
 	}
-	name, archive := "tupper.local/etclink:latest", filepath.Join(e.dir, "etclink.tar")
-	out, err := exec.Command("go", "run", "../../hack/mkimage", "-kind", "dir", "-rootfs", rootfs,
-		"-name", name, "-env", "PATH=/bin", "-o", archive).CombinedOutput()
-	if err != nil {
-		e.t.Fatalf("build the image: %v\n%s", err, out)
-	}
+	name, archive := "tupper.local/etclink:latest", filepath.Join(e.Dir, "etclink.tar")
+	harness.BuildImage(e.t, "dir", name, archive, "-rootfs", rootfs, "-env", "PATH=/bin")
 	e.mustCtr("images", "import", archive)
 	return name
 }

@@ -21,14 +21,14 @@ import (
 // records the node label.
 func TestInstallerImage(t *testing.T) {
 	e := newEnv(t)
-	archive := filepath.Join(e.dir, "installer.tar")
+	archive := filepath.Join(e.Dir, "installer.tar")
 	cmd := exec.Command("../../hack/installer-image.sh", archive)
 	cmd.Env = append(os.Environ(), "INSTALLER_IMAGE_NAME=tupper.local/installer:test")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make installer-image: %v\n%s", err, out)
 	}
 	e.mustCtr("images", "import", archive)
-	host, sa := filepath.Join(e.dir, "node"), filepath.Join(e.dir, "sa")
+	host, sa := filepath.Join(e.Dir, "node"), filepath.Join(e.Dir, "sa")
 	os.MkdirAll(filepath.Join(host, "var/lib/containerd-tupper"), 0o700)
 	testutil.MountBtrfs(t, 256<<20, filepath.Join(host, "var/lib/containerd-tupper"))
 	os.MkdirAll(filepath.Join(host, "etc/containerd"), 0o755)

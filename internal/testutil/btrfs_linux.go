@@ -19,6 +19,13 @@ import (
 // skip into a failure: on the project's machines these tests must run.
 const EnvStrict = "TUPPER_TEST_STRICT"
 
+// EnvKeep=1 keeps a failed test's directory (logs, configs) for a look
+// afterwards; daemons, mounts, loop devices and links are undone anyway.
+const EnvKeep = "TUPPER_TEST_KEEP"
+
+// Keep reports whether EnvKeep asks to keep a failed test's directory.
+func Keep() bool { return os.Getenv(EnvKeep) == "1" }
+
 // Require skips the test, loudly, when reason is not empty, or fails it under EnvStrict.
 func Require(t testing.TB, reason string) {
 	t.Helper()

@@ -11,7 +11,7 @@ func TestInitAndExit(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command("sleep", "10")
 	if err := cmd.Start(); err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	if err := WriteInit(dir, cmd.Process.Pid); err != nil {
 		t.Fatal(err)

@@ -111,6 +111,25 @@ func cpuTicks(t *testing.T, pid int) int {
 	return u + s
 }
 
+// eventually polls ok every 20 ms for up to 10 s.
+func eventually(ok func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
+}
+
+// frozen reports what the kernel says of the cgroup's freezer.
+func frozen(t *testing.T, m *Manager) bool {
+	t.Helper()
+	if unified() {
+		return strings.Contains(controllerFile(t, m, "", "cgroup.events"), "frozen 1")
+	}
+	return controllerFile(t, m, "freezer", "freezer.state") == "FROZEN"
+}
+
 func TestLimitsStatsUpdateFreezeDelete(t *testing.T) {
 	path := testPath(t)
 	ctx := context.Background()
@@ -122,35 +141,92 @@ func TestLimitsStatsUpdateFreezeDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkLimits(t, m)
+	spin, spinExited := startSpinner(t, m)
+	checkStats(t, m)
+	if err := m.Update(ctx, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(128 << 20))}}); err != nil {
+		t.Fatal(err)
+	}
+	if !unified() {
+		if got := controllerFile(t, m, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {
+			t.Fatalf("after Update memory.limit_in_bytes = %s", got)
+		}
+	}
+	checkFreezeThaw(t, m, spin)
+	if err := m.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	<-spinExited
+	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + path); len(dirs) != 0 || exists("/sys/fs/cgroup"+path) {
+		t.Fatalf("cgroup left after Delete: %v", dirs)
+	}
+	if _, err := Load(path, false); !errdefs.IsNotFound(err) && err == nil {
+		t.Fatalf("Load after Delete: %v", err)
+	}
+}
+
+// checkLimits reads back the limits New wrote.
+func checkLimits(t *testing.T, m *Manager) {
+	t.Helper()
 	if unified() {
 		if got := controllerFile(t, m, "", "memory.max"); got != strconv.Itoa(64<<20) {
 			t.Fatalf("memory.max = %s", got)
 		}
-	} else {
-		for _, c := range []struct{ ctrl, file, want string }{
-			{"memory", "memory.limit_in_bytes", strconv.Itoa(64 << 20)},
-			{"pids", "pids.max", "32"},
-			{"cpu", "cpu.shares", "512"},
-			{"cpu", "cpu.cfs_quota_us", "50000"},
-		} {
-			if got := controllerFile(t, m, c.ctrl, c.file); got != c.want {
-				t.Errorf("%s = %s, want %s", c.file, got, c.want)
-			}
+		return
+	}
+	for _, c := range []struct{ ctrl, file, want string }{
+		{"memory", "memory.limit_in_bytes", strconv.Itoa(64 << 20)},
+		{"pids", "pids.max", "32"},
+		{"cpu", "cpu.shares", "512"},
+		{"cpu", "cpu.cfs_quota_us", "50000"},
+	} {
+		if got := controllerFile(t, m, c.ctrl, c.file); got != c.want {
+			t.Errorf("%s = %s, want %s", c.file, got, c.want)
 		}
 	}
+}
 
-	// The shell holds 4 MiB it allocated inside the cgroup, then spins.
-	spin, _, spinExited, release := startHeld(t, "s=$(head -c 4194304 /dev/zero | tr '\\0' a); while :; do :; done")
+// startSpinner starts, in m, a shell that holds 4 MiB it allocated there
+// and spins; it returns once the cgroup holds the 4 MiB and the shell is
+// its only process (its head|tr have come and gone, reaped: an exited
+// child leaves cgroup.procs at once but counts in pids.current until its
+// parent reaps it).
+func startSpinner(t *testing.T, m *Manager) (*exec.Cmd, <-chan struct{}) {
+	t.Helper()
+	spin, _, exited, release := startHeld(t, "s=$(head -c 4194304 /dev/zero | tr '\\0' a); while :; do :; done")
 	if err := m.Add(spin.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
 	release()
-	time.Sleep(500 * time.Millisecond) // the shell's head|tr have come and gone
-	pids, err := m.Pids()
-	if err != nil || len(pids) != 1 || pids[0] != spin.Process.Pid {
+	var pids []int
+	var err error
+	if !eventually(func() bool {
+		pids, err = m.Pids()
+		return err == nil && len(pids) == 1 && pids[0] == spin.Process.Pid && memoryUsage(t, m) >= 4<<20 &&
+			controllerFile(t, m, "pids", "pids.current") == "1"
+	}) {
 		t.Fatalf("Pids = %v, %v; want [%d]", pids, err, spin.Process.Pid)
 	}
+	return spin, exited
+}
 
+// memoryUsage is the cgroup's memory use, as the kernel counts it.
+func memoryUsage(t *testing.T, m *Manager) int {
+	t.Helper()
+	file := "memory.usage_in_bytes"
+	if unified() {
+		file = "memory.current"
+	}
+	n, err := strconv.Atoi(controllerFile(t, m, "memory", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// checkStats wants real numbers for the spinner's cpu, memory and pids.
+func checkStats(t *testing.T, m *Manager) {
+	t.Helper()
 	st, err := m.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -167,41 +243,31 @@ func TestLimitsStatsUpdateFreezeDelete(t *testing.T) {
 	default:
 		t.Fatalf("Stats returned %T", st)
 	}
+}
 
-	if err := m.Update(ctx, &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(128 << 20))}}); err != nil {
-		t.Fatal(err)
-	}
-	if !unified() {
-		if got := controllerFile(t, m, "memory", "memory.limit_in_bytes"); got != strconv.Itoa(128<<20) {
-			t.Fatalf("after Update memory.limit_in_bytes = %s", got)
-		}
-	}
-
+// checkFreezeThaw freezes the spinner (the kernel reports the cgroup
+// frozen and the process uses no cpu between two reads) and thaws it
+// (it runs again).
+func checkFreezeThaw(t *testing.T, m *Manager, spin *exec.Cmd) {
+	t.Helper()
 	if err := m.Freeze(); err != nil {
 		t.Fatal(err)
 	}
+	if !frozen(t, m) {
+		t.Fatal("Freeze returned, the kernel does not report the cgroup frozen")
+	}
 	before := cpuTicks(t, spin.Process.Pid)
-	time.Sleep(500 * time.Millisecond)
 	if after := cpuTicks(t, spin.Process.Pid); after != before {
 		t.Fatalf("frozen process used cpu: %d -> %d ticks", before, after)
 	}
 	if err := m.Thaw(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
-	if after := cpuTicks(t, spin.Process.Pid); after == before {
+	if frozen(t, m) {
+		t.Fatal("Thaw returned, the kernel still reports the cgroup frozen")
+	}
+	if !eventually(func() bool { return cpuTicks(t, spin.Process.Pid) != before }) {
 		t.Fatal("thawed process does not run")
-	}
-
-	if err := m.Delete(); err != nil {
-		t.Fatal(err)
-	}
-	<-spinExited
-	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + path); len(dirs) != 0 || exists("/sys/fs/cgroup"+path) {
-		t.Fatalf("cgroup left after Delete: %v", dirs)
-	}
-	if _, err := Load(path, false); !errdefs.IsNotFound(err) && err == nil {
-		t.Fatalf("Load after Delete: %v", err)
 	}
 }
 
@@ -249,15 +315,12 @@ func TestPidsLimitStopsForks(t *testing.T) {
 		t.Fatal(err)
 	}
 	release()
-	time.Sleep(time.Second)
+	if !eventually(func() bool { return controllerFile(t, m, "pids", "pids.events") != "max 0" }) {
+		t.Fatalf("the fork loop never hit the limit: pids.events %q\n%s", controllerFile(t, m, "pids", "pids.events"), out)
+	}
 	pids, _ := m.Pids()
 	if len(pids) == 0 || len(pids) > 8 {
 		t.Fatalf("%d processes in a cgroup limited to 8\n%s", len(pids), out)
-	}
-	if !unified() {
-		if ev := controllerFile(t, m, "pids", "pids.events"); ev == "max 0" {
-			t.Fatalf("the fork loop never hit the limit: pids.events %q", ev)
-		}
 	}
 	// The container stays manageable: it can be frozen, listed and deleted.
 	if err := m.Freeze(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -83,21 +84,10 @@ func hasController(name string) bool {
 		return err == nil && contains(strings.Fields(string(b)), name)
 	}
 	// v1: a controller is usable when some hierarchy mounts it.
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Split(line, " - ")
-		if len(f) != 2 {
-			continue
-		}
-		super := strings.Fields(f[1])
-		if len(super) >= 3 && super[0] == "cgroup" && contains(strings.Split(super[2], ","), name) {
-			return true
-		}
-	}
-	return false
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return m.FSType != "cgroup" || !contains(strings.Split(m.VFSOptions, ","), name), false
+	})
+	return err == nil && len(mounts) > 0
 }
 
 func swapAccounting() bool {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 )
 
@@ -167,63 +168,28 @@ func remountCgroup(mnt *os.File, flags int) error {
 
 // v1Hierarchies lists the cgroup v1 mounts directly below /sys/fs/cgroup.
 func v1Hierarchies() ([]cgroupMount, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return m.FSType != "cgroup" || filepath.Dir(m.Mountpoint) != hostCgroupRoot, false
+	})
 	if err != nil {
 		return nil, err
 	}
 	var out []cgroupMount
 	seen := map[string]bool{}
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		if !ok {
-			continue
-		}
-		f, super := strings.Fields(pre), strings.Fields(post)
-		if len(f) < 5 || len(super) < 3 || super[0] != "cgroup" {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		if filepath.Dir(mp) != hostCgroupRoot || seen[mp] {
+	for _, m := range mounts {
+		if seen[m.Mountpoint] {
 			continue
 		}
 		var opts []string
-		for _, o := range strings.Split(super[2], ",") {
+		for _, o := range strings.Split(m.VFSOptions, ",") {
 			if o != "rw" && o != "ro" {
 				opts = append(opts, o)
 			}
 		}
-		seen[mp] = true
-		out = append(out, cgroupMount{mountpoint: mp, root: unescapeMountinfo(f[3]), options: opts})
+		seen[m.Mountpoint] = true
+		out = append(out, cgroupMount{mountpoint: m.Mountpoint, root: m.Root, options: opts})
 	}
 	return out, nil
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space, ...).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v byte
-			ok := true
-			for _, c := range s[i+1 : i+4] {
-				if c < '0' || c > '7' {
-					ok = false
-					break
-				}
-				v = v*8 + byte(c-'0')
-			}
-			if ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // ownCgroups reads /proc/self/cgroup: controller list ("cpu,cpuacct",

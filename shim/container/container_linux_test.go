@@ -27,10 +27,10 @@ func TestMain(m *testing.M) {
 func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		testutil.Require(t, "needs root")
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("needs /bin/busybox (busybox-static)")
+		testutil.Require(t, "needs /bin/busybox (busybox-static)")
 	}
 }
 
@@ -290,7 +290,6 @@ func TestCreateBlocksUntilStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
 	select {
 	case <-r.c.Init().Done():
 		t.Fatal("init exited before start")
@@ -511,7 +510,7 @@ func TestRlimitNofile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if old.Max < 2048 {
-		t.Skip("hard RLIMIT_NOFILE too low for the test")
+		testutil.Require(t, "needs a hard RLIMIT_NOFILE of 2048 or more")
 	}
 	low := unix.Rlimit{Cur: 512, Max: old.Max}
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {

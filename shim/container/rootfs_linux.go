@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
@@ -176,19 +177,19 @@ var propagationFlags = map[string]int{
 // mountPointOf returns the mount point that path lies on (the longest
 // mount point that is a prefix of it).
 func mountPointOf(path string) (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	// Not mountinfo.ParentsFilter: a plain string prefix, it takes /a/b
+	// for a mount point above /a/bc.
+	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		mp := m.Mountpoint
+		return path != mp && mp != "/" && !strings.HasPrefix(path, mp+"/"), false
+	})
 	if err != nil {
 		return "", err
 	}
 	best := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := f[4]
-		if (path == mp || mp == "/" || strings.HasPrefix(path, mp+"/")) && len(mp) > len(best) {
-			best = mp
+	for _, m := range mounts {
+		if len(m.Mountpoint) > len(best) {
+			best = m.Mountpoint
 		}
 	}
 	if best == "" {

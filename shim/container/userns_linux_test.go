@@ -13,6 +13,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/tupper/tupper/internal/testutil"
 	// The test binary is the init helper: it needs the constructor.
 	_ "github.com/tupper/tupper/shim/nsenter"
 )
@@ -214,7 +215,7 @@ func TestUserNamespaceRefusals(t *testing.T) {
 func TestTimeNamespace(t *testing.T) {
 	needRoot(t)
 	if _, err := os.Stat("/proc/self/ns/time"); err != nil {
-		t.Skip("no time namespaces")
+		testutil.Require(t, "needs time namespaces (Linux >= 5.6)")
 	}
 	spec := testSpec("sleep", "100")
 	spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.TimeNamespace})

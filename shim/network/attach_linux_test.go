@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/tupper/tupper/internal/testutil"
 )
@@ -291,30 +293,88 @@ func assertNothingFor(t *testing.T, c Config, id string) {
 	}
 }
 
-// TestNAT: an "upstream" network this test makes (a netns behind a veth,
-// with no route back to the containers' subnet) answers a container's ping
-// only when its traffic is masqueraded, on that veth and nowhere else. The
-// rule goes with the last container.
-func TestNAT(t *testing.T) {
-	c := testNetwork(t, 15)
-	up, upPath := newNetns(t)
-	host := "tpu" + randHex(4)
-	if out, err := exec.Command("ip", "link", "add", host, "type", "veth", "peer", "name", "tpupeer"+randHex(2), "netns", up).CombinedOutput(); err != nil {
-		t.Fatalf("veth to upstream: %v %s", err, out)
+// routerNetns moves the test's goroutine, locked to its thread, into a new
+// network namespace, which plays the host that routes for its containers:
+// the test may turn IPv4 forwarding on there, and the bridge, veths and
+// NAT rule it makes go with the namespace, never touching the host's. The
+// function it returns moves the goroutine back.
+func routerNetns(t *testing.T) (back func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	host, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
 	}
-	defer exec.Command("ip", "link", "del", host).Run()
-	_ = upPath
+	router, err := netns.New() // unshare(CLONE_NEWNET) on this thread
+	if err != nil {
+		host.Close()
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	back = func() {
+		router.Close()
+		if err := netns.Set(host); err != nil {
+			// The thread stays locked and dies with the goroutine.
+			t.Errorf("back to the host's network namespace: %v", err)
+			return
+		}
+		host.Close()
+		runtime.UnlockOSThread()
+	}
+	if lo, err := netlink.LinkByName("lo"); err != nil || netlink.LinkSetUp(lo) != nil {
+		back()
+		t.Fatalf("lo in the router's namespace: %v", err)
+	}
+	return back
+}
+
+// setForwarding sets net.ipv4.ip_forward of the calling thread's network
+// namespace (/proc/sys/net is the opener's namespace).
+func setForwarding(t *testing.T, on bool) {
+	t.Helper()
+	v := "0"
+	if on {
+		v = "1"
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(v), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// upstream makes a network namespace behind a veth from the router's
+// namespace, 10.213.16.2 behind 10.213.16.1, with no route back to any
+// container subnet; it returns the router's end of the veth.
+func upstream(t *testing.T) string {
+	t.Helper()
+	up, _ := newNetns(t)
+	host, peer := "tpu"+randHex(4), "tpupeer"+randHex(2)
 	for _, cmd := range [][]string{
+		{"ip", "link", "add", host, "type", "veth", "peer", "name", peer, "netns", up},
 		{"ip", "addr", "add", "10.213.16.1/24", "dev", host}, {"ip", "link", "set", host, "up"},
-		{"ip", "netns", "exec", up, "sh", "-c", "ip addr add 10.213.16.2/24 dev $(ip -o link | awk -F': ' '/tpupeer/{print $2}' | cut -d@ -f1) && ip link set $(ip -o link | awk -F': ' '/tpupeer/{print $2}' | cut -d@ -f1) up && ip link set lo up"},
+		{"ip", "-n", up, "addr", "add", "10.213.16.2/24", "dev", peer},
+		{"ip", "-n", up, "link", "set", peer, "up"}, {"ip", "-n", up, "link", "set", "lo", "up"},
 	} {
 		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v %s", cmd, err, out)
 		}
 	}
+	return host
+}
+
+// TestNAT: an "upstream" network this test makes (a netns behind a veth,
+// with no route back to the containers' subnet) answers a container's ping
+// only when its traffic is masqueraded, on that veth and nowhere else. The
+// rule goes with the last container. NAT is refused while the (router's)
+// namespace does not forward.
+func TestNAT(t *testing.T) {
+	c := testNetwork(t, 15)
+	defer routerNetns(t)()
+	host := upstream(t)
 	ns, path := newNetns(t)
 
 	// Without NAT the upstream cannot answer: it has no route back.
+	setForwarding(t, true)
 	if _, err := Attach(c, "plain", path); err != nil {
 		t.Fatal(err)
 	}
@@ -324,6 +384,11 @@ func TestNAT(t *testing.T) {
 	Detach(c, "plain")
 
 	c.NAT, c.NATInterface = true, host
+	setForwarding(t, false)
+	if _, err := Attach(c, "refused", path); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+		t.Fatalf("NAT without forwarding: %v, want a failed precondition", err)
+	}
+	setForwarding(t, true)
 	if _, err := Attach(c, "natted", path); err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +402,6 @@ func TestNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 	if NATActive(c) {
-		removeNAT(c)
 		t.Fatal("the NAT rule outlived the last container")
 	}
 }

@@ -27,6 +27,14 @@ func plainStart(cmd *exec.Cmd) (func() (int, error), error) {
 // does with a container process.
 func runWith(t *testing.T, i *IO, script string) {
 	t.Helper()
+	if err := startWith(t, i, script).Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startWith starts script with i's child ends as its stdio.
+func startWith(t *testing.T, i *IO, script string) *exec.Cmd {
+	t.Helper()
 	c := i.ChildStdio()
 	cmd := exec.Command("/bin/sh", "-c", script)
 	if c.Stdin != nil {
@@ -42,9 +50,7 @@ func runWith(t *testing.T, i *IO, script string) {
 		t.Fatal(err)
 	}
 	i.CloseChildEnds()
-	if err := cmd.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	return cmd
 }
 
 func mkfifo(t *testing.T, dir, name string) string {
@@ -103,12 +109,18 @@ func TestCloseStdin(t *testing.T) {
 	defer i.Close()
 	w, _ := os.OpenFile(in, os.O_WRONLY, 0) // the client keeps stdin open
 	defer w.Close()
-	go func() { time.Sleep(200 * time.Millisecond); i.CloseStdin() }()
-	done := make(chan struct{})
-	go func() { runWith(t, i, "cat >/dev/null"); close(done) }()
+	cmd := startWith(t, i, "cat >/dev/null")
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	i.CloseStdin()
 	select {
-	case <-done:
+	case err := <-exited:
+		if err != nil {
+			t.Fatal(err)
+		}
 	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-exited
 		t.Fatal("CloseStdin did not give the process EOF")
 	}
 }

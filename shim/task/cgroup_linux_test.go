@@ -1,6 +1,7 @@
 package task
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -57,6 +58,9 @@ func cgroupBundle(t *testing.T, res *specs.LinuxResources, args ...string) (stri
 	return dir, "/sys/fs/cgroup" + path
 }
 
+// TestCgroupRPCs drives a container with an exec through the RPCs that
+// use its cgroup: Pids, Pause/Resume, Stats, Update, and a Kill while
+// paused; Delete removes the cgroup.
 func TestCgroupRPCs(t *testing.T) {
 	s, rec, ctx := newService(t)
 	bundle, cgdir := cgroupBundle(t, &specs.LinuxResources{}, "sh", "-c", "while :; do :; done")
@@ -77,13 +81,38 @@ func TestCgroupRPCs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Pids: every process of the cgroup, the exec marked with its id.
+	checkPids(ctx, t, s, st.Pid)
+	checkPauseResume(ctx, t, s)
+	checkStats(ctx, t, s)
+	checkUpdate(ctx, t, s, cgdir)
+	// A paused container is killed all the same.
+	s.Pause(ctx, &taskAPI.PauseRequest{ID: "cg1"})
+	if _, err := s.Kill(ctx, &taskAPI.KillRequest{ID: "cg1", Signal: 9, All: true}); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := s.Wait(ctx, &taskAPI.WaitRequest{ID: "cg1"}); err != nil || w.ExitStatus != 137 {
+		t.Fatalf("wait %v %v", w, err)
+	}
+	s.Delete(ctx, &taskAPI.DeleteRequest{ID: "cg1", ExecID: "e1"})
+	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "cg1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cgdir); !os.IsNotExist(err) {
+		t.Fatalf("cgroup %s left after delete: %v", cgdir, err)
+	}
+	rec.wait(t, []string{"/tasks/create", "/tasks/start", "/tasks/exec-added e1", "/tasks/exec-started e1",
+		"/tasks/paused", "/tasks/resumed", "/tasks/paused", "/tasks/exit e1 137", "/tasks/exit cg1 137", "/tasks/delete"})
+}
+
+// checkPids wants every process of cg1's cgroup, the exec marked with its id.
+func checkPids(ctx context.Context, t *testing.T, s *service, execPid uint32) {
+	t.Helper()
 	pids, err := s.Pids(ctx, &taskAPI.PidsRequest{ID: "cg1"})
 	if err != nil || len(pids.Processes) != 2 {
 		t.Fatalf("pids %v %v", pids, err)
 	}
 	for _, p := range pids.Processes {
-		if p.Pid != st.Pid {
+		if p.Pid != execPid {
 			continue
 		}
 		v, err := typeurl.UnmarshalAny(p.Info)
@@ -91,6 +120,12 @@ func TestCgroupRPCs(t *testing.T) {
 			t.Fatalf("exec %d info %v %v", p.Pid, v, err)
 		}
 	}
+}
+
+// checkPauseResume wants cg1 and its exec PAUSED after Pause, RUNNING
+// after Resume.
+func checkPauseResume(ctx context.Context, t *testing.T, s *service) {
+	t.Helper()
 	if _, err := s.Pause(ctx, &taskAPI.PauseRequest{ID: "cg1"}); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +140,12 @@ func TestCgroupRPCs(t *testing.T) {
 	if r, _ := s.State(ctx, &taskAPI.StateRequest{ID: "cg1"}); r.Status != task.Status_RUNNING {
 		t.Fatalf("state after resume: %v", r.Status)
 	}
-	// Stats: the Metrics type containerd and CRI decode, with real numbers.
+}
+
+// checkStats wants the Metrics type containerd and CRI decode, with real
+// numbers.
+func checkStats(ctx context.Context, t *testing.T, s *service) {
+	t.Helper()
 	sr, err := s.Stats(ctx, &taskAPI.StatsRequest{ID: "cg1"})
 	if err != nil {
 		t.Fatal(err)
@@ -126,6 +166,11 @@ func TestCgroupRPCs(t *testing.T) {
 	default:
 		t.Fatalf("stats are %T", v)
 	}
+}
+
+// checkUpdate sets cg1's memory limit and reads it back from the cgroup.
+func checkUpdate(ctx context.Context, t *testing.T, s *service, cgdir string) {
+	t.Helper()
 	limit := int64(48 << 20)
 	res, _ := typeurl.MarshalAnyToProto(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})
 	if _, err := s.Update(ctx, &taskAPI.UpdateTaskRequest{ID: "cg1", Resources: res}); err != nil {
@@ -138,23 +183,6 @@ func TestCgroupRPCs(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(cgdir, file)); strings.TrimSpace(string(b)) != fmt.Sprint(limit) {
 		t.Fatalf("%s is %q after update", file, b)
 	}
-	// A paused container is killed all the same.
-	s.Pause(ctx, &taskAPI.PauseRequest{ID: "cg1"})
-	if _, err := s.Kill(ctx, &taskAPI.KillRequest{ID: "cg1", Signal: 9, All: true}); err != nil {
-		t.Fatal(err)
-	}
-	if w, err := s.Wait(ctx, &taskAPI.WaitRequest{ID: "cg1"}); err != nil || w.ExitStatus != 137 {
-		t.Fatalf("wait %v %v", w, err)
-	}
-	s.Delete(ctx, &taskAPI.DeleteRequest{ID: "cg1", ExecID: "e1"})
-	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "cg1"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(cgdir); !os.IsNotExist(err) {
-		t.Fatalf("cgroup %s left after delete: %v", cgdir, err)
-	}
-	rec.wait(t, []string{"/tasks/create", "/tasks/start", "/tasks/exec-added e1", "/tasks/exec-started e1",
-		"/tasks/paused", "/tasks/resumed", "/tasks/paused", "/tasks/exit e1 137", "/tasks/exit cg1 137", "/tasks/delete"})
 }
 
 func TestCgroupOOMBeforeExit(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/tupper/tupper/shim/bundle"
 	"github.com/tupper/tupper/shim/process"
@@ -61,12 +62,14 @@ func (s *service) endContainer(c *Container) {
 
 // drainExecs waits a little for running execs to exit after their init
 // did. In a pid namespace of its own the kernel kills them with init;
-// otherwise they are killed here, as a container ends with its init.
+// otherwise they are killed here, as a container ends with its init. An
+// exec the kernel has already ended (Kill finds it gone) is waited for
+// too: its exit may not be reported yet, and it must go before init's.
 func (s *service) drainExecs(c *Container) {
 	deadline := time.After(5 * time.Second)
 	for _, e := range c.execList() {
-		if e.Kill(unix.SIGKILL, nil) != nil { // not started, or gone
-			continue
+		if errdefs.IsFailedPrecondition(e.Kill(unix.SIGKILL, nil)) {
+			continue // never started: no exit to wait for
 		}
 		select {
 		case <-e.Exited():

@@ -25,6 +25,8 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/internal/testutil"
 	"github.com/tupper/tupper/shim/container"
 	_ "github.com/tupper/tupper/shim/nsenter"
 )
@@ -85,10 +87,10 @@ func (r *recorder) wait(t *testing.T, want []string) {
 
 func newService(t *testing.T) (*service, *recorder, context.Context) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root")
+		testutil.Require(t, "needs root")
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("needs /bin/busybox")
+		testutil.Require(t, "needs /bin/busybox (busybox-static)")
 	}
 	ctx := namespaces.WithNamespace(context.Background(), "tupper-test")
 	ctx, sd := shutdown.WithShutdown(ctx)

@@ -1,0 +1,213 @@
+package harness
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tupper/tupper/internal/testutil"
+)
+
+// Environment knobs.
+const (
+	// EnvSnapshotterBin overrides the snapshotter daemon, by default
+	// bin/containerd-tupper-snapshotter (make build).
+	EnvSnapshotterBin = "TUPPER_BIN"
+	// EnvShim overrides tupper's shim, by default
+	// bin/containerd-shim-tupper-v2 (make build).
+	EnvShim = "TUPPER_SHIM"
+	// EnvSnapshotter=btrfs runs Tupper envs on containerd's built-in btrfs
+	// snapshotter instead: a check of the tests, not of tupper.
+	EnvSnapshotter = "TUPPER_TEST_SNAPSHOTTER"
+)
+
+// requireMachine fails (or, outside make test, skips loudly) when the
+// machine cannot run an Env with these options.
+func requireMachine(t testing.TB, o Options) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	bins := []string{"containerd", "ctr"}
+	if o.Snapshotter != Overlayfs {
+		if fs, err := os.ReadFile("/proc/filesystems"); err != nil || !bytes.Contains(fs, []byte("\tbtrfs\n")) {
+			missing = append(missing, "btrfs in /proc/filesystems (modprobe btrfs)")
+		}
+		bins = append(bins, "mkfs.btrfs", "losetup", "btrfs")
+	}
+	for _, bin := range bins {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin+" on PATH (make deps)")
+		}
+	}
+	if len(missing) > 0 {
+		testutil.Require(t, "lacks "+strings.Join(missing, "; "))
+	}
+}
+
+// RepoRoot is the root of tupper's source tree: the directory above the
+// test's working directory that holds tupper's go.mod.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && bytes.HasPrefix(b, []byte("module github.com/tupper/tupper\n")) {
+			return d
+		}
+		if d == "/" {
+			t.Fatalf("no tupper go.mod above %s", dir)
+		}
+	}
+}
+
+// binary is the program env names, or bin/<name> of the repository.
+func (e *Env) binary(t testing.TB, env, name string) string {
+	t.Helper()
+	p := os.Getenv(env)
+	if p == "" {
+		p = filepath.Join(e.repo, "bin", name)
+	}
+	abs, err := filepath.Abs(p)
+	if err == nil {
+		_, err = os.Stat(abs)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v (run `make build`, or set %s)", p, err, env)
+	}
+	return abs
+}
+
+// installShims puts a copy of tupper's shim into BinDir, first on
+// containerd's PATH, so that this Env's shims are the processes running
+// that file; and links runc's shim next to it.
+func (e *Env) installShims(t testing.TB) {
+	t.Helper()
+	if err := os.MkdirAll(e.BinDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(e.binary(t, EnvShim, "containerd-shim-tupper-v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Shim = filepath.Join(e.BinDir, "containerd-shim-tupper-v2")
+	if err := os.WriteFile(e.Shim, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := exec.LookPath("containerd-shim-runc-v2"); err == nil {
+		if err := os.Symlink(p, filepath.Join(e.BinDir, "containerd-shim-runc-v2")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// writeRuntimeConfig writes the options file of tupper's runtime: a
+// bridge, a free subnet and an address pool of this Env's own.
+func (e *Env) writeRuntimeConfig(t testing.TB) {
+	t.Helper()
+	subnet, err := freeSubnet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Bridge = fmt.Sprintf("tph%08d", rand.IntN(1e8))
+	e.Subnet = subnet.String()
+	e.RuntimeConfig = filepath.Join(e.Dir, "tupper-runtime.toml")
+	toml := fmt.Sprintf("Bridge = %q\nSubnet = %q\nNetworkStateDir = %q\n", e.Bridge, e.Subnet, e.IPAMDir())
+	if e.opts.SystemdCgroup {
+		toml += "SystemdCgroup = true\n"
+	}
+	if err := os.WriteFile(e.RuntimeConfig, []byte(toml+e.opts.RuntimeOptions), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// IPAMDir is where this Env's tupper network keeps its address allocations.
+func (e *Env) IPAMDir() string { return filepath.Join(e.Dir, "net") }
+
+// TupperRuntime is the ctr run flags for tupper's runtime with this Env's
+// runtime options (network, cgroup driver).
+func (e *Env) TupperRuntime() []string {
+	return []string{"--runtime", TupperRuntimeType, "--runtime-config-path", e.RuntimeConfig}
+}
+
+// freeSubnet is a 10.213.x.0/24 (x from 100 to 199) that no address or
+// route of this host's network namespace overlaps, starting at a place
+// that differs from run to run.
+func freeSubnet() (netip.Prefix, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	routes, _ := exec.Command("ip", "-4", "route", "show").Output()
+	start := rand.IntN(100)
+	for i := 0; i < 100; i++ {
+		p := netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", 100+(start+i)%100))
+		used := strings.Contains(string(routes), p.String())
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok && p.Contains(ip) {
+					used = true
+				}
+			}
+		}
+		if !used {
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("no free subnet in 10.213.100.0-10.213.199.0")
+}
+
+// ShimPids lists the shims of this Env's containerd (tupper's or runc's):
+// the processes containerd started with its address.
+func (e *Env) ShimPids() []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, d := range ents {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + d.Name() + "/exe")
+		if err != nil || !strings.HasPrefix(filepath.Base(exe), "containerd-shim-") {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		for _, arg := range strings.Split(string(b), "\x00") {
+			if arg == e.Address {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// deleteLink deletes a network link (the Env's bridge) if it exists.
+func deleteLink(name string) error {
+	if _, err := os.Stat("/sys/class/net/" + name); name == "" || err != nil {
+		return nil
+	}
+	if out, err := exec.Command("ip", "link", "del", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("deleting link %s: %v %s", name, err, out)
+	}
+	return nil
+}
+
+func dialUnix(sock string) error {
+	c, err := net.Dial("unix", sock)
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
