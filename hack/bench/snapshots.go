@@ -139,6 +139,10 @@ func (b *bench) snapshotOps() ([]*Result, error) {
 	commit := newResult(group, "Commit", "ms", b.snapshotters)
 	view := newResult(group, "View", "ms", b.snapshotters)
 	remove := newResult(group, "Remove", "ms", b.snapshotters)
+	// Issue 18: snapshot operations at overlayfs speed.
+	prep.Target = &Target{Baseline: "overlayfs", MaxRatio: 1.0, Text: "≤ 1.0× overlayfs"}
+	view.Target = &Target{Baseline: "overlayfs", MaxRatio: 1.0, Text: "≤ 1.0× overlayfs"}
+	commit.Target = &Target{Baseline: "overlayfs", MaxRatio: 1.5, Text: "≤ 1.5× overlayfs"}
 	prep.Note = fmt.Sprintf("an active snapshot of a committed %s-file base layer, through containerd's snapshot service (gRPC to containerd; for tupper, containerd then calls the daemon)", thousands(baseDirs*baseFiles))
 	commit.Note = "that snapshot after one 4 KiB file was written into it (the write and the mounts are not timed)"
 	view.Note = "a read-only view of the committed snapshot"
