@@ -3,6 +3,7 @@ package snapshotter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -224,4 +225,35 @@ func olderRoot(t *testing.T, ctx context.Context, root string) map[string]string
 		t.Fatal(err)
 	}
 	return ids
+}
+
+// TestNewSubvolumeOnDisk: Prepare without a parent commits a btrfs
+// transaction after making its subvolume, before it commits the metadata
+// that names it, so that a power loss cannot keep the one without the
+// other. (btrfs counts its commits in sysfs; nothing else writes to this
+// filesystem meanwhile.)
+func TestNewSubvolumeOnDisk(t *testing.T) {
+	s := newTestSnapshotter(t)
+	uuid, err := filesystemUUID(s.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commits := func() int {
+		b, err := os.ReadFile(filepath.Join("/sys/fs/btrfs", uuid, "commit_stats"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if _, err := fmt.Sscanf(string(b), "commits %d", &n); err != nil {
+			t.Fatalf("commit_stats %q: %v", b, err)
+		}
+		return n
+	}
+	before := commits()
+	if _, err := s.Prepare(testContext(t), "empty", ""); err != nil {
+		t.Fatal(err)
+	}
+	if commits() == before {
+		t.Fatal("Prepare without parent committed no btrfs transaction")
+	}
 }

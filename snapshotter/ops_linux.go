@@ -89,7 +89,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 // (no btrfs transaction commit) is needed. An active snapshot of a parent
 // takes the parent's spare if there is one, and is a new writable snapshot
 // of the parent otherwise. A snapshot without parent is a new empty
-// subvolume, which btrfs makes without a transaction commit.
+// subvolume.
 func (s *Snapshotter) makeSubvolume(ctx context.Context, kind snapshots.Kind, snap storage.Snapshot, parentPath string) (loc location, path, made string, err error) {
 	if kind == snapshots.KindView && parentPath != "" {
 		return location{shared: true}, parentPath, "", nil
@@ -109,12 +109,20 @@ func (s *Snapshotter) makeSubvolume(ctx context.Context, kind snapshots.Kind, sn
 		return location{}, "", "", err
 	}
 	if parentPath == "" {
-		err = btrfs.SubvolCreate(target)
+		// A new subvolume is on disk only once a btrfs transaction
+		// commits, and bolt's fsync of the metadata that names it does
+		// not commit one (btrfs logs just the synced file). Commit it
+		// first, so that not even a power loss leaves metadata naming a
+		// subvolume that is not there. A snapshot commits by itself.
+		if err = btrfs.SubvolCreate(target); err == nil {
+			made = target
+			err = commitTransaction(target)
+		}
 	} else {
 		err = btrfs.SubvolSnapshot(target, parentPath, false)
 	}
 	if err != nil {
-		return location{}, "", "", err
+		return location{}, "", made, err
 	}
 	return location{rel: rel}, target, target, nil
 }

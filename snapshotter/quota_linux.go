@@ -18,6 +18,8 @@ import (
 const (
 	iocSync         = 0x9408     // _IO(0x94, 8)
 	iocSnapDestroy  = 0x5000940f // _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
+	iocWaitSync     = 0x40089416 // _IOW(0x94, 22, __u64)
+	iocStartSync    = 0x80089418 // _IOR(0x94, 24, __u64)
 	iocSubvolGetfl  = 0x80089419 // _IOR(0x94, 25, __u64)
 	iocSubvolSetfl  = 0x4008941a // _IOW(0x94, 26, __u64)
 	iocFSInfo       = 0x8400941f // _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
@@ -87,6 +89,19 @@ func filesystemUUID(path string) (string, error) {
 // group counters are brought up to date.
 func syncFilesystem(path string) error {
 	return withDir(path, func(f *os.File) error { return ioctl(f, iocSync, nil) })
+}
+
+// commitTransaction commits the running btrfs transaction and waits for it,
+// without first writing out dirty file data as syncFilesystem does: what
+// it makes durable is metadata, such as a new subvolume.
+func commitTransaction(path string) error {
+	return withDir(path, func(f *os.File) error {
+		var transid uint64
+		if err := ioctl(f, iocStartSync, unsafe.Pointer(&transid)); err != nil {
+			return err
+		}
+		return ioctl(f, iocWaitSync, unsafe.Pointer(&transid))
+	})
 }
 
 // enableQuota turns on simple or classic quotas for the whole filesystem.
