@@ -101,7 +101,11 @@ func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshott
 			return nil, err
 		}
 	}
-	ms, err := storage.NewMetaStore(filepath.Join(root, "metadata.db"), func(o *bolt.Options) error {
+	dbPath := filepath.Join(root, "metadata.db")
+	if err := noCOWMetadata(dbPath); err != nil {
+		log.G(ctx).WithError(err).Warn("metadata stays a copy-on-write file: its commits cost more")
+	}
+	ms, err := storage.NewMetaStore(dbPath, func(o *bolt.Options) error {
 		o.Timeout = 5 * time.Second
 		return nil
 	})
