@@ -22,36 +22,44 @@ func subvolumeDirs() []string {
 // Cleanup deletes every entry under <root>/{active,view,committed,spare}
 // that metadata does not know and that is not a free spare: leftovers of
 // crashes and of deletions that failed. It holds a write transaction so no
-// create or commit is half-way meanwhile. First it marks the layers
-// committed since the last quiet moment read-only (see sealer).
+// create or commit is half-way meanwhile, and rolls it back: it changes no
+// metadata, and a commit would cost two fdatasyncs. First it marks the
+// layers committed since the last quiet moment read-only (see sealer).
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	s.sealer.flush()
-	return s.withTx(ctx, true, func(ctx context.Context, tx *bolt.Tx) error {
-		known, err := s.knownPaths(ctx, tx)
+	ctx, tx, err := s.transaction(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return s.cleanup(ctx, tx)
+}
+
+func (s *Snapshotter) cleanup(ctx context.Context, tx *bolt.Tx) error {
+	known, err := s.knownPaths(ctx, tx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, dir := range subvolumeDirs() {
+		entries, err := os.ReadDir(filepath.Join(s.root, dir))
 		if err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
-		var errs []error
-		for _, dir := range subvolumeDirs() {
-			entries, err := os.ReadDir(filepath.Join(s.root, dir))
-			if err != nil {
-				errs = append(errs, err)
+		for _, e := range entries {
+			p := filepath.Join(s.root, dir, e.Name())
+			if known[p] || (dir == spareDir && s.spares.free(p)) {
 				continue
 			}
-			for _, e := range entries {
-				p := filepath.Join(s.root, dir, e.Name())
-				if known[p] || (dir == spareDir && s.spares.free(p)) {
-					continue
-				}
-				if err := s.deleteSubvolume(p); err != nil {
-					errs = append(errs, fmt.Errorf("cleanup of %s: %w", p, err))
-					continue
-				}
-				log.G(ctx).WithField("path", p).Info("cleaned up orphaned subvolume")
+			if err := s.deleteSubvolume(p); err != nil {
+				errs = append(errs, fmt.Errorf("cleanup of %s: %w", p, err))
+				continue
 			}
+			log.G(ctx).WithField("path", p).Info("cleaned up orphaned subvolume")
 		}
-		return errors.Join(errs...)
-	})
+	}
+	return errors.Join(errs...)
 }
 
 // deleteUnreferenced deletes a subvolume that metadata no longer names. A
