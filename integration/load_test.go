@@ -43,29 +43,39 @@ func (e *Env) leftovers() leftovers {
 			l.mounts = append(l.mounts, m)
 		}
 	}
+	layers := 0
 	for _, s := range snapshotLines(e.MustCtr("snapshots", "--snapshotter", e.Snapshotter, "ls")) {
 		if !strings.HasSuffix(s, "Committed") {
 			l.snapshots = append(l.snapshots, s) // image layers stay; nothing else may
+		} else {
+			layers++
 		}
 	}
-	// Image layers stay, and so may one spare snapshot per layer (made
-	// ahead of a container's Prepare; it goes with its layer).
-	committed := map[string]bool{}
-	var spares []string
+	// Image layers stay, as subvolumes named by their id where they were
+	// made (active/<id>; committed/<id> in roots of earlier versions), and
+	// so may one spare snapshot of each in spare/, named <layer id>.<...>
+	// (made ahead of a container's Prepare; it goes with its layer). A
+	// container that took a spare also lives in spare/: a second one of a
+	// layer is a leak.
+	ids := map[string]bool{}
+	var kept, spares []string
 	for _, s := range e.Subvolumes() {
-		switch {
-		case strings.Contains(s, "committed/"):
-			committed[filepath.Base(s)] = true
-		case strings.Contains(s, "spare/"):
+		if strings.Contains(s, "spare/") {
 			spares = append(spares, s)
-		default:
-			l.subvolumes = append(l.subvolumes, s)
+		} else {
+			kept = append(kept, s)
+			ids[filepath.Base(s)] = true
 		}
 	}
+	if len(kept) != layers {
+		l.subvolumes = append(l.subvolumes, fmt.Sprintf("%d subvolumes for %d layers: %s", len(kept), layers, strings.Join(kept, " ")))
+	}
+	seen := map[string]bool{}
 	for _, s := range spares {
-		// A spare is named <parent id>.<n>.
-		if parent, _, _ := strings.Cut(filepath.Base(s), "."); !committed[parent] {
+		if parent, _, _ := strings.Cut(filepath.Base(s), "."); !ids[parent] || seen[parent] {
 			l.subvolumes = append(l.subvolumes, s)
+		} else {
+			seen[parent] = true
 		}
 	}
 	if e.Bridge != "" {

@@ -208,31 +208,31 @@ func TestCleanupRemovesOnlyOrphans(t *testing.T) {
 	known := readState(t, s)
 
 	// Orphans as crashes leave them: subvolumes, a read-only one, a plain
-	// directory, and a subvolume with a nested subvolume inside.
-	active, committed := s.path(snapshots.KindActive, "9001"), s.path(snapshots.KindCommitted, "9002")
-	for _, p := range []string{active, committed} {
+	// directory, a subvolume with a nested subvolume inside, and a spare
+	// nobody took.
+	at := func(dir, name string) string { return filepath.Join(s.root, dir, name) }
+	active, committed := at("active", "9001"), at("committed", "9002")
+	for _, p := range []string{active, committed, at(spareDir, "1.dead.1")} {
 		if err := btrfs.SubvolCreate(p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The committed snapshot "base" lives in committed/; its id under
-	// active/ is an orphan as a crash after Commit leaves it.
-	var baseID string
-	for _, p := range known.known {
-		if filepath.Base(filepath.Dir(p)) == "committed" {
-			baseID = filepath.Base(p)
-		}
+	// "base" was committed where it was made, in active/; a copy of it
+	// under committed/ (where older versions kept layers) is an orphan.
+	base := snapshotDir(t, s, "base")
+	if filepath.Base(filepath.Dir(base)) != "active" {
+		t.Fatalf("base layer at %s, want it where it was made, in active/", base)
 	}
-	if err := btrfs.SubvolSnapshot(s.path(snapshots.KindActive, baseID), s.path(snapshots.KindCommitted, baseID), true); err != nil {
+	if err := btrfs.SubvolSnapshot(at("committed", filepath.Base(base)), base, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := btrfs.SubvolSnapshot(s.path(snapshots.KindView, "9003"), active, true); err != nil {
+	if err := btrfs.SubvolSnapshot(at("view", "9003"), active, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := btrfs.SubvolCreate(filepath.Join(committed, "nested")); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.MkdirAll(filepath.Join(s.path(snapshots.KindActive, "9004"), "half-made"), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Join(at("active", "9004"), "half-made"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if st := readState(t, s); st.consistent() {

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/errdefs"
 )
 
@@ -29,10 +27,11 @@ var layerContent = bytes.Repeat([]byte("tupper layer content\n"), 4096)
 // scenario walks through every kind of operation with keys suffixed by tag.
 func scenario(ctx context.Context, s *Snapshotter, tag string) error {
 	k := func(name string) string { return name + "-" + tag }
-	if _, err := s.Prepare(ctx, k("layer-active"), ""); err != nil {
+	mounts, err := s.Prepare(ctx, k("layer-active"), "")
+	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(s.path(snapshots.KindActive, mustID(ctx, s, k("layer-active"))), "data"), layerContent, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(mounts[0].Source, "data"), layerContent, 0o644); err != nil {
 		return err
 	}
 	if err := s.Commit(ctx, k("layer"), k("layer-active")); err != nil {
@@ -41,23 +40,19 @@ func scenario(ctx context.Context, s *Snapshotter, tag string) error {
 	if _, err := s.View(ctx, k("view"), k("layer")); err != nil {
 		return err
 	}
-	if _, err := s.Prepare(ctx, k("container"), k("layer")); err != nil {
-		return err
+	// The second container starts a spare of the layer; the third takes it
+	// (waiting for it if it is still being made).
+	for _, c := range []string{"container", "container2", "container3"} {
+		if _, err := s.Prepare(ctx, k(c), k("layer")); err != nil {
+			return err
+		}
 	}
-	if err := s.Remove(ctx, k("view")); err != nil {
-		return err
+	for _, r := range []string{"view", "container", "container2", "container3"} {
+		if err := s.Remove(ctx, k(r)); err != nil {
+			return err
+		}
 	}
-	return s.Remove(ctx, k("container"))
-}
-
-func mustID(ctx context.Context, s *Snapshotter, key string) string {
-	var id string
-	s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
-		var err error
-		id, _, _, err = storage.GetInfo(ctx, key)
-		return err
-	})
-	return id
+	return nil
 }
 
 // TestMain lets the test binary serve as the children of the crash and
@@ -107,14 +102,17 @@ func TestCrashRecovery(t *testing.T) {
 		skip int // crash at the (skip+1)th time the step is reached
 	}{
 		{"create:subvolume", 0}, // Prepare of the layer, before metadata commit
-		{"create:subvolume", 1}, // View
+		{"create:subvolume", 1}, // View (no subvolume of its own)
 		{"create:subvolume", 2}, // Prepare of the container
+		{"create:subvolume", 4}, // Prepare of container3, which took the spare
 		{"create:committed", 0},
 		{"create:committed", 1},
-		{"commit:subvolume", 0}, // read-only copy made, metadata not committed
-		{"commit:committed", 0}, // metadata committed, active subvolume not yet deleted
-		{"remove:committed", 0}, // view gone from metadata, subvolume still there
-		{"remove:committed", 1},
+		{"create:committed", 4},
+		{"commit:metadata", 0},  // metadata written, not committed
+		{"commit:committed", 0}, // metadata committed, subvolume not yet read-only
+		{"remove:committed", 0}, // view gone from metadata
+		{"remove:committed", 1}, // container gone from metadata, subvolume still there
+		{"remove:committed", 3}, // container3 (in spare/) gone from metadata
 	}
 	for i, p := range points {
 		t.Run(fmt.Sprintf("%s#%d", p.step, p.skip), func(t *testing.T) {
@@ -146,11 +144,16 @@ func TestCrashRecovery(t *testing.T) {
 			if st := readState(t, s); !st.consistent() {
 				t.Fatalf("not consistent after restart + Cleanup: %+v", st)
 			}
-			// Whatever committed layer survived holds its content intact.
+			// Whatever committed layer survived holds its content intact,
+			// in a subvolume that is read-only by now.
 			if _, err := s.Stat(ctx, "layer-crashed"); err == nil {
-				got, err := os.ReadFile(filepath.Join(s.path(snapshots.KindCommitted, mustID(ctx, s, "layer-crashed")), "data"))
+				dir := snapshotDir(t, s, "layer-crashed")
+				got, err := os.ReadFile(filepath.Join(dir, "data"))
 				if err != nil || !bytes.Equal(got, layerContent) {
 					t.Fatalf("committed layer content damaged: %v", err)
+				}
+				if ro, err := readOnly(dir); err != nil || !ro {
+					t.Fatalf("committed layer %s is not read-only after the restart (%v)", dir, err)
 				}
 			} else if !errdefs.IsNotFound(err) {
 				t.Fatal(err)

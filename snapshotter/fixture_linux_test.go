@@ -7,7 +7,10 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/log/logtest"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/tupper/tupper/internal/testutil"
 )
@@ -44,8 +47,8 @@ type state struct {
 func readState(t testing.TB, s *Snapshotter) state {
 	t.Helper()
 	var st state
-	err := s.ms.WithTransaction(testContext(t), false, func(ctx context.Context) error {
-		m, err := s.knownPaths(ctx)
+	err := s.withTx(testContext(t), false, func(ctx context.Context, tx *bolt.Tx) error {
+		m, err := s.knownPaths(ctx, tx)
 		for p := range m {
 			st.known = append(st.known, p)
 		}
@@ -54,18 +57,48 @@ func readState(t testing.TB, s *Snapshotter) state {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range kindDirs {
+	for _, dir := range subvolumeDirs() {
 		entries, err := os.ReadDir(filepath.Join(s.root, dir))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range entries {
-			st.onDisk = append(st.onDisk, filepath.Join(s.root, dir, e.Name()))
+			p := filepath.Join(s.root, dir, e.Name())
+			if dir != spareDir || !s.spares.free(p) {
+				st.onDisk = append(st.onDisk, p)
+			}
 		}
 	}
 	sort.Strings(st.known)
 	sort.Strings(st.onDisk)
 	return st
+}
+
+// snapshotDir is the subvolume that holds the files of the snapshot key,
+// whatever its kind.
+func snapshotDir(t testing.TB, s *Snapshotter, key string) string {
+	t.Helper()
+	var dir string
+	err := s.withTx(testContext(t), false, func(ctx context.Context, tx *bolt.Tx) error {
+		id, info, _, err := storage.GetInfo(ctx, key)
+		if err != nil {
+			return err
+		}
+		var parents []string
+		if info.Kind == snapshots.KindView && info.Parent != "" {
+			pid, _, _, err := storage.GetInfo(ctx, info.Parent)
+			if err != nil {
+				return err
+			}
+			parents = []string{pid}
+		}
+		dir, err = s.subvolumePath(tx, info.Kind, id, parents)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("subvolume of %s: %v", key, err)
+	}
+	return dir
 }
 
 func sameStrings(a, b []string) bool {

@@ -18,12 +18,17 @@ import (
 const (
 	iocSync         = 0x9408     // _IO(0x94, 8)
 	iocSnapDestroy  = 0x5000940f // _IOW(0x94, 15, struct btrfs_ioctl_vol_args)
+	iocWaitSync     = 0x40089416 // _IOW(0x94, 22, __u64)
+	iocStartSync    = 0x80089418 // _IOR(0x94, 24, __u64)
+	iocSubvolGetfl  = 0x80089419 // _IOR(0x94, 25, __u64)
+	iocSubvolSetfl  = 0x4008941a // _IOW(0x94, 26, __u64)
 	iocFSInfo       = 0x8400941f // _IOR(0x94, 31, struct btrfs_ioctl_fs_info_args)
 	iocQuotaCtl     = 0xc0109428 // _IOWR(0x94, 40, struct btrfs_ioctl_quota_ctl_args)
 	iocQgroupLimit  = 0x8030942b // _IOR(0x94, 43, struct btrfs_ioctl_qgroup_limit_args)
 	quotaCtlEnable  = 1
 	quotaCtlSimple  = 4 // BTRFS_QUOTA_CTL_ENABLE_SIMPLE_QUOTA, Linux >= 6.7
 	qgroupLimitExcl = 1 << 1
+	subvolReadOnly  = 1 << 1 // BTRFS_SUBVOL_RDONLY
 	pathNameMax     = 4087
 )
 
@@ -93,6 +98,19 @@ func haveSimpleQuota() bool {
 	return err == nil
 }
 
+// commitTransaction commits the running btrfs transaction and waits for it,
+// without first writing out dirty file data as syncFilesystem does: what
+// it makes durable is metadata, such as a new subvolume.
+func commitTransaction(path string) error {
+	return withDir(path, func(f *os.File) error {
+		var transid uint64
+		if err := ioctl(f, iocStartSync, unsafe.Pointer(&transid)); err != nil {
+			return err
+		}
+		return ioctl(f, iocWaitSync, unsafe.Pointer(&transid))
+	})
+}
+
 // enableQuota turns on simple or classic quotas for the whole filesystem.
 func enableQuota(path string, simple bool) error {
 	args := struct{ cmd, status uint64 }{cmd: quotaCtlEnable}
@@ -127,6 +145,26 @@ func destroySubvolume(path string) error {
 	}
 	copy(args.name[:], name)
 	return withDir(dir, func(f *os.File) error { return ioctl(f, iocSnapDestroy, unsafe.Pointer(&args)) })
+}
+
+// readOnly reports whether the subvolume at path is marked read-only.
+func readOnly(path string) (bool, error) {
+	var flags uint64
+	err := withDir(path, func(f *os.File) error { return ioctl(f, iocSubvolGetfl, unsafe.Pointer(&flags)) })
+	return flags&subvolReadOnly != 0, err
+}
+
+// setReadOnly marks the subvolume at path read-only. The kernel commits a
+// transaction for it.
+func setReadOnly(path string) error {
+	var flags uint64
+	return withDir(path, func(f *os.File) error {
+		if err := ioctl(f, iocSubvolGetfl, unsafe.Pointer(&flags)); err != nil || flags&subvolReadOnly != 0 {
+			return err
+		}
+		flags |= subvolReadOnly
+		return ioctl(f, iocSubvolSetfl, unsafe.Pointer(&flags))
+	})
 }
 
 // quotaState reads /sys/fs/btrfs/<uuid>/qgroups: "" when quotas are off,

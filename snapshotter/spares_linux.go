@@ -7,55 +7,83 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/containerd/btrfs/v2"
 	"github.com/containerd/log"
 )
 
-// spareDir holds writable snapshots made ahead of time (see spares). It is
-// not one of kindDirs: metadata never names what is in it.
+// spareDir holds writable snapshots made ahead of time (see spares), and
+// the active snapshots that took one: a taken spare stays where it is.
 const spareDir = "spare"
 
 // spares keeps one writable snapshot, made ahead of time, of each committed
 // snapshot that active snapshots keep being made from: an image's top
 // layer, once a second container of that image was made. Making a btrfs
 // snapshot commits a transaction (most of an active Prepare's time);
-// renaming a spare into place does not. A parent earns a spare only on its
-// second active child, so unpacking (each layer is a parent once) makes
-// none. Spares live in memory: a spare on disk that is not in ready (after
-// a crash, or being made) is deleted at start and by Close.
+// taking a spare only records it in metadata. A parent earns a spare only
+// on its second active child, so unpacking (each layer is a parent once)
+// makes none. Which spares are free lives in memory: at start, everything
+// in spare/ that metadata does not name is deleted, and Close deletes the
+// free ones.
 type spares struct {
-	dir string
-	seq atomic.Uint64
+	dir   string
+	nonce string // spare names from an earlier run must not come back
+	seq   uint64
 
 	mu      sync.Mutex
+	changed *sync.Cond // a spare was made or given up
 	closed  bool
 	uses    map[string]int    // parent id: active snapshots made from it
 	ready   map[string]string // parent id: its spare
-	making  map[string]bool   // parent id: a spare is being made
+	making  map[string]string // parent id: the spare being made
 	removed map[string]bool   // parent id: removed while its spare was being made
 	wg      sync.WaitGroup
 }
 
-func newSpares(ctx context.Context, root string) (*spares, error) {
+func newSpares(root string) (*spares, error) {
 	dir := filepath.Join(root, spareDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	p := &spares{dir: dir, uses: map[string]int{}, ready: map[string]string{}, making: map[string]bool{}, removed: map[string]bool{}}
-	p.deleteAll(ctx)
+	p := &spares{
+		dir:     dir,
+		nonce:   fmt.Sprintf("%x", time.Now().UnixNano()),
+		uses:    map[string]int{},
+		ready:   map[string]string{},
+		making:  map[string]string{},
+		removed: map[string]bool{},
+	}
+	p.changed = sync.NewCond(&p.mu)
 	return p, nil
 }
 
-// take hands out parent's spare, if one is ready; the caller renames it
-// into place (or deletes it).
+// take hands out parent's spare, waiting for one being made, or returns "".
+// The caller records it as its snapshot's subvolume (or deletes it).
 func (p *spares) take(parent string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for p.making[parent] != "" {
+		p.changed.Wait()
+	}
 	path := p.ready[parent]
 	delete(p.ready, parent)
 	return path
+}
+
+// free reports whether path is a spare that is free or being made, which
+// Cleanup must leave alone.
+func (p *spares) free(path string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range []map[string]string{p.ready, p.making} {
+		for _, sp := range m {
+			if sp == path {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // used records an active snapshot made from parent and, from the second
@@ -65,12 +93,13 @@ func (p *spares) used(ctx context.Context, parent, committed string, snapshot fu
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.uses[parent]++
-	if p.closed || p.uses[parent] < 2 || p.ready[parent] != "" || p.making[parent] {
+	if p.closed || p.uses[parent] < 2 || p.ready[parent] != "" || p.making[parent] != "" {
 		return
 	}
-	p.making[parent] = true
+	p.seq++
+	path := filepath.Join(p.dir, fmt.Sprintf("%s.%s.%d", parent, p.nonce, p.seq))
+	p.making[parent] = path
 	delete(p.removed, parent)
-	path := filepath.Join(p.dir, fmt.Sprintf("%s.%d", parent, p.seq.Add(1)))
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -78,6 +107,7 @@ func (p *spares) used(ctx context.Context, parent, committed string, snapshot fu
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		delete(p.making, parent)
+		p.changed.Broadcast()
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("parent", parent).Debug("spare snapshot not made")
 			return
@@ -96,7 +126,7 @@ func (p *spares) parentRemoved(ctx context.Context, parent string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.uses, parent)
-	if p.making[parent] {
+	if p.making[parent] != "" {
 		p.removed[parent] = true
 	}
 	if path := p.ready[parent]; path != "" {
@@ -105,23 +135,29 @@ func (p *spares) parentRemoved(ctx context.Context, parent string) {
 	}
 }
 
-// close waits for spares being made and deletes every spare.
+// close waits for spares being made and deletes the free ones.
 func (p *spares) close(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
 	p.wg.Wait()
-	p.deleteAll(ctx)
-}
-
-func (p *spares) deleteAll(ctx context.Context) {
-	entries, _ := os.ReadDir(p.dir)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range entries {
-		p.deleteSpare(ctx, filepath.Join(p.dir, e.Name()))
+	for parent, path := range p.ready {
+		p.deleteSpare(ctx, path)
+		delete(p.ready, parent)
 	}
-	p.ready = map[string]string{}
+}
+
+// deleteUnknown deletes what a crash or an earlier run left in spare/:
+// everything that is not a snapshot's subvolume in known.
+func (p *spares) deleteUnknown(ctx context.Context, known map[string]bool) {
+	entries, _ := os.ReadDir(p.dir)
+	for _, e := range entries {
+		if path := filepath.Join(p.dir, e.Name()); !known[path] {
+			p.deleteSpare(ctx, path)
+		}
+	}
 }
 
 func (p *spares) deleteSpare(ctx context.Context, path string) {

@@ -1,50 +1,58 @@
 package snapshotter
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/containerd/btrfs/v2"
 	"github.com/containerd/containerd/v2/core/snapshots"
-	"github.com/containerd/containerd/v2/core/snapshots/storage"
 )
 
-// spareFiles lists what is in the spare directory.
-func spareFiles(t *testing.T, s *Snapshotter) []string {
+// idle returns once no spare is being made.
+func (p *spares) idle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.making) > 0 {
+		p.changed.Wait()
+	}
+}
+
+// freeSpares waits until no spare is being made and lists the free ones:
+// what is in spare/ and no snapshot's subvolume.
+func freeSpares(t *testing.T, s *Snapshotter) []string {
 	t.Helper()
+	s.spares.idle()
+	known := map[string]bool{}
+	for _, p := range readState(t, s).known {
+		known[p] = true
+	}
 	entries, err := os.ReadDir(filepath.Join(s.root, spareDir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	var free []string
 	for _, e := range entries {
-		names = append(names, e.Name())
+		if p := filepath.Join(s.root, spareDir, e.Name()); !known[p] {
+			free = append(free, p)
+		}
 	}
-	return names
+	return free
 }
 
-func waitSpares(t *testing.T, s *Snapshotter, n int) []string {
+func wantSpares(t *testing.T, s *Snapshotter, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got := spareFiles(t, s)
-		if len(got) == n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("spares %v, want %d", got, n)
-		}
-		time.Sleep(10 * time.Millisecond)
+	got := freeSpares(t, s)
+	if len(got) != n {
+		t.Fatalf("free spares %v, want %d", got, n)
 	}
+	return got
 }
 
 // TestSpares: from the second active snapshot of a parent on, a writable
-// snapshot of it is made ahead of time; the next Prepare renames it into
-// place, with the parent's content, writable and independent of its
-// siblings. Removing the parent deletes its spare, and so does Close.
+// snapshot of it is made ahead of time; the next Prepare takes it where it
+// is, with the parent's content, writable and independent of its
+// siblings. Removing the parent deletes its spare.
 func TestSpares(t *testing.T) {
 	s := newTestSnapshotter(t)
 	ctx := testContext(t)
@@ -61,18 +69,15 @@ func TestSpares(t *testing.T) {
 	if _, err := s.Prepare(ctx, "c1", "base"); err != nil {
 		t.Fatal(err)
 	}
-	s.spares.wg.Wait() // a spare, had Prepare started one, is on disk now
-	if got := spareFiles(t, s); len(got) != 0 {
-		t.Fatalf("a spare after the first active child: %v", got)
-	}
+	wantSpares(t, s, 0) // not after the first active child
 	if _, err := s.View(ctx, "v1", "base"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Prepare(ctx, "c2", "base"); err != nil {
 		t.Fatal(err)
 	}
-	spare := waitSpares(t, s, 1)[0]
-	spareID, err := btrfs.SubvolID(filepath.Join(s.root, spareDir, spare))
+	spare := wantSpares(t, s, 1)[0]
+	spareID, err := btrfs.SubvolID(spare)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,16 +90,11 @@ func TestSpares(t *testing.T) {
 	if err != nil || info.Kind != snapshots.KindActive || info.Parent != "base" {
 		t.Fatalf("c3: %+v %v", info, err)
 	}
-	var snap string
-	err = s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
-		snap, _, _, err = storage.GetInfo(ctx, "c3")
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
+	if dir := snapshotDir(t, s, "c3"); dir != spare || mounts[0].Source != spare {
+		t.Fatalf("c3 is %s, mounted from %s, not the spare %s", dir, mounts[0].Source, spare)
 	}
-	if id, err := btrfs.SubvolID(s.path(snapshots.KindActive, snap)); err != nil || id != spareID {
-		t.Fatalf("c3 is subvolume %d (%v), not the spare %d", id, err, spareID)
+	if id, err := btrfs.SubvolID(spare); err != nil || id != spareID {
+		t.Fatalf("c3's subvolume is %d (%v), not the spare %d", id, err, spareID)
 	}
 	c3 := mountSnapshot(t, mounts)
 	if b, err := os.ReadFile(filepath.Join(c3, "from-base")); err != nil || string(b) != "base" {
@@ -111,32 +111,61 @@ func TestSpares(t *testing.T) {
 		t.Fatal("a write to c3 shows in c2")
 	}
 	// c3 took the spare; the next one is made.
-	if next := waitSpares(t, s, 1)[0]; next == spare {
+	if next := wantSpares(t, s, 1)[0]; next == spare {
 		t.Fatalf("spare %s was not replaced", spare)
 	}
+	if st := readState(t, s); !st.consistent() {
+		t.Fatalf("metadata and subvolumes disagree: %+v", st)
+	}
 
-	// Removing the parent (after its children) deletes its spare.
+	// Removing c3 deletes the subvolume it took; removing the parent
+	// (after its children) deletes its spare.
 	for _, k := range []string{"c1", "c2", "c3", "v1", "base"} {
 		if err := s.Remove(ctx, k); err != nil {
 			t.Fatalf("remove %s: %v", k, err)
 		}
 	}
-	waitSpares(t, s, 0)
+	if got, _ := os.ReadDir(filepath.Join(s.root, spareDir)); len(got) != 0 {
+		t.Fatalf("spare/ after removing everything: %v", got)
+	}
 }
 
-// TestSparesGoWithClose: Close deletes the spares it made.
-func TestSparesGoWithClose(t *testing.T) {
+// TestSparesAcrossRestart: Close deletes the free spares, not the ones
+// containers took; a restart keeps those and their content.
+func TestSparesAcrossRestart(t *testing.T) {
 	s := newTestSnapshotter(t)
 	ctx := testContext(t)
 	baseAndContainer(t, s)
 	if _, err := s.Prepare(ctx, "container2", "base"); err != nil {
 		t.Fatal(err)
 	}
-	waitSpares(t, s, 1)
+	wantSpares(t, s, 1)
+	mounts, err := s.Prepare(ctx, "container3", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := mounts[0].Source
+	if err := os.WriteFile(filepath.Join(taken, "mine"), []byte("3"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantSpares(t, s, 1)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := spareFiles(t, s); len(got) != 0 {
-		t.Fatalf("spares left after Close: %v", got)
+	entries, err := os.ReadDir(filepath.Join(s.root, spareDir))
+	if err != nil || len(entries) != 1 || filepath.Join(s.root, spareDir, entries[0].Name()) != taken {
+		t.Fatalf("spare/ after Close: %v (%v), want only container3's %s", entries, err, taken)
+	}
+
+	s, err = NewSnapshotter(ctx, s.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if b, err := os.ReadFile(filepath.Join(snapshotDir(t, s, "container3"), "mine")); err != nil || string(b) != "3" {
+		t.Fatalf("container3 after a restart: %q %v", b, err)
+	}
+	if st := readState(t, s); !st.consistent() {
+		t.Fatalf("metadata and subvolumes disagree after a restart: %+v", st)
 	}
 }

@@ -222,7 +222,10 @@ func checkAgreement(t *testing.T, srv *stressServer, restart int) {
 		if info.Kind != snapshots.KindCommitted {
 			return nil
 		}
-		dir := s.path(snapshots.KindCommitted, mustID(ctx, s, info.Name))
+		dir := snapshotDir(t, s, info.Name)
+		if ro, err := readOnly(dir); err != nil || !ro {
+			return fmt.Errorf("layer %s: subvolume %s is not read-only after a restart (%v)", info.Name, dir, err)
+		}
 		for name := info.Name; name != ""; {
 			file, want := layerFile(name)
 			got, err := os.ReadFile(filepath.Join(dir, file))
