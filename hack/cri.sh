@@ -15,7 +15,8 @@
 # Environment: TUPPER_CRI_DIR (default /run/tupper-cri; state in
 # /var/lib/tupper-cri), TUPPER_CRI_REGISTRY (default 127.0.0.1:5000),
 # TUPPER_CRI_SUBNET (default 10.213.240.0/24, pods' CNI subnet),
-# TUPPER_CRI_BRIDGE (default tpcri0), TUPPER_CRI_SYSTEMD_CGROUP=1 (both
+# TUPPER_CRI_BRIDGE (default tpcri0), TUPPER_CRI_GATEWAY=0 (no gateway on
+# the bridge, so the host's ip_forward is left alone), TUPPER_CRI_SYSTEMD_CGROUP=1 (both
 # handlers use the systemd cgroup driver, as kubeadm sets containerd up),
 # TUPPER_CRI_PREBUILT=1 (install and build nothing: crictl and containerd
 # are on PATH, _output/bin has registry, mkimage and pause; hack/vm's
@@ -35,6 +36,11 @@ CONFIG=$RUN_DIR/containerd.toml
 REGISTRY=${TUPPER_CRI_REGISTRY:-127.0.0.1:5000}
 SUBNET=${TUPPER_CRI_SUBNET:-10.213.240.0/24}
 BRIDGE=${TUPPER_CRI_BRIDGE:-tpcri0}
+# The bridge as the pods' gateway (default) has the CNI bridge plugin turn on
+# the host's net.ipv4.ip_forward; TUPPER_CRI_GATEWAY=0 leaves the host as it
+# is (pods then reach each other and their own ports, not the host's).
+GATEWAY=true
+[[ ${TUPPER_CRI_GATEWAY:-1} == 0 ]] && GATEWAY=false
 SANDBOX_IMAGE=registry.k8s.io/pause:3.10.2
 TUPPER_BIN=${TUPPER_BIN:-$REPO/bin/containerd-tupper-snapshotter}
 SHIM_BIN=$REPO/bin/containerd-shim-tupper-v2
@@ -111,14 +117,15 @@ EOF
 	# portmap's snat only rewrites the source of host-port connections made
 	# from this host's 127.0.0.1 (and hairpin ones), which cannot reach a
 	# pod otherwise (critest dials 127.0.0.1:hostPort).
+	local ROUTES=', "routes": [{"dst": "0.0.0.0/0"}]'
+	[[ $GATEWAY == false ]] && ROUTES=''
 	cat >"$RUN_DIR/net.d/10-tupper-cri.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "tupper-cri",
   "plugins": [
-    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "dataDir": "$RUN_DIR/cni-ipam", "ranges": [[{"subnet": "$SUBNET"}]],
-              "routes": [{"dst": "0.0.0.0/0"}]}},
+    {"type": "bridge", "bridge": "$BRIDGE", "isGateway": $GATEWAY, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "dataDir": "$RUN_DIR/cni-ipam", "ranges": [[{"subnet": "$SUBNET"}]]$ROUTES}},
     {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
     {"type": "loopback"}
   ]

@@ -48,7 +48,10 @@ func newCRIStack(t *testing.T) *criStack {
 	s.env = append(os.Environ(),
 		"TUPPER_CRI_DIR="+s.dir, "TUPPER_CRI_REGISTRY="+registry, "TUPPER_CRI_BRIDGE="+s.bridge,
 		fmt.Sprintf("TUPPER_CRI_SUBNET=10.213.%d.0/24", 200+n%40),
-		"CONTAINER_RUNTIME_ENDPOINT=unix://"+s.dir+"/containerd.sock")
+		"CONTAINER_RUNTIME_ENDPOINT=unix://"+s.dir+"/containerd.sock",
+		// No gateway: the CNI bridge plugin would turn on the host's
+		// ip_forward for one, and a test must leave the host as it was.
+		"TUPPER_CRI_GATEWAY=0")
 	if s.systemd {
 		s.env = append(s.env, "TUPPER_CRI_SYSTEMD_CGROUP=1")
 	}
