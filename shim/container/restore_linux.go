@@ -99,8 +99,8 @@ func Restore(opts RestoreOptions) (*Container, error) {
 
 // restore is one Restore's state between CRIU's notifications.
 type restore struct {
-	c     *Container
-	opts  *RestoreOptions
+	c       *Container
+	opts    *RestoreOptions
 	extra   []*os.File // CRIU's fds 4, 5, ...
 	init    *Process
 	console *os.File // a terminal's master, passed by CRIU
