@@ -106,8 +106,16 @@ func (r *restore) stdio(ro *rpc.CriuOpts, images *os.File) error {
 }
 
 // replacement is a file of our own for CRIU to put in place of a saved
-// one: a copy of now, or /dev/null for a file without one.
+// one: a copy of now, or /dev/null for a file without one. CRIU restores
+// a saved file's offset, so a pipe cannot stand in for a file: the
+// process keeps the null device there (a container checkpointed with
+// null stdio, restored with pipes).
 func replacement(now *os.File, isFile bool) (*os.File, error) {
+	if now != nil && isFile {
+		if _, err := unix.Seek(int(now.Fd()), 0, unix.SEEK_CUR); err != nil {
+			now = nil
+		}
+	}
 	if now == nil {
 		if !isFile {
 			return nil, nil // CRIU makes the pipe again

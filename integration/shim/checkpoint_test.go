@@ -1,0 +1,211 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/tupper/tupper/internal/testutil"
+	"github.com/tupper/tupper/shim/criu"
+)
+
+// Checkpoint and restore, each scenario on tupper and on runc with the
+// same ctr commands (runc's shim drives the same CRIU).
+
+var crRuntimes = []string{"io.containerd.tupper.v2", "io.containerd.runc.v2"}
+
+func needCriu(t *testing.T) {
+	t.Helper()
+	if _, err := criu.Find("", nil); err != nil {
+		testutil.Require(t, err.Error())
+	}
+}
+
+// execSeq numbers the exec ids of these tests.
+var execSeq int
+
+// counterScript counts in a shell variable and writes each value over
+// /tmp/n; /written is a file of the rootfs made before any checkpoint.
+const counterScript = `echo hello-rootfs > /written; i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done`
+
+// count reads the counter of a running container through an exec.
+func (e *env) count(id string) int {
+	e.t.Helper()
+	execSeq++
+	out := e.mustCtr("task", "exec", "--exec-id", fmt.Sprintf("n%d", execSeq), id, "cat", "/tmp/n")
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		e.t.Fatalf("count of %s: %q", id, out)
+	}
+	return n
+}
+
+// countPast waits until the counter of id is above n, and returns it.
+func (e *env) countPast(id string, n int) int {
+	e.t.Helper()
+	var got int
+	waitFor(e.t, func() bool { got = e.count(id); return got > n }, fmt.Sprintf("the counter of %s past %d", id, n))
+	return got
+}
+
+// TestCheckpointCtr: `ctr c checkpoint --task --rw` of a running counter
+// (it goes on running), then `ctr task checkpoint --exit` (it stops).
+// The second is restored in place, as a new task of the same container
+// (containerd's client with WithTaskCheckpoint: `ctr c restore` cannot
+// read what `ctr task checkpoint` writes), the first with `ctr c restore
+// --live --rw` into a new container: each goes on counting from where it
+// was, with the file its rootfs had, and tupper's gets its address back.
+func TestCheckpointCtr(t *testing.T) {
+	needCriu(t)
+	e := newEnv(t)
+	for _, rt := range crRuntimes {
+		t.Run(rt, func(t *testing.T) {
+			e.t = t
+			id := "cr-" + strings.Split(rt, ".")[2]
+			e.mustCtr("run", "-d", "--null-io", "--runtime", rt, image, id, "sh", "-c", counterScript)
+			addr := e.addr(rt, id)
+			n0 := e.countPast(id, 3)
+
+			e.mustCtr("containers", "checkpoint", "--task", "--rw", id, "ckpt-live-"+id)
+			if st := e.taskStatus(id); st != "RUNNING" {
+				t.Fatalf("after a leave-running checkpoint the task is %s", st)
+			}
+			n1 := e.countPast(id, n0)
+
+			ckptExit := strings.TrimSpace(e.mustCtr("task", "checkpoint", "--exit", id))
+			e.waitStopped(id)
+			e.mustCtr("task", "delete", id)
+			e.newTaskFromCheckpoint(id, ckptExit)
+			e.checkRestored(rt, id, n1, addr)
+			e.remove(id)
+
+			e.mustCtr("containers", "restore", "--live", "--rw", id, "ckpt-live-"+id)
+			e.checkRestored(rt, id, n0, addr)
+			e.remove(id)
+		})
+	}
+}
+
+// newTaskFromCheckpoint starts a new task of container id from the
+// checkpoint image ref, through containerd's client.
+func (e *env) newTaskFromCheckpoint(id, ref string) {
+	t := e.t
+	t.Helper()
+	cl, err := client.New(e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := namespaces.WithNamespace(context.Background(), e.ns)
+	img, err := cl.GetImage(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cl.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.NewTask(ctx, cio.NullIO, client.WithTaskCheckpoint(img))
+	if err != nil {
+		t.Fatalf("new task from %s: %v", ref, err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatalf("start the task restored from %s: %v", ref, err)
+	}
+}
+
+// checkRestored checks that the restored id counts on from at least
+// from, has /written, and (tupper) has addr again.
+func (e *env) checkRestored(rt, id string, from int, addr string) {
+	t := e.t
+	t.Helper()
+	a := e.count(id)
+	if a < from {
+		t.Fatalf("restored, the counter reads %d, below %d where it was", a, from)
+	}
+	// A process that started over would have written small numbers by now.
+	if b := e.countPast(id, a); b < from {
+		t.Fatalf("restored counter went from %d to %d", a, b)
+	}
+	execSeq++
+	if w := e.mustCtr("task", "exec", "--exec-id", fmt.Sprintf("w%d", execSeq), id, "cat", "/written"); w != "hello-rootfs\n" {
+		t.Fatalf("/written after restore: %q", w)
+	}
+	if got := e.addr(rt, id); got != addr {
+		t.Fatalf("restored eth0 address %q, want %q", got, addr)
+	}
+}
+
+// addr is tupper's eth0 address of id ("" under runc, which ctr gives no
+// network).
+func (e *env) addr(rt, id string) string {
+	if !strings.Contains(rt, "tupper") {
+		return ""
+	}
+	execSeq++
+	out := e.mustCtr("task", "exec", "--exec-id", fmt.Sprintf("a%d", execSeq), id, "ip", "-4", "-o", "addr", "show", "eth0")
+	f := strings.Fields(out)
+	for i, w := range f {
+		if w == "inet" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	e.t.Fatalf("no address on eth0: %q", out)
+	return ""
+}
+
+// TestCheckpointWithoutCriu: with no criu on the runtime's PATH, the same
+// checkpoint fails on both runtimes, tupper's error saying what is
+// missing, and tupper's -info says checkpoint is off.
+func TestCheckpointWithoutCriu(t *testing.T) {
+	e := newEnv(t)
+	shadow := filepath.Join(e.dir, "nocriu")
+	os.MkdirAll(shadow, 0o755)
+	for _, b := range []string{"runc", "containerd-shim-runc-v2"} {
+		if p := lookBin(b); p != "" {
+			os.Symlink(p, filepath.Join(shadow, b))
+		}
+	}
+	e.path = e.bin + ":" + shadow + ":/usr/sbin:/usr/bin:/sbin:/bin"
+	if p, err := exec.LookPath("criu"); err == nil && strings.HasPrefix(p, "/usr/") && !strings.HasPrefix(p, "/usr/local/") {
+		testutil.Require(t, "a criu in "+filepath.Dir(p)+" cannot be hidden from the runtime")
+	}
+	containerd := e.cd.Bin
+	e.stopContainerd()
+	e.startContainerd(containerd)
+
+	info := exec.Command(e.shim, "-info")
+	info.Env = []string{"PATH=" + e.path}
+	out, _ := info.CombinedOutput()
+	if !strings.Contains(string(out), `"io.containerd.tupper.v2.checkpoint.enabled":"false"`) {
+		t.Errorf("-info without criu does not say checkpoint is off:\n%s", out)
+	}
+	for _, rt := range crRuntimes {
+		id := "nocriu-" + strings.Split(rt, ".")[2]
+		e.mustCtr("run", "-d", "--null-io", "--runtime", rt, image, id, "sleep", "1000")
+		out, err := e.ctr("task", "checkpoint", id)
+		if err == nil {
+			t.Fatalf("%s: checkpoint without criu succeeded: %s", rt, out)
+		}
+		t.Logf("%s: %s", rt, strings.TrimSpace(out))
+		if !strings.Contains(strings.ToLower(out), "criu") {
+			t.Errorf("%s: the error does not name CRIU: %s", rt, out)
+		}
+		if strings.Contains(rt, "tupper") && !strings.Contains(out, "CRIU >= 4.0") {
+			t.Errorf("tupper's error does not say which CRIU it needs: %s", out)
+		}
+		if st := e.taskStatus(id); st != "RUNNING" {
+			t.Errorf("%s: after the failed checkpoint the task is %s", rt, st)
+		}
+		e.remove(id)
+	}
+}
