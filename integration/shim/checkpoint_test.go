@@ -10,9 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	imagespec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/tupper/tupper/internal/testutil"
 	"github.com/tupper/tupper/shim/criu"
@@ -208,4 +211,127 @@ func TestCheckpointWithoutCriu(t *testing.T) {
 		}
 		e.remove(id)
 	}
+}
+
+// tcpScript runs an echo server on 127.0.0.1:7777 that greets each
+// connection with its pid, and one client connection to it that reads
+// /tmp/in (a FIFO) and writes to /tmp/out; nothing reconnects.
+const tcpScript = `mkfifo /tmp/in
+nc -ll -p 7777 -e sh -c 'echo conn-$$; exec cat' &
+exec 3<>/tmp/in
+until nc 127.0.0.1 7777 <&3 >/tmp/out; do :; done &
+wait`
+
+// TestCheckpointTCPEstablished: an open TCP connection between two
+// processes of the container (over loopback) survives a checkpoint with
+// open TCP connections (containerd's OpenTcp, runc's --tcp-established)
+// that stopped the container, and its restore. Both runtimes run the
+// same steps in a network namespace the test made and the container
+// joins by path (as CRI's pods do): CRIU leaves it out of the image and
+// restores the sockets into it. tupper also restores a container with a
+// network namespace of its own, which CRIU saves and restores whole (lo,
+// eth0, addresses); runc cannot: it always leaves the network namespace
+// out of its dumps ("runc doesn't manage network devices") and restores
+// into an empty one whose lo is down. runc's restore takes CRIU's
+// tcp-established from a CRIU config file named by the container's
+// org.criu.config annotation (containerd passes a restore no options);
+// tupper's from its own record in the image.
+func TestCheckpointTCPEstablished(t *testing.T) {
+	needCriu(t)
+	e := newEnv(t)
+	conf := filepath.Join(e.dir, "criu-tcp.conf")
+	os.WriteFile(conf, []byte("tcp-established\n"), 0o644)
+	for _, tc := range []struct {
+		rt     string
+		joined bool
+	}{{crRuntimes[0], true}, {crRuntimes[1], true}, {crRuntimes[0], false}} {
+		id := "tcp-" + strings.Split(tc.rt, ".")[2]
+		if !tc.joined {
+			id += "-ownnet"
+		}
+		t.Run(id, func(t *testing.T) {
+			e.t = t
+			args := []string{"run", "-d", "--null-io", "--annotation", "org.criu.config=" + conf, "--runtime", tc.rt}
+			if tc.joined {
+				args = append(args, "--with-ns", "network:"+e.netns(id))
+			}
+			e.mustCtr(append(args, image, id, "sh", "-c", tcpScript)...)
+			e.send(id, "ping1")
+			e.checkpointExit(id, "ckpt-tcp-"+id, true)
+			e.mustCtr("task", "delete", id)
+			e.mustCtr("containers", "rm", id)
+			e.mustCtr("containers", "restore", "--live", "--rw", id, "ckpt-tcp-"+id)
+			out := e.send(id, "ping2")
+			if n := strings.Count(out, "conn-"); n != 1 {
+				t.Fatalf("%d connections after the restore, want the one from before:\n%s", n, out)
+			}
+			e.remove(id)
+		})
+	}
+}
+
+// netns makes a network namespace with lo up, removed when the test
+// ends, and returns its path.
+func (e *env) netns(name string) string {
+	t := e.t
+	t.Helper()
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v %s", err, out)
+	}
+	return "/var/run/netns/" + name
+}
+
+// send writes line into the container's connection and waits for its
+// echo in /tmp/out, which it returns.
+func (e *env) send(id, line string) string {
+	e.t.Helper()
+	execSeq++
+	e.mustCtr("task", "exec", "--exec-id", fmt.Sprintf("s%d", execSeq), id, "sh", "-c", "echo "+line+" > /tmp/in")
+	var out string
+	waitFor(e.t, func() bool {
+		execSeq++
+		out, _ = e.ctr("task", "exec", "--exec-id", fmt.Sprintf("o%d", execSeq), id, "cat", "/tmp/out")
+		return strings.Contains(out, line+"\n")
+	}, line+" echoed back")
+	return out
+}
+
+// checkpointExit checkpoints id (rw layer and task) into the image ref
+// and stops it, as `ctr c checkpoint --rw --task` does plus containerd's
+// exit and, with tcp, OpenTcp options, which ctr has no flags for.
+func (e *env) checkpointExit(id, ref string, tcp bool) {
+	t := e.t
+	t.Helper()
+	cl, err := client.New(e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx := namespaces.WithNamespace(context.Background(), e.ns)
+	c, err := cl.LoadContainer(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := c.Task(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	openTCP := func(_ context.Context, _ *client.Client, _ *containers.Container, _ *imagespec.Index, o *runcoptions.CheckpointOptions) error {
+		o.OpenTcp = tcp
+		return nil
+	}
+	_, err = c.Checkpoint(ctx, ref, client.WithCheckpointRuntime, client.WithCheckpointRW, openTCP,
+		client.WithCheckpointTaskExit, client.WithCheckpointTask)
+	task.Resume(ctx) // gone after the dump: an error then is expected
+	if err != nil {
+		t.Fatalf("checkpoint %s: %v", id, err)
+	}
+	e.waitStopped(id)
 }
