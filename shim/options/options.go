@@ -58,12 +58,14 @@ func FromAny(a typeurl.Any) (*optionspb.Options, error) {
 // any other options type, so `ctr run --uidmap` sends this message.
 // tupper hands the container its stdio as open fds, never by FIFO path,
 // so their owner does not matter; tupper never makes a session keyring,
-// so NoNewKeyring holds either way. What would change runc's behaviour
-// and has no meaning here is refused.
+// so NoNewKeyring holds either way. CriuImagePath (ctr's and the
+// client's WithRestoreImagePath) is containerd's to read: it passes that
+// directory to Create as the checkpoint to restore. What would change
+// runc's behaviour and has no meaning here is refused.
 func fromRunc(o *runcoptions.Options) (*optionspb.Options, error) {
 	for name, set := range map[string]bool{
 		"NoPivotRoot": o.NoPivotRoot, "BinaryName": o.BinaryName != "", "Root": o.Root != "",
-		"CriuImagePath": o.CriuImagePath != "", "CriuWorkPath": o.CriuWorkPath != "",
+		"CriuWorkPath": o.CriuWorkPath != "",
 	} {
 		if set {
 			return nil, fmt.Errorf("runc runtime option %s is not supported by tupper: %w", name, errdefs.ErrInvalidArgument)
