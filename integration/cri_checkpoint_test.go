@@ -58,7 +58,7 @@ func TestCRICheckpoint(t *testing.T) {
 	}
 }
 
-const criCounter = `echo hello-rootfs > /written; i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done`
+const criCounter = `echo hello-rootfs > /written; i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done`
 
 func (s *criStack) checkpointRestore(handler, image string) {
 	t := s.t

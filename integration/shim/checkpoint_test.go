@@ -38,7 +38,9 @@ var execSeq int
 
 // counterScript counts in a shell variable and writes each value over
 // /tmp/n; /written is a file of the rootfs made before any checkpoint.
-const counterScript = `echo hello-rootfs > /written; i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done`
+// Each value replaces the file by a rename, so a reader never finds it
+// half-written.
+const counterScript = `echo hello-rootfs > /written; i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done`
 
 // count reads the counter of a running container through an exec.
 func (e *env) count(id string) int {
