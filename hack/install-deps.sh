@@ -153,6 +153,67 @@ install_nerdctl() {
 }
 install_nerdctl
 
+# ---------------------------------------------------------------------- CRIU
+# Checkpoint/restore (shim/criu, runc's checkpoint) needs CRIU >= 4.0 whose
+# `criu check` passes. Debian 12's criu 3.17 fails that check on recent
+# kernels, so CRIU 4.2 is built from the source archive kept beside the
+# repository (../shared/third_party, see its README) when no working criu
+# is installed; the build takes under a minute on 2 cores.
+CRIU_ARCHIVE=${CRIU_ARCHIVE:-$(cd "$(dirname "$0")/.." && pwd)/../shared/third_party/criu-v4.2.tar.gz}
+CRIU_BUILD_DEPS=(libprotobuf-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler python3-protobuf
+	libnl-3-dev libnet1-dev libcap-dev libaio-dev libbsd-dev libdrm-dev libgnutls28-dev libnftables-dev
+	uuid-dev pkg-config make)
+
+# criu_works BIN: BIN is CRIU >= 4.0 and `criu check` passes on this kernel.
+criu_works() {
+	local bin=$1 v major
+	[[ -x $bin ]] || return 1
+	v=$("$bin" --version 2>/dev/null | sed -n 's/^Version: *//p')
+	major=${v%%.*}
+	[[ $major =~ ^[0-9]+$ ]] && ((major >= 4)) || return 1
+	"$bin" check >/dev/null 2>&1
+}
+
+install_criu() {
+	local have tmp
+	have=$(command -v criu || true)
+	if [[ -n $have ]] && criu_works "$have"; then
+		log "criu: $have is $("$have" --version | sed -n 's/^Version: *//p') and passes criu check"
+		return
+	fi
+	if [[ ! -f $CRIU_ARCHIVE ]]; then
+		echo "install-deps: no working criu >= 4.0 (${have:-none on PATH}) and no $CRIU_ARCHIVE to build one from" >&2
+		exit 1
+	fi
+	local missing=()
+	for p in "${CRIU_BUILD_DEPS[@]}"; do
+		dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
+	done
+	if ((${#missing[@]})); then
+		log "apt: installing CRIU's build dependencies ${missing[*]}"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq
+		apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	fi
+	tmp=$(mktemp -d)
+	log "criu: building $(basename "$CRIU_ARCHIVE") in $tmp (${have:+$have does not work; }about a minute)"
+	tar -xzf "$CRIU_ARCHIVE" -C "$tmp"
+	if ! make -C "$tmp"/criu-* -j"$(nproc)" criu >"$tmp/build.log" 2>&1; then
+		tail -30 "$tmp/build.log" >&2
+		echo "install-deps: building CRIU failed (log above; tree left in $tmp)" >&2
+		exit 1
+	fi
+	install -m 0755 "$tmp"/criu-*/criu/criu "$GOBIN/criu"
+	rm -rf "$tmp"
+	if ! criu_works "$GOBIN/criu"; then
+		"$GOBIN/criu" check >&2 || true
+		echo "install-deps: $GOBIN/criu does not pass criu check on this kernel" >&2
+		exit 1
+	fi
+	log "criu: installed $GOBIN/criu ($("$GOBIN/criu" --version | sed -n 's/^Version: *//p'))"
+}
+install_criu
+
 # --------------------------------------------------------- CRI test tooling
 # Place for crictl / critest (cri-tools) when the CRI work starts, e.g.:
 #   go_tool crictl github.com/kubernetes-sigs/cri-tools \

@@ -61,6 +61,7 @@ var benchmarks = []benchmark{
 	{"start", (*bench).startLatency},
 	{"memory", (*bench).memory},
 	{"density", (*bench).density},
+	{"checkpoint", (*bench).checkpointRestore},
 }
 
 // listFlag is a repeatable string flag.
@@ -81,7 +82,7 @@ func main() {
 		bin      = flag.String("tupper-bin", "", "tupper snapshotter binary, for --version")
 		metrics  = flag.String("tupper-metrics", "", "tupper's /metrics URL")
 		rootsArg = flag.String("roots", "", "snapshotter=root,... (syncfs after unpack)")
-		only     = flag.String("only", "", "comma-separated benchmarks to run (ops,usage,unpack,start,memory,density; default all)")
+		only     = flag.String("only", "", "comma-separated benchmarks to run (ops,usage,unpack,start,memory,density,checkpoint; default all)")
 		render   = flag.String("render", "", "only rewrite the report of this results.json into --out (and --latest)")
 		notes    listFlag
 		sc       shimConfig

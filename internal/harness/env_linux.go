@@ -71,6 +71,9 @@ type Env struct {
 	// Bridge, Subnet and RuntimeConfig are tupper's runtime network:
 	// RuntimeConfig is the options file TupperRuntime passes to ctr.
 	Bridge, Subnet, RuntimeConfig string
+	// Path, when set, is the PATH of daemons started from then on (a
+	// test that hides a tool from the runtime), instead of BinDir's.
+	Path string
 
 	owner      testing.TB // the test that called Start: cleanup reports here
 	opts       Options
@@ -266,7 +269,11 @@ func (e *Env) waitReady(t testing.TB, d *testutil.Daemon, timeout time.Duration,
 // /usr/local/bin (make deps) first on PATH, and no NOTIFY_SOCKET, so that
 // a test run from a systemd unit does not have the daemons notify it.
 func (e *Env) daemonEnv() []string {
-	env := []string{"PATH=" + e.BinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH")}
+	path := e.BinDir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:" + os.Getenv("PATH")
+	if e.Path != "" {
+		path = e.Path
+	}
+	env := []string{"PATH=" + path}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
 			env = append(env, kv)

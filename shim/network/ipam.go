@@ -54,6 +54,12 @@ func (p *IPAM) locked(fn func() error) error {
 // are handed out round-robin after the last one given, so a just-released
 // address is not reused at once by a different container.
 func (p *IPAM) Allocate(id string) (addr netip.Addr, err error) {
+	return p.AllocatePreferring(id, netip.Addr{})
+}
+
+// AllocatePreferring is Allocate, giving id the address prefer when it is
+// one of the subnet's and free (a restored container's old address).
+func (p *IPAM) AllocatePreferring(id string, prefer netip.Addr) (addr netip.Addr, err error) {
 	if id == "" || strings.ContainsAny(id, "\n\x00") {
 		return addr, fmt.Errorf("invalid owner id %q: %w", id, errdefs.ErrInvalidArgument)
 	}
@@ -63,6 +69,10 @@ func (p *IPAM) Allocate(id string) (addr netip.Addr, err error) {
 			if len(owned) > 0 {
 				addr = owned[0]
 			}
+			return err
+		}
+		if ok, err := p.take(prefer, id); ok || err != nil {
+			addr = prefer
 			return err
 		}
 		start := p.Gateway()
@@ -96,6 +106,29 @@ func (p *IPAM) Allocate(id string) (addr netip.Addr, err error) {
 		return fmt.Errorf("subnet %s is exhausted: every address is allocated: %w", p.subnet, errdefs.ErrResourceExhausted)
 	})
 	return addr, err
+}
+
+// take gives id address a when it is usable and free, under the lock.
+func (p *IPAM) take(a netip.Addr, id string) (bool, error) {
+	if !a.IsValid() || !p.subnet.Contains(a) || a == p.Gateway() || p.next(a.Prev()) != a {
+		return false, nil
+	}
+	f, err := os.OpenFile(filepath.Join(p.dir, a.String()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	_, err = f.WriteString(id)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return false, err
+	}
+	return true, nil
 }
 
 // next steps through the usable addresses: not the network address and, for

@@ -90,14 +90,17 @@ func IOOwner(a typeurl.Any) (uid, gid int, ok bool) {
 // fromRunc takes runc's options: ctr's client puts IoUid/IoGid there
 // for a user-namespaced task (WithUIDOwner/WithGIDOwner), which fails for
 // any other options type, so `ctr run --uidmap` sends this message.
-// IoUid/IoGid own the stdio pipes (IOOwner); tupper never makes a
-// session keyring, so NoNewKeyring holds either way. ShimCgroup is
-// applied by the manager. What would change runc's behaviour
-// and has no meaning here is refused.
+// IoUid/IoGid own the stdio pipes (IOOwner). Every container gets a
+// session keyring of its own whatever NoNewKeyring says (the caller's
+// keys must not reach it). ShimCgroup is applied by the manager.
+// CriuImagePath (ctr's and the client's WithRestoreImagePath) is
+// containerd's to read: it passes that directory to Create as the
+// checkpoint to restore. What would change runc's behaviour and has no
+// meaning here is refused.
 func fromRunc(o *runcoptions.Options) (*optionspb.Options, error) {
 	for name, set := range map[string]bool{
 		"NoPivotRoot": o.NoPivotRoot, "BinaryName": o.BinaryName != "", "Root": o.Root != "",
-		"CriuImagePath": o.CriuImagePath != "", "CriuWorkPath": o.CriuWorkPath != "",
+		"CriuWorkPath": o.CriuWorkPath != "",
 	} {
 		if set {
 			return nil, fmt.Errorf("runc runtime option %s is not supported by tupper: %w", name, errdefs.ErrInvalidArgument)

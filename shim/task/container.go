@@ -32,6 +32,11 @@ type Container struct {
 	// ioOwner, if set, owns every process' stdio pipes (runc's IoUid
 	// and IoGid options).
 	ioOwner *[2]int
+	// att is what tupper's network gave the container (nil for none).
+	att *network.Attachment
+	// restore is set from a Create with a checkpoint until Start restores
+	// it (restore.go); ctr is nil meanwhile.
+	restore *restoreInfo
 
 	mu    sync.Mutex // guards execs
 	execs map[string]*process.Process
@@ -78,6 +83,14 @@ func (c *Container) execList() []*process.Process {
 		ps = append(ps, p)
 	}
 	return ps
+}
+
+// pid is the init's pid, 0 before a restore made it.
+func (c *Container) pid() int {
+	if c.ctr == nil {
+		return 0
+	}
+	return c.ctr.Pid()
 }
 
 // paused reports whether the container is paused (its init's state).

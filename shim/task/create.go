@@ -36,9 +36,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 }
 
 func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
-	if r.Checkpoint != "" || r.ParentCheckpoint != "" {
-		return nil, fmt.Errorf("restore from checkpoint: %w", errdefs.ErrNotImplemented)
-	}
 	done, err := s.reserve(r.ID)
 	if err != nil {
 		return nil, err
@@ -67,6 +64,14 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}()
 	if err := mountRootfs(ctx, c, r, &undo); err != nil {
 		return nil, err
+	}
+	if r.Checkpoint != "" {
+		// Restored at Start (restore.go).
+		if err := s.prepareRestore(ctx, c, r, spec, netPlan, &undo); err != nil {
+			return nil, err
+		}
+		s.register(c, r)
+		return &taskAPI.CreateTaskResponse{}, nil
 	}
 	if err := s.createContainer(ctx, c, r, spec, &undo); err != nil {
 		return nil, err
@@ -182,6 +187,7 @@ func (s *service) network(ctx context.Context, c *Container, spec *specs.Spec, n
 	if err != nil {
 		return err
 	}
+	c.att = att
 	if err := writeEtcFiles(c.Rootfs, spec, netPlan, att); err != nil {
 		return err
 	}
@@ -200,7 +206,7 @@ func (s *service) register(c *Container, r *taskAPI.CreateTaskRequest) {
 		Bundle:      r.Bundle,
 		Rootfs:      r.Rootfs,
 		IO:          &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
-		Pid:         uint32(c.ctr.Pid()),
+		Pid:         uint32(c.pid()),
 	})
 }
 

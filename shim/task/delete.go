@@ -62,6 +62,9 @@ func (s *service) deleteContainer(ctx context.Context, c *Container) (*taskAPI.D
 	_, err := c.init.Delete(func(snap process.Snapshot, pio *process.IO) error {
 		resp = deleteResponse(snap)
 		cleaned := s.undoContainer(ctx, c, pio)
+		if c.ctr == nil { // created from a checkpoint, never restored
+			return nil
+		}
 		if h := c.ctr.Spec().Hooks; h != nil && len(h.Poststop) > 0 {
 			for _, err := range container.RunHooksWarn(h.Poststop, c.ctr.State(specs.StateStopped), reaperStart) {
 				log.G(ctx).WithError(err).WithField("id", c.ID).Warn("poststop")

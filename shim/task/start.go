@@ -23,9 +23,15 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	var pid int
 	if r.ExecID == "" {
+		restoring := c.restore != nil
 		pid, err = p.Start(s.startInit(ctx, c), func(pid int) {
 			s.events.send(&eventstypes.TaskStart{ContainerID: c.ID, Pid: uint32(pid)})
 		})
+		if err == nil && restoring {
+			// A restored init exists only now.
+			s.watchOOM(c)
+			go s.waitExit(c, c.init)
+		}
 	} else {
 		pid, err = p.Start(s.startExec(ctx, c, p), func(pid int) {
 			s.events.send(&eventstypes.TaskExecStarted{ContainerID: c.ID, ExecID: p.ID, Pid: uint32(pid)})
@@ -42,6 +48,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 
 // startInit execs the init's program and runs the poststart hooks.
 func (s *service) startInit(ctx context.Context, c *Container) func() (*container.Process, *process.IO, error) {
+	if c.restore != nil {
+		return s.restoreInit(ctx, c)
+	}
 	return func() (*container.Process, *process.IO, error) {
 		if err := c.ctr.Start(); err != nil {
 			return nil, nil, err

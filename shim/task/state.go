@@ -82,7 +82,7 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	var pids []int
 	if m := c.cg.Manager(); m != nil {
 		pids, err = m.Pids()
-	} else {
+	} else if c.ctr != nil {
 		pids, err = c.ctr.Pids()
 	}
 	if err != nil {
