@@ -25,27 +25,8 @@ type Attachment struct {
 // bridge (created on first use), veth pair, eth0 with an address, lo up and a
 // default route. On error nothing it made is left behind.
 func Attach(c Config, id, netnsPath string) (_ *Attachment, retErr error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	ipam, err := NewIPAM(c.ipamDir(4), c.Subnet)
+	ipam, ipam6, br, err := prepareBridge(c)
 	if err != nil {
-		return nil, err
-	}
-	var ipam6 *IPAM
-	if c.Subnet6.IsValid() {
-		if ipam6, err = NewIPAM(c.ipamDir(6), c.Subnet6); err != nil {
-			return nil, err
-		}
-	}
-	// Under the IPAM lock: shims attaching their first containers at once
-	// would otherwise race to make the bridge, and one could take the
-	// route of the bridge another just made for an overlap.
-	var br netlink.Link
-	if err := ipam.locked(func() (err error) {
-		br, err = ensureBridge(c, ipam, ipam6)
-		return err
-	}); err != nil {
 		return nil, err
 	}
 
@@ -89,6 +70,29 @@ func Attach(c Config, id, netnsPath string) (_ *Attachment, retErr error) {
 		return nil, fmt.Errorf("configuring eth0 in %s: %w", netnsPath, err)
 	}
 	return att, nil
+}
+
+// prepareBridge checks c, opens its address pools and makes its bridge,
+// under the IPAM lock: shims attaching their first containers at once
+// would otherwise race to make the bridge, and one could take the route
+// of the bridge another just made for an overlap.
+func prepareBridge(c Config) (ipam, ipam6 *IPAM, br netlink.Link, err error) {
+	if err := c.Validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	if ipam, err = NewIPAM(c.ipamDir(4), c.Subnet); err != nil {
+		return nil, nil, nil, err
+	}
+	if c.Subnet6.IsValid() {
+		if ipam6, err = NewIPAM(c.ipamDir(6), c.Subnet6); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	err = ipam.locked(func() (err error) {
+		br, err = ensureBridge(c, ipam, ipam6)
+		return err
+	})
+	return ipam, ipam6, br, err
 }
 
 // allocate takes the container's addresses (and, with NAT, makes sure

@@ -21,20 +21,8 @@ import (
 // else new ones. The returned attachment names the host veth CRIU must
 // make. On error nothing is held.
 func PrepareRestore(c Config, id string, want4, want6 netip.Addr) (_ *Attachment, retErr error) {
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	ipam, err := NewIPAM(c.ipamDir(4), c.Subnet)
+	ipam, ipam6, _, err := prepareBridge(c)
 	if err != nil {
-		return nil, err
-	}
-	var ipam6 *IPAM
-	if c.Subnet6.IsValid() {
-		if ipam6, err = NewIPAM(c.ipamDir(6), c.Subnet6); err != nil {
-			return nil, err
-		}
-	}
-	if err := ipam.locked(func() error { _, err := ensureBridge(c, ipam, ipam6); return err }); err != nil {
 		return nil, err
 	}
 	defer func() {

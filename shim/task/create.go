@@ -137,20 +137,10 @@ func mountRootfs(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest
 // createContainer wires stdio, places the cgroup and creates the
 // container, its init blocked before exec.
 func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, spec *specs.Spec, undo *undoStack) error {
-	sio := stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
-	ns, _ := namespaces.Namespace(ctx)
-	if uid, gid, ok := options.IOOwner(r.Options); ok {
-		c.ioOwner = &[2]int{uid, gid}
-	}
-	pio, err := c.newIO(ctx, r.ID, ns, sio)
+	sio, pio, err := s.ioAndCgroup(ctx, c, r, spec, undo)
 	if err != nil {
-		return fmt.Errorf("set up stdio: %w", err)
-	}
-	undo.push(func() { pio.Close() })
-	if c.cg, err = newPlacement(ctx, r, spec); err != nil {
 		return err
 	}
-	undo.push(func() { s.removeCgroup(ctx, c) })
 	ctr, err := container.Create(container.Options{
 		ID: r.ID, Bundle: r.Bundle, Spec: spec, Stdio: pio.ChildStdio(),
 		Starter: reaperStart, Adopt: reaperAdopt, Cgroup: c.cg,
@@ -177,6 +167,27 @@ func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.
 		log.G(ctx).WithError(err).Warn("record init pid")
 	}
 	return nil
+}
+
+// ioAndCgroup wires the init's stdio (owned by IoUid/IoGid when the
+// options name them) and plans the container's cgroup, for Create and
+// for a restore alike.
+func (s *service) ioAndCgroup(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, spec *specs.Spec, undo *undoStack) (stdio.Stdio, *process.IO, error) {
+	sio := stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
+	ns, _ := namespaces.Namespace(ctx)
+	if uid, gid, ok := options.IOOwner(r.Options); ok {
+		c.ioOwner = &[2]int{uid, gid}
+	}
+	pio, err := c.newIO(ctx, r.ID, ns, sio)
+	if err != nil {
+		return sio, nil, fmt.Errorf("set up stdio: %w", err)
+	}
+	undo.push(func() { pio.Close() })
+	if c.cg, err = newPlacement(ctx, r, spec); err != nil {
+		return sio, nil, err
+	}
+	undo.push(func() { s.removeCgroup(ctx, c) })
+	return sio, pio, nil
 }
 
 // network attaches tupper's network to the created container, writes the

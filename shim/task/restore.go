@@ -9,7 +9,6 @@ import (
 	"os"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -42,17 +41,10 @@ func (s *service) prepareRestore(ctx context.Context, c *Container, r *taskAPI.C
 	if st, err := os.Stat(r.Checkpoint); err != nil || !st.IsDir() {
 		return fmt.Errorf("checkpoint %q is not a directory: %w", r.Checkpoint, errdefs.ErrInvalidArgument)
 	}
-	sio := stdio.Stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
-	ns, _ := namespaces.Namespace(ctx)
-	pio, err := process.NewIO(ctx, r.ID, ns, sio, reaperStart)
+	sio, pio, err := s.ioAndCgroup(ctx, c, r, spec, undo)
 	if err != nil {
-		return fmt.Errorf("set up stdio: %w", err)
-	}
-	undo.push(func() { pio.Close() })
-	if c.cg, err = newPlacement(ctx, r, spec); err != nil {
 		return err
 	}
-	undo.push(func() { s.removeCgroup(ctx, c) })
 	c.init = process.NewInit(sio, nil, pio)
 	c.restore = &restoreInfo{image: r.Checkpoint, spec: spec, sio: sio, pio: pio, net: netPlan}
 	return nil
