@@ -133,8 +133,16 @@ The demo is up. Poke at it:
   ctr --address $ADDRESS run --rm -t --snapshotter tupper --runtime $RUNTIME $IMAGE sh1 sh
   btrfs subvolume list $SNAP_ROOT
   logs: $RUN_DIR/snapshotter.log $RUN_DIR/containerd.log
-Undo everything: make demo-down   (hack/demo.sh down)
 EOF
+	# nerdctl, where make deps installed it: no CNI for the demo (--net
+	# none), its state beside the demo's.
+	if command -v nerdctl >/dev/null; then
+		cat <<EOF
+  nerdctl --address $ADDRESS --namespace $NS --data-root $RUN_DIR/nerdctl --snapshotter tupper \\
+    run --rm -it --net none --runtime $RUNTIME $IMAGE sh
+EOF
+	fi
+	echo "Undo everything: make demo-down   (hack/demo.sh down)"
 }
 
 # kill_shims: shims and container processes of the demo containerd, found
