@@ -69,6 +69,9 @@ func requireMachine(t testing.TB, o Options) {
 		}
 		bins = append(bins, "mkfs.btrfs", "losetup", "btrfs")
 	}
+	if o.Netns {
+		bins = append(bins, "nsenter", "ip")
+	}
 	for _, bin := range bins {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin+" on PATH (make deps)")
