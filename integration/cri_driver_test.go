@@ -11,27 +11,11 @@ import (
 	"github.com/tupper/tupper/internal/testutil"
 )
 
-// envCgroupDriver=systemd runs the CRI tests with containerd set up as
-// kubeadm does: SystemdCgroup = true for both handlers, and pods whose
-// cgroup parent is a slice, so that CRI gives every container the
+// With harness.EnvCgroupDriver=systemd the CRI tests run with containerd
+// set up as kubeadm does: SystemdCgroup = true for both handlers, and pods
+// whose cgroup parent is a slice, so that CRI gives every container the
 // cgroupsPath <slice>:cri-containerd:<id>, a transient scope. The default,
 // cgroupfs, gives pods a plain parent directory.
-const envCgroupDriver = "TUPPER_TEST_CGROUP_DRIVER"
-
-func systemdDriver(t *testing.T) bool {
-	switch d := os.Getenv(envCgroupDriver); d {
-	case "", "cgroupfs":
-		return false
-	case "systemd":
-		if _, err := os.Stat("/run/systemd/system"); err != nil {
-			testutil.Require(t, "needs systemd as init for "+envCgroupDriver+"=systemd")
-		}
-		return true
-	default:
-		t.Fatalf("%s=%q: want cgroupfs or systemd", envCgroupDriver, d)
-		return false
-	}
-}
 
 // podCgroupParent is the cgroup parent of a test pod: a slice of its own
 // with the systemd driver (no dashes, which would nest it), given as the

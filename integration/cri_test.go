@@ -44,7 +44,7 @@ func newCRIStack(t *testing.T) *criStack {
 	registry := l.Addr().String()
 	l.Close()
 	n := time.Now().UnixNano()
-	s := &criStack{t: t, dir: fmt.Sprintf("/run/tupper-cri-it%d", n%1e6), registry: registry, bridge: fmt.Sprintf("tpci%d", n%1e6), systemd: systemdDriver(t)}
+	s := &criStack{t: t, dir: fmt.Sprintf("/run/tupper-cri-it%d", n%1e6), registry: registry, bridge: fmt.Sprintf("tpci%d", n%1e6), systemd: harness.SystemdCgroupDriver(t)}
 	s.env = append(os.Environ(),
 		"TUPPER_CRI_DIR="+s.dir, "TUPPER_CRI_REGISTRY="+registry, "TUPPER_CRI_BRIDGE="+s.bridge,
 		fmt.Sprintf("TUPPER_CRI_SUBNET=10.213.%d.0/24", 200+n%40),

@@ -100,7 +100,7 @@ var cases = []diffCase{
 			"touch /x 2>&1; echo rc=$?; touch /scratch/y && echo scratch ok; grep ' /scratch ' /proc/mounts | cut -d' ' -f1-3")
 	}},
 	{"volumes/bind", func(r *runner) {
-		dir := filepath.Join(r.e.dir, "bind-"+r.name)
+		dir := filepath.Join(r.e.Dir, "bind-"+r.name)
 		os.MkdirAll(dir, 0o755)
 		os.WriteFile(filepath.Join(dir, "from-host"), []byte("host data\n"), 0o644)
 		r.Do("run", "--rm", "-v", dir+":/data", image, "sh", "-c", "cat /data/from-host; echo container data > /data/from-container")
@@ -181,12 +181,12 @@ var cases = []diffCase{
 		r.Do("ps", "--format", "{{.Names}} {{.Status}} {{.Command}}")
 	}},
 	{"cp and commit", func(r *runner) {
-		src := filepath.Join(r.e.dir, "cp-in-"+r.name)
+		src := filepath.Join(r.e.Dir, "cp-in-"+r.name)
 		os.WriteFile(src, []byte("copied in\n"), 0o644)
 		r.Must("run", "-d", "--name", "c1", image, "sleep", "1000")
 		r.Do("cp", src, "c1:/tmp/in")
 		r.Do("exec", "c1", "cat", "/tmp/in")
-		dst := filepath.Join(r.e.dir, "cp-out-"+r.name)
+		dst := filepath.Join(r.e.Dir, "cp-out-"+r.name)
 		r.Do("cp", "c1:/etc/passwd", dst)
 		b, _ := os.ReadFile(dst)
 		r.Note("copied out %d bytes", len(b))
@@ -207,7 +207,7 @@ var cases = []diffCase{
 		r.Do("volume", "prune", "-a", "-f")
 	}},
 	{"compose up and down", func(r *runner) {
-		dir := filepath.Join(r.e.dir, "compose-"+r.name)
+		dir := filepath.Join(r.e.Dir, "compose-"+r.name)
 		os.MkdirAll(dir, 0o755)
 		yaml := "services:\n" +
 			"  web:\n    image: " + image + "\n    runtime: " + r.runtime + "\n" +
@@ -248,7 +248,7 @@ func topShape(out string) string {
 // taken back.
 func (e *env) ipamLeases() int {
 	n := 0
-	entries, _ := os.ReadDir(filepath.Join(e.dir, "cni-ipam", "bridge"))
+	entries, _ := os.ReadDir(filepath.Join(e.Dir, "cni-ipam", "bridge"))
 	for _, d := range entries {
 		if ipFile.MatchString(d.Name()) {
 			n++

@@ -3,10 +3,10 @@ package clients
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +25,7 @@ import (
 
 func (e *env) client(t *testing.T, r *runner) (*containerd.Client, context.Context, containerd.Image) {
 	t.Helper()
-	c, err := containerd.New(e.address, containerd.WithDefaultNamespace(r.ns))
+	c, err := containerd.New(e.Address, containerd.WithDefaultNamespace(r.ns))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func (e *env) client(t *testing.T, r *runner) (*containerd.Client, context.Conte
 
 func newContainer(t *testing.T, ctx context.Context, c *containerd.Client, img containerd.Image, r *runner, id string, runtimeOpts any, specOpts ...oci.SpecOpts) containerd.Container {
 	t.Helper()
-	ctr, err := c.NewContainer(ctx, id, containerd.WithSnapshotter("tupper"), containerd.WithNewSnapshot(id, img),
+	ctr, err := c.NewContainer(ctx, id, containerd.WithSnapshotter(r.e.Snapshotter), containerd.WithNewSnapshot(id, img),
 		containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(img)}, specOpts...)...),
 		containerd.WithRuntime(r.runtime, runtimeOpts))
 	if err != nil {
@@ -76,7 +76,7 @@ func terminalWithoutStderr(t *testing.T, e *env) {
 			if err := task.Start(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got := out.waitFor(t, "hello"); !strings.Contains(got, "/dev/pts/0") {
+			if got := waitOutput(t, out, "hello"); !strings.Contains(got, "/dev/pts/0") {
 				t.Errorf("terminal output %q, want the tty's name", got)
 			}
 			eout, eio := terminalIO(t, ctx, "exec")
@@ -100,7 +100,7 @@ func terminalWithoutStderr(t *testing.T, e *env) {
 			if code := (<-st).ExitCode(); code != 3 {
 				t.Errorf("exec exit %d, want 3", code)
 			}
-			eout.waitFor(t, "from-exec")
+			waitOutput(t, eout, "from-exec")
 			p.Delete(ctx)
 		})
 	}
@@ -108,7 +108,7 @@ func terminalWithoutStderr(t *testing.T, e *env) {
 
 // terminalIO is a FIFO set made by cio for a terminal (no stderr FIFO is
 // created, though its path is named) read through cio's DirectIO.
-func terminalIO(t *testing.T, ctx context.Context, id string) (*outBuf, cio.Creator) {
+func terminalIO(t *testing.T, ctx context.Context, id string) (*output, cio.Creator) {
 	t.Helper()
 	fifos, err := cio.NewFIFOSetInDir(t.TempDir(), id, true)
 	if err != nil {
@@ -125,57 +125,21 @@ func terminalIO(t *testing.T, ctx context.Context, id string) (*outBuf, cio.Crea
 	if _, err := os.Stat(fifos.Stderr); err == nil {
 		t.Fatal("cio made the stderr FIFO: the case under test is gone")
 	}
-	b := &outBuf{ch: make(chan struct{}, 1)}
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := dio.Stdout.Read(buf)
-			b.add(buf[:n])
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return b, func(string) (cio.IO, error) { return dio, nil }
+	out := newOutput()
+	go io.Copy(out, dio.Stdout) // ends when the FIFO is closed
+	return out, func(string) (cio.IO, error) { return dio, nil }
 }
 
-// outBuf collects output and wakes waiters on each write.
-type outBuf struct {
-	mu sync.Mutex
-	s  strings.Builder
-	ch chan struct{}
-}
-
-func (b *outBuf) add(p []byte) {
-	b.mu.Lock()
-	b.s.Write(p)
-	b.mu.Unlock()
-	select {
-	case b.ch <- struct{}{}:
-	default:
-	}
-}
-
-func (b *outBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.s.String()
-}
-
-// waitFor waits until the output contains want, failing after 30 s.
-func (b *outBuf) waitFor(t *testing.T, want string) string {
+// waitOutput waits until out contains want, failing after 30 s, and
+// returns all of out.
+func waitOutput(t *testing.T, out *output, want string) string {
 	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		if s := b.String(); strings.Contains(s, want) {
-			return s
-		}
-		select {
-		case <-b.ch:
-		case <-deadline:
-			t.Fatalf("output %q never contained %q", b.String(), want)
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := out.waitFor(ctx, want); err != nil {
+		t.Fatalf("output %q never contained %q", out.String(), want)
 	}
+	return out.String()
 }
 
 // shimDoesNotLeakSockets: once Delete has returned, the shim's socket
@@ -211,7 +175,7 @@ func shimDoesNotLeakSockets(t *testing.T, e *env) {
 				if err := ctr.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
 					t.Fatal(err)
 				}
-				addr, err := shim.SocketAddress(ctx, e.address, id, false)
+				addr, err := shim.SocketAddress(ctx, e.Address, id, false)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -31,8 +31,8 @@ type runner struct {
 
 func (e *env) runners() []*runner {
 	return []*runner{
-		{e: e, name: "runc", runtime: runcRuntime, ns: e.ns + "-runc"},
-		{e: e, name: "tupper", runtime: tupperRuntime, ns: e.ns + "-tupper"},
+		{e: e, name: "runc", runtime: runcRuntime, ns: e.Namespace + "-runc"},
+		{e: e, name: "tupper", runtime: tupperRuntime, ns: e.Namespace + "-tupper"},
 	}
 }
 
@@ -43,11 +43,11 @@ type result struct {
 }
 
 // globalArgs are nerdctl's flags for this test's containerd, namespace,
-// state and CNI; every image is on the tupper snapshotter for both
-// runtimes, so only the runtime differs.
+// state and CNI; every image is on the Env's snapshotter (tupper's) for
+// both runtimes, so only the runtime differs.
 func (r *runner) globalArgs() []string {
-	return []string{"--address", r.e.address, "--namespace", r.ns, "--data-root", filepath.Join(r.e.dir, "nerdctl"),
-		"--cni-netconfpath", filepath.Join(r.e.dir, "cni"), "--cni-path", "/usr/lib/cni", "--snapshotter", "tupper"}
+	return []string{"--address", r.e.Address, "--namespace", r.ns, "--data-root", filepath.Join(r.e.Dir, "nerdctl"),
+		"--cni-netconfpath", filepath.Join(r.e.Dir, "cni"), "--cni-path", "/usr/lib/cni", "--snapshotter", r.e.Snapshotter}
 }
 
 // withRuntime adds --runtime to run and create.
@@ -61,9 +61,7 @@ func (r *runner) withRuntime(args []string) []string {
 // command is nerdctl with args, inside the test's network namespace (the
 // port checks of -p and the CNI hooks see that namespace, as containerd's).
 func (r *runner) command(ctx context.Context, args []string) *exec.Cmd {
-	full := append([]string{"--net=" + r.e.netns, "--", "nerdctl"}, append(r.globalArgs(), r.withRuntime(args)...)...)
-	cmd := exec.CommandContext(ctx, "nsenter", full...)
-	cmd.Env = r.e.daemonEnv()
+	cmd := r.e.Command(ctx, "nerdctl", append(r.globalArgs(), r.withRuntime(args)...)...)
 	cmd.WaitDelay = 5 * time.Second
 	return cmd
 }
@@ -123,7 +121,7 @@ func (r *runner) nerdctlPty(input string, args ...string) result {
 		slave.Close()
 		return result{Err: err.Error(), Code: -1}
 	}
-	out := &ptyOut{grew: make(chan struct{}, 1)}
+	out := newOutput()
 	copied := make(chan struct{})
 	go func() {
 		io.Copy(out, master) // ends with EIO once every slave fd is closed
@@ -144,14 +142,17 @@ func (r *runner) nerdctlPty(input string, args ...string) result {
 // prompt is busybox sh's prompt for root.
 const prompt = "/ # "
 
-// ptyOut collects a terminal's output and wakes waitFor on each write.
-type ptyOut struct {
+// output collects what a process writes (a terminal's, a FIFO's) and
+// wakes waitFor on each write.
+type output struct {
 	mu   sync.Mutex
 	b    bytes.Buffer
 	grew chan struct{}
 }
 
-func (o *ptyOut) Write(p []byte) (int, error) {
+func newOutput() *output { return &output{grew: make(chan struct{}, 1)} }
+
+func (o *output) Write(p []byte) (int, error) {
 	o.mu.Lock()
 	o.b.Write(p)
 	o.mu.Unlock()
@@ -162,13 +163,14 @@ func (o *ptyOut) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (o *ptyOut) String() string {
+func (o *output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.b.String()
 }
 
-func (o *ptyOut) waitFor(ctx context.Context, s string) error {
+// waitFor waits until the output contains s, or ctx ends.
+func (o *output) waitFor(ctx context.Context, s string) error {
 	for !strings.Contains(o.String(), s) {
 		select {
 		case <-o.grew:
@@ -257,6 +259,10 @@ var normalizers = []struct {
 	re   *regexp.Regexp
 	with string
 }{
+	// The harness's directory and namespace first: its random part is
+	// digits, which the id patterns below could take for hex.
+	{regexp.MustCompile(`tupper-it-[0-9]+-(runc|tupper)`), "<ns>"},
+	{regexp.MustCompile(`/tmp/tupper-it-[0-9]+`), "<dir>"},
 	{regexp.MustCompile(`time="[^"]*"`), `time="<t>"`},
 	// busybox's line editor asks the terminal for the cursor position
 	// when it starts before the client's first resize: timing, not runtime.
@@ -266,12 +272,10 @@ var normalizers = []struct {
 	{regexp.MustCompile(`\b[0-9a-f]{12}\b`), "<id12>"},
 	{regexp.MustCompile(`\b10\.216\.\d+\.\d+\b`), "<ip>"},
 	{regexp.MustCompile(`\b([0-9a-f]{2}:){5}[0-9a-f]{2}\b`), "<mac>"},
-	{regexp.MustCompile(`tupper-nerdctl-[0-9a-f]{6}-(runc|tupper)`), "<ns>"},
 	{regexp.MustCompile(`tnc[0-9a-f]{6}demo`), "<project>"},
 	{regexp.MustCompile(`tnc[0-9a-f]{6}`), "<bridge>"},
 	{regexp.MustCompile(`(About a minute|Less than a second|\d+ (seconds|minutes)) ago`), "<ago>"},
 	{regexp.MustCompile(`Up (About a minute|Less than a second|\d+ (seconds|minutes))`), "Up <t>"},
-	{regexp.MustCompile(`/tmp/tupper-nerdctl-[0-9]+`), "<dir>"},
 	{regexp.MustCompile(`/tmp/compose-[0-9]+`), "<compose-tmp>"},
 	{regexp.MustCompile(`\b(bind|cp-in|cp-out|compose)-(runc|tupper)\b`), "$1-<rt>"},
 	{regexp.MustCompile(`\b(io\.containerd\.)?(runc|tupper)\.v2\b`), "<runtime>"},

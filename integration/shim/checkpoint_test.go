@@ -100,22 +100,30 @@ func TestCheckpointCtr(t *testing.T) {
 	}
 }
 
+// loadContainer is container id through containerd's client, for what
+// ctr has no flags for; the client is closed when the test ends.
+func (e *env) loadContainer(id string) (*client.Client, context.Context, client.Container) {
+	e.t.Helper()
+	cl, err := client.New(e.Address)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { cl.Close() })
+	ctx := namespaces.WithNamespace(context.Background(), e.Namespace)
+	c, err := cl.LoadContainer(ctx, id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return cl, ctx, c
+}
+
 // newTaskFromCheckpoint starts a new task of container id from the
 // checkpoint image ref, through containerd's client.
 func (e *env) newTaskFromCheckpoint(id, ref string) {
 	t := e.t
 	t.Helper()
-	cl, err := client.New(e.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx := namespaces.WithNamespace(context.Background(), e.Namespace)
+	cl, ctx, c := e.loadContainer(id)
 	img, err := cl.GetImage(ctx, ref)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cl.LoadContainer(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,16 +315,7 @@ func (e *env) send(id, line string) string {
 func (e *env) checkpointExit(id, ref string, tcp bool) {
 	t := e.t
 	t.Helper()
-	cl, err := client.New(e.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx := namespaces.WithNamespace(context.Background(), e.Namespace)
-	c, err := cl.LoadContainer(ctx, id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ctx, c := e.loadContainer(id)
 	task, err := c.Task(ctx, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -8,36 +8,18 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/tupper/tupper/internal/testutil"
 )
 
-// envCgroupDriver=systemd runs the suite with tupper's systemd cgroup
-// driver, as kubeadm sets containerd up (SystemdCgroup = true in the
-// runtime options): every container of the env gets the cgroupsPath
-// <slice>:tshim:<id>, a transient scope tshim-<id>.scope in a slice of the
-// env's own. The default, cgroupfs, keeps ctr's /<namespace>/<id>.
-const envCgroupDriver = "TUPPER_TEST_CGROUP_DRIVER"
+// With harness.EnvCgroupDriver=systemd the suite runs with tupper's
+// systemd cgroup driver, as kubeadm sets containerd up (SystemdCgroup =
+// true in the runtime options): every container of the env gets the
+// cgroupsPath <slice>:tshim:<id>, a transient scope tshim-<id>.scope in a
+// slice of the env's own. The default, cgroupfs, keeps ctr's
+// /<namespace>/<id>.
 
 // scopePrefix is the prefix of every container's scope (systemd driver),
 // the same for tupper and runc so that their views can be compared.
 const scopePrefix = "tshim"
-
-// cgroupDriver reads envCgroupDriver: true for systemd.
-func cgroupDriver(t *testing.T) bool {
-	switch d := os.Getenv(envCgroupDriver); d {
-	case "", "cgroupfs":
-		return false
-	case "systemd":
-		if _, err := os.Stat("/run/systemd/system"); err != nil {
-			testutil.Require(t, "needs systemd as init for "+envCgroupDriver+"=systemd")
-		}
-		return true
-	default:
-		t.Fatalf("%s=%q: want cgroupfs or systemd", envCgroupDriver, d)
-		return false
-	}
-}
 
 // withCgroupsPath gives a `ctr run` of an image container the systemd
 // driver's cgroupsPath (and runc its systemd driver); other commands, and

@@ -36,7 +36,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	systemd := cgroupDriver(t)
+	systemd := harness.SystemdCgroupDriver(t)
 	e := &env{Env: harness.Start(t, harness.Options{SystemdCgroup: systemd}), t: t}
 	if systemd {
 		e.slice = sliceName(time.Now().UnixNano())

@@ -14,8 +14,9 @@ import (
 
 // cleanup undoes Start, reporting to the test that called it: tasks and
 // containers left in the namespace, shims that outlive them (an error:
-// a shim must exit once its containers are gone), the daemons, mounts,
-// the loopback btrfs, cgroups, the bridge and Dir.
+// a shim must exit once its containers are gone), the daemons, mounts
+// (the network namespace's too), the loopback btrfs, cgroups, the bridge
+// and Dir.
 func (e *Env) cleanup() {
 	t := e.owner
 	if t.Failed() {
@@ -23,8 +24,12 @@ func (e *Env) cleanup() {
 			t.Logf("--- %s log (last 60 lines of %s) ---\n%s", d.Name, d.Log, d.Tail(60))
 		}
 	}
+	namespaces := []string{e.Namespace}
 	if e.containerd != nil {
-		e.removeContainers()
+		namespaces = e.namespaces()
+		for _, ns := range namespaces {
+			e.removeContainers(ns)
+		}
 		e.waitShimsGone()
 	}
 	e.StopContainerd(t)
@@ -39,9 +44,15 @@ func (e *Env) cleanup() {
 			t.Errorf("cleanup: %v", err)
 		}
 	}
-	testutil.RemoveCgroups(t, e.Namespace)
-	if err := deleteLink(e.Bridge); err != nil {
-		t.Errorf("cleanup: %v", err)
+	for _, ns := range namespaces {
+		testutil.RemoveCgroups(t, ns)
+	}
+	// In a network namespace of its own (Options.Netns) the bridge went
+	// with it; a host link of that name is not this Env's.
+	if e.Netns == "" {
+		if err := deleteLink(e.Bridge); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
 	}
 	if t.Failed() && testutil.Keep() {
 		t.Logf("cleanup: keeping %s (%s=1)", e.Dir, testutil.EnvKeep)
@@ -52,18 +63,36 @@ func (e *Env) cleanup() {
 	}
 }
 
-// removeContainers force-deletes the tasks and containers a test left.
-func (e *Env) removeContainers() {
-	if out, err := e.Ctr("task", "ls", "-q"); err == nil {
+// namespaces lists Namespace and the containerd namespaces a test made
+// next to it (CtrIn): those named Namespace-<suffix>. Others, which no
+// test of this Env makes, are not its to clean up.
+func (e *Env) namespaces() []string {
+	namespaces := []string{e.Namespace}
+	out, err := e.Ctr("namespaces", "ls", "-q")
+	if err != nil {
+		e.owner.Logf("cleanup: %v", err)
+	}
+	for _, ns := range strings.Fields(out) {
+		if strings.HasPrefix(ns, e.Namespace+"-") {
+			namespaces = append(namespaces, ns)
+		}
+	}
+	return namespaces
+}
+
+// removeContainers force-deletes the tasks and containers a test left in
+// containerd namespace ns.
+func (e *Env) removeContainers(ns string) {
+	if out, err := e.CtrIn(ns, "task", "ls", "-q"); err == nil {
 		for _, id := range strings.Fields(out) {
-			if _, err := e.Ctr("task", "delete", "-f", id); err != nil {
+			if _, err := e.CtrIn(ns, "task", "delete", "-f", id); err != nil {
 				e.owner.Logf("cleanup: %v", err)
 			}
 		}
 	}
-	if out, err := e.Ctr("containers", "ls", "-q"); err == nil {
+	if out, err := e.CtrIn(ns, "containers", "ls", "-q"); err == nil {
 		for _, id := range strings.Fields(out) {
-			if _, err := e.Ctr("containers", "rm", id); err != nil {
+			if _, err := e.CtrIn(ns, "containers", "rm", id); err != nil {
 				e.owner.Logf("cleanup: %v", err)
 			}
 		}

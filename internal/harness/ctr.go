@@ -49,13 +49,19 @@ func ExitCode(err error) int {
 // CtrArgs is the argument list that addresses this Env's containerd and
 // namespace, for commands the caller runs itself (under script(1), or in
 // the background).
-func (e *Env) CtrArgs(args ...string) []string {
-	return append([]string{"--address", e.Address, "--namespace", e.Namespace}, args...)
+func (e *Env) CtrArgs(args ...string) []string { return e.ctrArgs(e.Namespace, args) }
+
+func (e *Env) ctrArgs(namespace string, args []string) []string {
+	return append([]string{"--address", e.Address, "--namespace", namespace}, args...)
 }
 
 // CtrCommand is ctr with args as an *exec.Cmd, for the caller to run.
 func (e *Env) CtrCommand(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ctr", e.CtrArgs(args...)...)
+	return e.ctrCommand(ctx, e.Namespace, args)
+}
+
+func (e *Env) ctrCommand(ctx context.Context, namespace string, args []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "ctr", e.ctrArgs(namespace, args)...)
 	cmd.Env = e.daemonEnv()
 	return cmd
 }
@@ -64,7 +70,14 @@ func (e *Env) CtrCommand(ctx context.Context, args ...string) *exec.Cmd {
 // container's, for ctr run and task exec). Standard error, where ctr puts
 // its own messages and a container its errors, is in the *CtrError.
 func (e *Env) Ctr(args ...string) (string, error) {
-	stdout, _, err := e.ctr(args)
+	return e.CtrIn(e.Namespace, args...)
+}
+
+// CtrIn is Ctr in another containerd namespace, for a test that keeps
+// apart what it does in several. It names them Namespace+"-"+suffix:
+// cleanup removes the containers and cgroups of every namespace so named.
+func (e *Env) CtrIn(namespace string, args ...string) (string, error) {
+	stdout, _, err := e.ctr(namespace, args)
 	return stdout, err
 }
 
@@ -72,7 +85,7 @@ func (e *Env) Ctr(args ...string) (string, error) {
 // containerd's cgroup v1 deprecation warnings: for checks of the message a
 // refused container gets.
 func (e *Env) CtrCombined(args ...string) (string, error) {
-	stdout, stderr, err := e.ctr(args)
+	stdout, stderr, err := e.ctr(e.Namespace, args)
 	return stdout + stderr, err
 }
 
@@ -86,10 +99,10 @@ func (e *Env) MustCtr(t testing.TB, args ...string) string {
 	return out
 }
 
-func (e *Env) ctr(args []string) (stdout, stderr string, err error) {
+func (e *Env) ctr(namespace string, args []string) (stdout, stderr string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), ctrTimeout)
 	defer cancel()
-	cmd := e.CtrCommand(ctx, args...)
+	cmd := e.ctrCommand(ctx, namespace, args)
 	var o, s bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &s
 	runErr := cmd.Run()

@@ -2,7 +2,8 @@
 // tests, and for tools that want one: its own directory, sockets and
 // namespace; containerd's overlayfs, containerd's built-in btrfs or the
 // tupper snapshotter on a loopback btrfs of its own; tupper's runtime on a
-// bridge and subnet of its own. Everything it starts is stopped by PID and
+// bridge and subnet of its own; optionally all of it in a network
+// namespace of its own. Everything it starts is stopped by PID and
 // everything it mounts undone when the test that called Start ends.
 //
 // The Env keeps the testing.T that made it, for its cleanup only; methods
@@ -50,6 +51,12 @@ type Options struct {
 	ExtraConfig string
 	// BtrfsSize is the loopback btrfs's size (default 1 GiB).
 	BtrfsSize int64
+	// Netns runs containerd, and so the shims, the OCI hooks and the CNI
+	// plugins they run, in a network namespace the Env makes and removes:
+	// for tests that set up networks with tools (nerdctl's CNI bridge, its
+	// iptables rules, the ip_forward its bridge plugin turns on) that
+	// would otherwise change the host's. Command runs programs there.
+	Netns bool
 }
 
 // Env is one private containerd (and tupper snapshotter), torn down when
@@ -74,6 +81,9 @@ type Env struct {
 	// Path, when set, is the PATH of daemons started from then on (a
 	// test that hides a tool from the runtime), instead of BinDir's.
 	Path string
+	// Netns is the bind mount of the Env's network namespace
+	// (Options.Netns); empty when containerd runs in the host's.
+	Netns string
 
 	owner      testing.TB // the test that called Start: cleanup reports here
 	opts       Options
@@ -117,6 +127,9 @@ func Start(t *testing.T, o Options) *Env {
 	}
 	if o.Snapshotter == Tupper {
 		e.startSnapshotter(t)
+	}
+	if o.Netns {
+		e.makeNetns(t)
 	}
 	e.writeContainerdConfig(t)
 	e.StartContainerd(t)
@@ -196,7 +209,8 @@ func (e *Env) configPath() string { return filepath.Join(e.Dir, "containerd.toml
 // waits until it answers; its log is Dir/containerd.log.
 func (e *Env) StartContainerd(t testing.TB) {
 	t.Helper()
-	e.containerd = e.startDaemon(t, "containerd", "containerd", "--config", e.configPath(), "--log-level", "debug")
+	bin, args := e.inNetns("containerd", "--config", e.configPath(), "--log-level", "debug")
+	e.containerd = e.startDaemon(t, "containerd", bin, args...)
 	e.waitReady(t, e.containerd, 60*time.Second, func() error { _, err := e.Ctr("version"); return err })
 }
 

@@ -40,11 +40,19 @@ func mkimage(t testing.TB, args ...string) *exec.Cmd {
 func ImageName(kind string) string { return "tupper.local/" + kind + ":latest" }
 
 // ImportImage builds the image of the given kind and imports it into this
-// Env's snapshotter; it returns the image's name.
-func (e *Env) ImportImage(t testing.TB, kind string) string {
+// Env's snapshotter, in Namespace or, if any are given, in the namespaces
+// named (see CtrIn); it returns the image's name.
+func (e *Env) ImportImage(t testing.TB, kind string, namespaces ...string) string {
 	t.Helper()
 	name, path := ImageName(kind), filepath.Join(e.Dir, kind+".tar")
 	BuildImage(t, kind, name, path)
-	e.MustCtr(t, "images", "import", "--snapshotter="+e.Snapshotter, path)
+	if len(namespaces) == 0 {
+		namespaces = []string{e.Namespace}
+	}
+	for _, ns := range namespaces {
+		if _, err := e.CtrIn(ns, "images", "import", "--snapshotter="+e.Snapshotter, path); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return name
 }

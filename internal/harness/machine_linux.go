@@ -27,7 +27,32 @@ const (
 	// EnvSnapshotter=btrfs runs Tupper envs on containerd's built-in btrfs
 	// snapshotter instead: a check of the tests, not of tupper.
 	EnvSnapshotter = "TUPPER_TEST_SNAPSHOTTER"
+	// EnvCgroupDriver=systemd runs the suites that read it
+	// (SystemdCgroupDriver) with the systemd cgroup driver, as kubeadm
+	// sets containerd up; cgroupfs, the default, keeps plain directories.
+	EnvCgroupDriver = "TUPPER_TEST_CGROUP_DRIVER"
 )
+
+// SystemdCgroupDriver reads EnvCgroupDriver: true for systemd, which
+// needs systemd as init (without it the test is skipped loudly, or fails
+// under TUPPER_TEST_STRICT); any value but systemd, cgroupfs or none fails
+// t. What the driver means is each suite's: Options.SystemdCgroup for
+// tupper's runtime, slices as the parents of pods or containers.
+func SystemdCgroupDriver(t testing.TB) bool {
+	t.Helper()
+	switch d := os.Getenv(EnvCgroupDriver); d {
+	case "", "cgroupfs":
+		return false
+	case "systemd":
+		if _, err := os.Stat("/run/systemd/system"); err != nil {
+			testutil.Require(t, "needs systemd as init for "+EnvCgroupDriver+"=systemd")
+		}
+		return true
+	default:
+		t.Fatalf("%s=%q: want cgroupfs or systemd", EnvCgroupDriver, d)
+		return false
+	}
+}
 
 // requireMachine fails (or, outside make test, skips loudly) when the
 // machine cannot run an Env with these options.
@@ -43,6 +68,9 @@ func requireMachine(t testing.TB, o Options) {
 			missing = append(missing, "btrfs in /proc/filesystems (modprobe btrfs)")
 		}
 		bins = append(bins, "mkfs.btrfs", "losetup", "btrfs")
+	}
+	if o.Netns {
+		bins = append(bins, "nsenter", "ip")
 	}
 	for _, bin := range bins {
 		if _, err := exec.LookPath(bin); err != nil {
