@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/moby/sys/mountinfo"
+	"github.com/tupper/tupper/internal/mountpoint"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,7 +16,11 @@ import (
 // mount keeps each bind to its target. The host's / is never changed: a
 // root on it gets a bind mount of its own first.
 func privateRoot(root string) error {
-	mp, err := mountPointOf(root)
+	real, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return err
+	}
+	mp, err := mountpoint.Of(real)
 	if err != nil {
 		return err
 	}
@@ -30,26 +34,4 @@ func privateRoot(root string) error {
 		return fmt.Errorf("make the mount %s private: %w", mp, err)
 	}
 	return nil
-}
-
-// mountPointOf returns the mount point that holds path.
-func mountPointOf(path string) (string, error) {
-	real, err := filepath.EvalSymlinks(path)
-	if err != nil {
-		return "", err
-	}
-	ms, err := mountinfo.GetMounts(mountinfo.ParentsFilter(real))
-	if err != nil {
-		return "", err
-	}
-	best := ""
-	for _, m := range ms {
-		if len(m.Mountpoint) > len(best) {
-			best = m.Mountpoint
-		}
-	}
-	if best == "" {
-		return "", fmt.Errorf("no mount holds %s", path)
-	}
-	return best, nil
 }

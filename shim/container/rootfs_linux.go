@@ -3,10 +3,9 @@ package container
 import (
 	"fmt"
 	"os"
-	"strings"
 
-	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/internal/mountpoint"
 	"golang.org/x/sys/unix"
 )
 
@@ -71,7 +70,7 @@ func privateRootfs(spec *specs.Spec, rootfs string) (int, error) {
 	// (the shim's mount of the snapshot) or the one containing it: make it
 	// private in our namespace. A shared or slave rootfsPropagation is
 	// applied to the new / right after the switch.
-	if under, err := mountPointOf(rootfs); err == nil {
+	if under, err := mountpoint.Of(rootfs); err == nil {
 		if err := unix.Mount("", under, "", unix.MS_PRIVATE, ""); err != nil {
 			return 0, fmt.Errorf("make the mount under the rootfs (%s) private: %w", under, err)
 		}
@@ -172,30 +171,6 @@ var propagationFlags = map[string]int{
 	"rslave":      unix.MS_SLAVE | unix.MS_REC,
 	"unbindable":  unix.MS_UNBINDABLE,
 	"runbindable": unix.MS_UNBINDABLE | unix.MS_REC,
-}
-
-// mountPointOf returns the mount point that path lies on (the longest
-// mount point that is a prefix of it).
-func mountPointOf(path string) (string, error) {
-	// Not mountinfo.ParentsFilter: a plain string prefix, it takes /a/b
-	// for a mount point above /a/bc.
-	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
-		mp := m.Mountpoint
-		return path != mp && mp != "/" && !strings.HasPrefix(path, mp+"/"), false
-	})
-	if err != nil {
-		return "", err
-	}
-	best := ""
-	for _, m := range mounts {
-		if len(m.Mountpoint) > len(best) {
-			best = m.Mountpoint
-		}
-	}
-	if best == "" {
-		return "", fmt.Errorf("no mount point above %s", path)
-	}
-	return best, nil
 }
 
 // enterRoot makes rootfs the root of the mount namespace. With pivot_root
