@@ -81,14 +81,23 @@ run_suite() {
 # stragglers lists the processes of this unit's cgroup other than this
 # script and tupper-vm-boot: what a test started and left running, which
 # would also keep the unit, and so the guest, up until systemd's stop
-# timeout. The list is read before anything is forked to print it.
+# timeout. This script is every ancestor of the shell running this
+# function (a $(...) subshell is one more bash with the script's command
+# line). The list is read before anything is forked to print it.
 stragglers() {
-	local cg p cmd
+	local cg p cmd stat
+	local -A ours=()
+	for ((p = BASHPID; p > 1; )); do
+		ours[$p]=1
+		read -r stat <"/proc/$p/stat" || break
+		stat=${stat##*) } # after "pid (comm) ": state ppid ...
+		read -r _ p _ <<<"$stat"
+	done
 	cg=/sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)
 	local -a pids
 	mapfile -t pids <"$cg/cgroup.procs"
 	for p in "${pids[@]}"; do
-		[[ $p == "$$" || $p == "$PPID" || ! -r /proc/$p/cmdline ]] && continue
+		[[ -n ${ours[$p]:-} || ! -r /proc/$p/cmdline ]] && continue
 		cmd=$(tr '\0' ' ' </proc/"$p"/cmdline)
 		[[ -n $cmd ]] && echo "$p $cmd"
 	done

@@ -30,7 +30,9 @@ func (e *env) withCgroupsPath(args []string) []string {
 		slices.Contains(args, "--config") || slices.Contains(args, "--dump-config") {
 		return args
 	}
-	i := slices.Index(args, image)
+	// Every image the suite runs is one it built, named tupper.local/...
+	// (harness.ImageName); the argument after it is the container's id.
+	i := slices.IndexFunc(args, func(a string) bool { return strings.HasPrefix(a, "tupper.local/") })
 	if i < 0 || i+1 >= len(args) {
 		return args
 	}

@@ -53,7 +53,7 @@ func (e *env) linkedEtcImage(target string) string {
 	if err := os.Symlink(target, filepath.Join(rootfs, "etc")); err != nil {
 		e.t.Fatal(err)
 	}
-	name, archive := "tupper.local/etclink:latest", filepath.Join(e.Dir, "etclink.tar")
+	name, archive := harness.ImageName("etclink"), filepath.Join(e.Dir, "etclink.tar")
 	harness.BuildImage(e.t, "dir", name, archive, "-rootfs", rootfs, "-env", "PATH=/bin")
 	e.mustCtr("images", "import", archive)
 	return name
