@@ -50,7 +50,14 @@ type Options struct {
 	ShimCgroup string `protobuf:"bytes,8,opt,name=shim_cgroup,json=shimCgroup,proto3" json:"shim_cgroup,omitempty"`
 	// Run containers whose spec asks for an AppArmor or SELinux label on a
 	// host without that LSM (the log says so each time).
-	LsmOptional   bool `protobuf:"varint,9,opt,name=lsm_optional,json=lsmOptional,proto3" json:"lsm_optional,omitempty"`
+	LsmOptional bool `protobuf:"varint,9,opt,name=lsm_optional,json=lsmOptional,proto3" json:"lsm_optional,omitempty"`
+	// Which containers share one shim process: "" or "container" (one shim
+	// per container, or per group annotation / CRI pod), "namespace" (one
+	// shim for every container of the containerd namespace: fewer
+	// processes and less memory per node, at the price of per-pod fault
+	// isolation: a shim that dies takes all of its containers' I/O and
+	// exit reporting with it).
+	ShimGrouping  string `protobuf:"bytes,11,opt,name=shim_grouping,json=shimGrouping,proto3" json:"shim_grouping,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,11 +162,18 @@ func (x *Options) GetLsmOptional() bool {
 	return false
 }
 
+func (x *Options) GetShimGrouping() string {
+	if x != nil {
+		return x.ShimGrouping
+	}
+	return ""
+}
+
 var File_options_options_proto protoreflect.FileDescriptor
 
 const file_options_options_proto_rawDesc = "" +
 	"\n" +
-	"\x15options/options.proto\x12\x11tupper.options.v1\"\xc4\x02\n" +
+	"\x15options/options.proto\x12\x11tupper.options.v1\"\xe9\x02\n" +
 	"\aOptions\x12!\n" +
 	"\fnetwork_mode\x18\x01 \x01(\tR\vnetworkMode\x12\x16\n" +
 	"\x06bridge\x18\x02 \x01(\tR\x06bridge\x12\x16\n" +
@@ -172,7 +186,8 @@ const file_options_options_proto_rawDesc = "" +
 	"\x0esystemd_cgroup\x18\a \x01(\bR\rsystemdCgroup\x12\x1f\n" +
 	"\vshim_cgroup\x18\b \x01(\tR\n" +
 	"shimCgroup\x12!\n" +
-	"\flsm_optional\x18\t \x01(\bR\vlsmOptionalB0Z.github.com/tupper/tupper/proto/options;optionsb\x06proto3"
+	"\flsm_optional\x18\t \x01(\bR\vlsmOptional\x12#\n" +
+	"\rshim_grouping\x18\v \x01(\tR\fshimGroupingB0Z.github.com/tupper/tupper/proto/options;optionsb\x06proto3"
 
 var (
 	file_options_options_proto_rawDescOnce sync.Once

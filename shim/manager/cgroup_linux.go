@@ -11,38 +11,39 @@ import (
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	optionspb "github.com/tupper/tupper/proto/options"
 	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/options"
 )
 
+// runtimeOptions returns tupper's runtime options for the task being
+// started, which containerd passes among the bootstrap extensions, or nil
+// when it sent none.
+func runtimeOptions(params *bootapi.BootstrapParams) (*optionspb.Options, error) {
+	for _, ext := range params.GetExtensions() {
+		if v := ext.GetValue(); options.IsOptions(v) {
+			return options.FromAny(v)
+		}
+	}
+	return nil, nil
+}
+
 // joinShimCgroup moves the shim process pid into the cgroup named by the
 // ShimCgroup runtime option, as runc's shim does, so that the shim's
 // memory and CPU are accounted where the caller wants (containerd's
-// TestShimInCgroup). containerd passes the task's runtime options among
-// the bootstrap extensions. The cgroup must exist; a missing one fails
-// the start, naming it, as with runc.
-func joinShimCgroup(params *bootapi.BootstrapParams, pid int) error {
-	for _, ext := range params.GetExtensions() {
-		v := ext.GetValue()
-		if !options.IsOptions(v) {
-			continue
-		}
-		o, err := options.FromAny(v)
-		if err != nil {
-			return err
-		}
-		path := o.GetShimCgroup()
-		if path == "" {
-			return nil
-		}
-		m, err := cgroups.Load(path, cgroups.IsSystemdPath(path))
-		if err != nil {
-			return fmt.Errorf("shim cgroup %s: %w", path, err)
-		}
-		if err := m.Add(pid); err != nil {
-			return fmt.Errorf("move the shim into cgroup %s: %w", path, err)
-		}
+// TestShimInCgroup). The cgroup must exist; a missing one fails the
+// start, naming it, as with runc.
+func joinShimCgroup(opts *optionspb.Options, pid int) error {
+	path := opts.GetShimCgroup()
+	if path == "" {
 		return nil
+	}
+	m, err := cgroups.Load(path, cgroups.IsSystemdPath(path))
+	if err != nil {
+		return fmt.Errorf("shim cgroup %s: %w", path, err)
+	}
+	if err := m.Add(pid); err != nil {
+		return fmt.Errorf("move the shim into cgroup %s: %w", path, err)
 	}
 	return nil
 }

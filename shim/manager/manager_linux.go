@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,7 +26,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
+	optionspb "github.com/tupper/tupper/proto/options"
 	"github.com/tupper/tupper/shim/bundle"
+	"github.com/tupper/tupper/shim/task"
 	"github.com/tupper/tupper/version"
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +39,12 @@ var groupAnnotations = []string{
 	"io.kubernetes.cri.sandbox-id",
 }
 
+// Values of the ShimGrouping runtime option.
+const (
+	groupPerContainer = "container" // the default, also ""
+	groupPerNamespace = "namespace"
+)
+
 // New returns the shim manager for runtime name.
 func New(name string) shim.Shim { return &manager{name: name} }
 
@@ -43,17 +52,28 @@ type manager struct{ name string }
 
 func (m *manager) Name() string { return m.name }
 
-// group returns the shim group of the container whose bundle is cwd.
-func group(id string) (string, error) {
+// group returns the shim group of container id, whose bundle is cwd: with
+// ShimGrouping "namespace" one for the whole containerd namespace (the
+// socket address is per namespace already), else the container's group
+// annotation, else the container itself.
+func group(id string, opts *optionspb.Options) (string, error) {
+	switch g := opts.GetShimGrouping(); g {
+	case groupPerNamespace:
+		return "tupper-namespace-shim", nil
+	case "", groupPerContainer:
+	default:
+		return "", fmt.Errorf("runtime option ShimGrouping %q: want %q or %q: %w",
+			g, groupPerContainer, groupPerNamespace, errdefs.ErrInvalidArgument)
+	}
 	b, err := os.ReadFile("config.json")
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("read bundle spec: %w", err)
 	}
 	var spec struct {
 		Annotations map[string]string `json:"annotations"`
 	}
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return "", err
+		return "", fmt.Errorf("read bundle spec: %w", err)
 	}
 	for _, a := range groupAnnotations {
 		if g := spec.Annotations[a]; g != "" {
@@ -68,9 +88,13 @@ func group(id string) (string, error) {
 // shim is there (socket reuse is how a pod shares one shim).
 func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
 	id := params.GetInstanceID()
-	grp, err := group(id)
+	opts, err := runtimeOptions(params)
 	if err != nil {
-		return nil, fmt.Errorf("read bundle spec: %w", err)
+		return nil, err
+	}
+	grp, err := group(id, opts)
+	if err != nil {
+		return nil, err
 	}
 	socketDir := params.GetSocketDir()
 	if socketDir == "" {
@@ -81,7 +105,7 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	if err != nil {
 		return nil, err
 	}
-	ln, err := listen(addr)
+	ln, err := listen(ctx, addr, id)
 	if err != nil || ln == nil {
 		result.Address = addr // nil: a shim serves there already
 		return result, err
@@ -97,7 +121,7 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 		return nil, err
 	}
 	defer f.Close()
-	if err := startDaemon(ctx, params, id, f); err != nil {
+	if err := startDaemon(ctx, params, opts, id, f); err != nil {
 		return nil, err
 	}
 	result.Address = addr
@@ -105,8 +129,17 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 }
 
 // listen makes the group's socket, replacing a stale one; it returns nil
-// when a shim already answers there.
-func listen(addr string) (*net.UnixListener, error) {
+// when a shim already serves the group and has agreed to wait for
+// container id (task.Join).
+func listen(ctx context.Context, addr, id string) (*net.UnixListener, error) {
+	// Two starts that both find a dead or stopping shim must not both
+	// replace its socket (the second would take the first one's new
+	// shim off the address): they take turns, on the socket directory.
+	unlock, err := lockDir(filepath.Dir(strings.TrimPrefix(addr, "unix://")))
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	ln, err := shim.NewSocket(addr)
 	if err == nil {
 		return ln, nil
@@ -114,11 +147,12 @@ func listen(addr string) (*net.UnixListener, error) {
 	if !shim.SocketEaddrinuse(err) {
 		return nil, fmt.Errorf("create shim socket: %w", err)
 	}
-	if shim.CanConnect(addr) {
-		return nil, nil
+	if live, err := joinRunning(ctx, addr, id); live || err != nil {
+		return nil, err
 	}
-	// A stale socket from a dead shim.
-	if err := shim.RemoveSocket(addr); err != nil {
+	// A stale socket from a dead shim, or one a stopping shim has not
+	// removed yet (it removes only its own file, by identity).
+	if err := shim.RemoveSocket(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket: %w", err)
 	}
 	if ln, err = shim.NewSocket(addr); err != nil {
@@ -127,9 +161,45 @@ func listen(addr string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// lockDir takes an exclusive flock on directory dir (made if missing,
+// as shim.NewSocket would) and returns its release.
+func lockDir(dir string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open socket directory: %w", err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("lock socket directory %s: %w", dir, err)
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// joinRunning asks the shim answering at addr to wait for container id;
+// live reports that it will. A shim that answers but stops (Unavailable)
+// or is not there counts as gone.
+func joinRunning(ctx context.Context, addr, id string) (live bool, _ error) {
+	err := task.Join(ctx, addr, id)
+	switch {
+	case err == nil:
+		return true, nil
+	case errdefs.IsUnavailable(err) || !shim.CanConnect(addr):
+		return false, nil
+	case errdefs.IsNotImplemented(err) || errdefs.IsNotFound(err):
+		// A shim from before joins: share it as before.
+		log.G(ctx).WithError(err).Info("group shim cannot join; sharing it anyway")
+		return true, nil
+	default:
+		return false, fmt.Errorf("join the group's shim at %s: %w", addr, err)
+	}
+}
+
 // startDaemon starts the long-running shim, serving on the listening
 // socket sock, in the ShimCgroup if one is set, with its OOM score.
-func startDaemon(ctx context.Context, params *bootapi.BootstrapParams, id string, sock *os.File) (retErr error) {
+func startDaemon(ctx context.Context, params *bootapi.BootstrapParams, opts *optionspb.Options, id string, sock *os.File) (retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return err
@@ -163,7 +233,7 @@ func startDaemon(ctx context.Context, params *bootapi.BootstrapParams, id string
 		}
 	}()
 	go cmd.Wait()
-	if err := joinShimCgroup(params, cmd.Process.Pid); err != nil {
+	if err := joinShimCgroup(opts, cmd.Process.Pid); err != nil {
 		return err
 	}
 	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+	optionspb "github.com/tupper/tupper/proto/options"
 	"github.com/tupper/tupper/shim/bundle"
 )
 
@@ -30,9 +32,20 @@ func TestGroup(t *testing.T) {
 		{`{"io.containerd.runc.v2.group": "runc-only"}`, "c1"},
 	} {
 		os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"annotations": `+tc.annotations+`}`), 0o644)
-		if got, err := group("c1"); err != nil || got != tc.want {
+		if got, err := group("c1", nil); err != nil || got != tc.want {
 			t.Errorf("%s: group %q %v, want %q", tc.annotations, got, err, tc.want)
 		}
+		if got, err := group("c1", &optionspb.Options{ShimGrouping: "container"}); err != nil || got != tc.want {
+			t.Errorf("%s, ShimGrouping container: group %q %v, want %q", tc.annotations, got, err, tc.want)
+		}
+		// One shim per namespace whatever the annotations say: the
+		// socket address is made per namespace.
+		if got, err := group("c1", &optionspb.Options{ShimGrouping: "namespace"}); err != nil || got != "tupper-namespace-shim" {
+			t.Errorf("%s, ShimGrouping namespace: group %q %v", tc.annotations, got, err)
+		}
+	}
+	if _, err := group("c1", &optionspb.Options{ShimGrouping: "node"}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), `"node"`) {
+		t.Errorf("ShimGrouping node: %v, want an invalid argument naming it", err)
 	}
 }
 

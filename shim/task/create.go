@@ -94,6 +94,7 @@ func (s *service) reserve(id string) (func(), error) {
 		return nil, fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
 	}
 	s.creating[id] = true
+	s.joinedLocked(id)
 	return func() {
 		s.mu.Lock()
 		delete(s.creating, id)

@@ -31,6 +31,8 @@ type service struct {
 	mu         sync.Mutex
 	containers map[string]*Container
 	creating   map[string]bool
+	joining    map[string]*time.Timer // starts waiting for their Create (join.go)
+	stopping   bool                   // Shutdown decided to stop: no more joins
 
 	// background is cleanup that Delete left running (veth deletion);
 	// the shim waits for it before it exits. Once shuttingDown (under
@@ -71,6 +73,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		events:     newEventQueue(ctx, publisher),
 		containers: map[string]*Container{},
 		creating:   map[string]bool{},
+		joining:    map[string]*time.Timer{},
 		socket:     ownSocket(),
 	}
 	sd.RegisterCallback(func(context.Context) error {
@@ -98,6 +101,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 
 func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 	taskAPI.RegisterTTRPCTaskService(server, s)
+	s.registerJoin(server)
 	return nil
 }
 

@@ -8,15 +8,9 @@ import (
 )
 
 // Shutdown stops the shim once it serves no container any more; a shim
-// shared by a pod stays up for the other containers.
+// shared by a group stays up for the other containers and for those whose
+// start has joined it (join.go).
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*types.Empty, error) {
-	s.mu.Lock()
-	n := len(s.containers) + len(s.creating)
-	s.mu.Unlock()
-	if n > 0 {
-		return &types.Empty{}, nil
-	}
-	s.socket.remove()
-	s.shutdown.Shutdown()
+	s.stopIfIdle()
 	return &types.Empty{}, nil
 }
