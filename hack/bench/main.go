@@ -60,6 +60,7 @@ var benchmarks = []benchmark{
 	{"unpack", (*bench).unpack},
 	{"start", (*bench).startLatency},
 	{"memory", (*bench).memory},
+	{"grouped", (*bench).memoryGrouped},
 	{"density", (*bench).density},
 	{"checkpoint", (*bench).checkpointRestore},
 }
@@ -82,7 +83,7 @@ func main() {
 		bin      = flag.String("tupper-bin", "", "tupper snapshotter binary, for --version")
 		metrics  = flag.String("tupper-metrics", "", "tupper's /metrics URL")
 		rootsArg = flag.String("roots", "", "snapshotter=root,... (syncfs after unpack)")
-		only     = flag.String("only", "", "comma-separated benchmarks to run (ops,usage,unpack,start,memory,density,checkpoint; default all)")
+		only     = flag.String("only", "", "comma-separated benchmarks to run (ops,usage,unpack,start,memory,grouped,density,checkpoint; default all)")
 		render   = flag.String("render", "", "only rewrite the report of this results.json into --out (and --latest)")
 		notes    listFlag
 		sc       shimConfig

@@ -133,7 +133,7 @@ func (b *bench) startLatency() ([]*Result, error) {
 	all := []stack{tup, none, ovl, btr}
 	subjects := []string{"tupper", ovl.name, btr.name}
 	target := func() *Target {
-		return &Target{Baseline: ovl.name, MaxRatio: 0.6, Text: "≤ 0.6× runc+overlayfs"}
+		return &Target{Baseline: ovl.name, MaxRatio: 0.55, Text: "≤ 0.55× runc+overlayfs"}
 	}
 	row := func(metric, note string, withTarget bool) *Result {
 		r := newResult("start latency", metric, "ms", subjects)
@@ -560,11 +560,13 @@ func (b *bench) memory() (_ []*Result, retErr error) {
 	mk := func(metric string) *Result { return newResult("shim memory", metric, "MiB", subjects) }
 	oneRSS, onePSS, oneAnon := mk("one shim, one container: RSS"), mk("one shim, one container: PSS"), mk("one shim, one container: anonymous")
 	oneRSS.Target = &Target{Max: 6, Text: "tupper ≤ 6 MiB RSS"}
+	oneAnon.Target = &Target{Max: 2, Text: "tupper ≤ 2 MiB anonymous"}
 	// The same for tupper with NetworkMode=none, against the same runc samples.
 	noneRSS, noneAnon := mk("one shim, one container, tupper NetworkMode=none: RSS"), mk("one shim, one container, tupper NetworkMode=none: anonymous")
 	noneRSS.Target = &Target{Max: 6, Text: "tupper ≤ 6 MiB RSS"}
 	noneRSS.Note = "tupper's shim serving a container with NetworkMode = \"none\" (no veth, like runc's), so that the network's share of the shim's memory shows"
 	manyRSS, manyPSS := mk("50 containers, one shim each: RSS sum"), mk("50 containers, one shim each: PSS sum")
+	manyPSS.Target = &Target{Baseline: ovl.name, MaxRatio: 0.5, Text: "≤ 0.5× runc+overlayfs"}
 	grpRSS, grpPSS := mk("10 groups × 5 containers: RSS sum"), mk("10 groups × 5 containers: PSS sum")
 	oneRSS.Note = fmt.Sprintf("tupper: containerd-shim-tupper-v2 (tupper runtime on tupper's snapshotter, bridge network); runc+overlayfs: containerd-shim-runc-v2. "+
 		"Containers run busybox `sleep`, started through the Go client; memory read from /proc/<shim pid>/smaps_rollup %s after the last start (before pkg/shim's first FreeOSMemory, at 30 s). "+
