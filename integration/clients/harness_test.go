@@ -49,7 +49,7 @@ type env struct {
 func requireTools(t *testing.T) {
 	t.Helper()
 	var missing []string
-	for _, bin := range []string{"nerdctl", "runc", "containerd-shim-runc-v2", "iptables"} {
+	for _, bin := range []string{"nerdctl", "runc", "containerd-shim-runc-v2", "iptables", "criu"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin+" on PATH (make deps)")
 		}

@@ -277,7 +277,7 @@ var normalizers = []struct {
 	{regexp.MustCompile(`(About a minute|Less than a second|\d+ (seconds|minutes)) ago`), "<ago>"},
 	{regexp.MustCompile(`Up (About a minute|Less than a second|\d+ (seconds|minutes))`), "Up <t>"},
 	{regexp.MustCompile(`/tmp/compose-[0-9]+`), "<compose-tmp>"},
-	{regexp.MustCompile(`\b(bind|cp-in|cp-out|compose)-(runc|tupper)\b`), "$1-<rt>"},
+	{regexp.MustCompile(`\b(bind|cp-in|cp-out|compose|ckpt1|ckpt2)-(runc|tupper)\b`), "$1-<rt>"},
 	{regexp.MustCompile(`\b(io\.containerd\.)?(runc|tupper)\.v2\b`), "<runtime>"},
 }
 
