@@ -26,7 +26,7 @@
 #                       for the host's ext4); removed afterwards
 #   BENCH_IMG_SIZE      size of the sparse btrfs file (default 8G)
 #   BENCH_ONLY          comma-separated subset of the driver's benchmarks
-#                       (ops,usage,unpack,start,memory,density,checkpoint); such a run
+#                       (ops,usage,unpack,start,memory,grouped,density,checkpoint); such a run
 #                       leaves bench/results/latest.* alone
 #   BENCH_KEEP=1        keep the temp dir (logs, config) after the run
 #   TUPPER_BIN          snapshotter binary (default bin/containerd-tupper-snapshotter)
