@@ -279,6 +279,11 @@ func testHardeningRefusals(t *testing.T, e *env) {
 	if ran := err == nil && strings.Contains(out, "ran"); ran == apparmor || (apparmor && !strings.Contains(out, "not loaded")) {
 		t.Errorf("lsm-optional (host AppArmor %v): %v %s", apparmor, err, out)
 	}
+	// ctr run --rm deletes a task that failed to start before it returns:
+	// nothing of aa1 or aa2 stays mounted.
+	if ms := e.stateMounts(); len(ms) != 0 {
+		t.Errorf("mounts left after refused starts: %v", ms)
+	}
 	// A spec with a non-namespaced sysctl, written as ctr's own spec plus one key.
 	specPath := e.Dir + "/sysctl-spec.json"
 	e.mustCtr("run", "--dump-config", specPath, image, "dump1", "true")
@@ -334,7 +339,9 @@ func testDeadShimCleanup(t *testing.T, e *env) {
 	shim := e.newShim(before)
 	syscall.Kill(shim, syscall.SIGKILL)
 	waitFor(t, func() bool { return syscall.Kill(pid, 0) != nil }, "the container's init to be killed by shim delete")
-	waitFor(t, func() bool { return len(e.stateMounts()) == 0 }, "the rootfs to be unmounted")
+	if !eventually(func() bool { return len(e.stateMounts()) == 0 }) {
+		t.Fatalf("the rootfs is still mounted after shim delete: %v", e.stateMounts())
+	}
 	e.ctr("containers", "rm", "k1")
 }
 

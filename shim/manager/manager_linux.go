@@ -19,7 +19,6 @@ import (
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
-	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/shim"
@@ -268,9 +267,7 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 		}
 	}
 	removeCgroup(ctx, dir, id)
-	if err := mount.UnmountRecursive(filepath.Join(dir, "rootfs"), 0); err != nil {
-		log.G(ctx).WithError(err).Warn("unmount rootfs")
-	}
+	bundle.UnmountRootfs(ctx, filepath.Join(dir, "rootfs"))
 	bundle.ReleaseNetwork(ctx, dir)
 	if e, err := bundle.ReadExit(dir); err == nil {
 		return shim.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil

@@ -127,11 +127,7 @@ func mountRootfs(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest
 		return fmt.Errorf("mount rootfs: %w", err)
 	}
 	c.Rootfs = target
-	undo.push(func() {
-		if err := mount.UnmountRecursive(target, 0); err != nil {
-			log.G(ctx).WithError(err).Warn("unmount rootfs after failed create")
-		}
-	})
+	undo.push(func() { bundle.UnmountRootfs(ctx, target) })
 	return nil
 }
 

@@ -6,7 +6,6 @@ import (
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -111,10 +110,7 @@ func (s *service) undoContainer(ctx context.Context, c *Container, pio *process.
 	}
 	cleaned := true
 	if c.Rootfs != "" {
-		if err := mount.UnmountRecursive(c.Rootfs, 0); err != nil {
-			log.G(ctx).WithError(err).Warn("unmount rootfs")
-			cleaned = false
-		}
+		cleaned = bundle.UnmountRootfs(ctx, c.Rootfs)
 	}
 	c.published.Close()
 	s.inBackground(bundle.ReleaseNetworkLater(s.ctx, c.Bundle))
