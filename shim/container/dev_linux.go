@@ -19,28 +19,44 @@ var defaultDevices = []specs.LinuxDevice{
 	{Path: "/dev/tty", Type: "c", Major: 5, Minor: 0},
 }
 
-// populateDev fills a fresh /dev tmpfs with the standard nodes and links.
+// populateDev fills a fresh /dev tmpfs with the standard nodes and links,
+// all made in one open /dev (nothing is mounted on it meanwhile).
 func populateDev(r *inRoot) error {
 	mode := os.FileMode(0o666)
-	for _, d := range defaultDevices {
-		d.FileMode = &mode
-		if err := createDevice(r, d); err != nil {
-			return err
-		}
-	}
 	links := [][2]string{
-		{"/proc/self/fd", "/dev/fd"},
-		{"/proc/self/fd/0", "/dev/stdin"},
-		{"/proc/self/fd/1", "/dev/stdout"},
-		{"/proc/self/fd/2", "/dev/stderr"},
+		{"/proc/self/fd", "fd"},
+		{"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"},
+		{"/proc/self/fd/2", "stderr"},
 	}
 	if _, err := os.Stat("/proc/kcore"); err == nil {
-		links = append(links, [2]string{"/proc/kcore", "/dev/core"})
+		links = append(links, [2]string{"/proc/kcore", "core"})
 	}
-	for _, l := range links {
-		err := r.inDir(l[1], func(dir int, name string) error { return unix.Symlinkat(l[0], dir, name) })
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("symlink %s: %w", l[1], err)
+	var binds []string
+	err := r.withDir("/dev", func(dir int) error {
+		for _, d := range defaultDevices {
+			d.FileMode = &mode
+			bind, err := makeNode(dir, filepath.Base(d.Path), d)
+			if err != nil {
+				return fmt.Errorf("device %s: %w", d.Path, err)
+			}
+			if bind {
+				binds = append(binds, d.Path)
+			}
+		}
+		for _, l := range links {
+			if err := unix.Symlinkat(l[0], dir, l[1]); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("symlink /dev/%s: %w", l[1], err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, path := range binds {
+		if err := bindHostDevice(r, path); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -52,9 +68,27 @@ var deviceTypes = map[string]uint32{"c": unix.S_IFCHR, "u": unix.S_IFCHR, "b": u
 // whatever the image has there. Where mknod is refused (a nodev mount, a
 // user namespace) the host's node is bound instead.
 func createDevice(r *inRoot, d specs.LinuxDevice) error {
+	var bind bool
+	err := r.inDir(d.Path, func(dir int, name string) (err error) {
+		bind, err = makeNode(dir, name, d)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("device %s: %w", d.Path, err)
+	}
+	if bind {
+		return bindHostDevice(r, d.Path)
+	}
+	return nil
+}
+
+// makeNode makes device d as name in the open directory dir, replacing
+// what is there without following it; bind reports that mknod was refused
+// and the host's node must be bound there instead.
+func makeNode(dir int, name string, d specs.LinuxDevice) (bind bool, _ error) {
 	typ, ok := deviceTypes[d.Type]
 	if !ok {
-		return fmt.Errorf("device %s: unknown type %q", d.Path, d.Type)
+		return false, fmt.Errorf("unknown type %q", d.Type)
 	}
 	perm := uint32(0o666)
 	if d.FileMode != nil {
@@ -67,28 +101,17 @@ func createDevice(r *inRoot, d specs.LinuxDevice) error {
 	if d.GID != nil {
 		gid = int(*d.GID)
 	}
-	bind := false
-	err := r.inDir(d.Path, func(dir int, name string) error {
-		if err := unix.Unlinkat(dir, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			return err
-		}
-		err := unix.Mknodat(dir, name, typ|perm, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))))
-		if err == unix.EPERM && typ != unix.S_IFIFO {
-			bind = true
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return unix.Fchownat(dir, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
-	})
+	if err := unix.Unlinkat(dir, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return false, err
+	}
+	err := unix.Mknodat(dir, name, typ|perm, int(unix.Mkdev(uint32(d.Major), uint32(d.Minor))))
+	if err == unix.EPERM && typ != unix.S_IFIFO {
+		return true, nil
+	}
 	if err != nil {
-		return fmt.Errorf("device %s: %w", d.Path, err)
+		return false, err
 	}
-	if bind {
-		return bindHostDevice(r, d.Path)
-	}
-	return nil
+	return false, unix.Fchownat(dir, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // bindHostDevice binds the host's /dev/<name> onto path inside the root.

@@ -81,17 +81,25 @@ func (r *inRoot) target(dest string, dir bool) (*os.File, error) {
 // itself without following it.
 func (r *inRoot) inDir(p string, fn func(dir int, name string) error) error {
 	p = cleanDest(p)
-	parent, err := r.mkdirAll(filepath.Dir(p))
+	return r.withDir(filepath.Dir(p), func(dir int) error { return fn(dir, filepath.Base(p)) })
+}
+
+// withDir runs fn with directory p inside the root (made if missing) open
+// for the *at calls. The O_PATH handle is made usable by opening "." from
+// it, which walks nothing: the same directory, without the procfs round
+// trip of a general reopen.
+func (r *inRoot) withDir(p string, fn func(dir int) error) error {
+	handle, err := r.mkdirAll(p)
 	if err != nil {
 		return err
 	}
-	defer parent.Close()
-	dir, err := pathrs.Reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
+	defer handle.Close()
+	dir, err := unix.Openat(int(handle.Fd()), ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return err
+		return fmt.Errorf("open %s inside the root: %w", p, err)
 	}
-	defer dir.Close()
-	return fn(int(dir.Fd()), filepath.Base(p))
+	defer unix.Close(dir)
+	return fn(dir)
 }
 
 // createFile makes a new file at p inside the root with content; whatever
