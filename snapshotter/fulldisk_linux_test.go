@@ -35,13 +35,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := mountSnapshot(t, mounts)
-	var fillErr error
-	for i := 0; fillErr == nil && i < 400; i++ {
-		fillErr = writeFile(filepath.Join(dir, "fill-"+string(rune('a'+i%26))+string(rune('a'+i/26))), 8*mib)
-	}
-	if !errors.Is(fillErr, unix.ENOSPC) {
-		t.Fatalf("filling the disk: got %v, want ENOSPC", fillErr)
-	}
+	fillDisk(t, dir)
 
 	// Still serving: reads work; a new snapshot either works or fails
 	// saying why, and leaves metadata and subvolumes in agreement.
@@ -65,23 +59,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("Remove on a full disk: %v", err)
 	}
 	s.Remove(ctx, "while-full")
-	var again error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		syncFilesystem(root)
-		var m []mount.Mount
-		if m, again = s.Prepare(ctx, "after", "base"); again != nil {
-			continue
-		}
-		d := mountSnapshot(t, m)
-		if again = writeFile(filepath.Join(d, "ok"), 8*mib); again == nil {
-			break
-		}
-		unmountRetry(t, d)
-		s.Remove(ctx, "after")
-	}
-	if again != nil {
-		t.Fatalf("no work possible after freeing space: %v", again)
-	}
+	workAfterFreeing(t, s, root)
 
 	// The metadata is intact after a reopen.
 	s.Close()
@@ -101,4 +79,40 @@ func TestFullDisk(t *testing.T) {
 	if st, err := os.Stat(s.reservePath()); err != nil || st.Size() != reserveSize {
 		t.Fatalf("the disk-full reserve was not set aside again once space was back: %v", err)
 	}
+}
+
+// fillDisk writes 8 MiB files into dir until the filesystem is full, and
+// fails the test unless that ends in ENOSPC.
+func fillDisk(t *testing.T, dir string) {
+	t.Helper()
+	var err error
+	for i := 0; err == nil && i < 400; i++ {
+		err = writeFile(filepath.Join(dir, "fill-"+string(rune('a'+i%26))+string(rune('a'+i/26))), 8*mib)
+	}
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("filling the disk: got %v, want ENOSPC", err)
+	}
+}
+
+// workAfterFreeing checks that a snapshot can be prepared and written
+// again once space was freed; btrfs frees a deleted subvolume's extents in
+// the background, so it tries until that succeeds, for up to 30 s.
+func workAfterFreeing(t *testing.T, s *Snapshotter, root string) {
+	t.Helper()
+	ctx := testContext(t)
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		syncFilesystem(root)
+		var m []mount.Mount
+		if m, err = s.Prepare(ctx, "after", "base"); err != nil {
+			continue
+		}
+		d := mountSnapshot(t, m)
+		if err = writeFile(filepath.Join(d, "ok"), 8*mib); err == nil {
+			return
+		}
+		unmountRetry(t, d)
+		s.Remove(ctx, "after")
+	}
+	t.Fatalf("no work possible after freeing space: %v", err)
 }

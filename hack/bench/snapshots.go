@@ -147,53 +147,10 @@ func (b *bench) snapshotOps() ([]*Result, error) {
 
 	before, metricsErr := b.daemonTimes()
 	seq := 0
+	rows := opRows{prep, commit, view, remove}
 	err := interleave(b.runs*opsPerRound, b.snapshotters, func(round int, name string) error {
-		sn := b.client.SnapshotService(name)
 		seq++
-		a, c, v := fmt.Sprintf("bench-op-%d-active", seq), fmt.Sprintf("bench-op-%d", seq), fmt.Sprintf("bench-op-%d-view", seq)
-
-		t := time.Now()
-		mounts, err := sn.Prepare(b.ctx, a, baseKey)
-		prep.add(name, ms(time.Since(t)))
-		if err != nil {
-			return fmt.Errorf("prepare: %w", err)
-		}
-		if err := b.withMounts(name, mounts, func(root string) error {
-			return writeFiles(root, "op", 1, 1, 4096)
-		}); err != nil {
-			return err
-		}
-
-		t = time.Now()
-		err = sn.Commit(b.ctx, c, a)
-		commit.add(name, ms(time.Since(t)))
-		if err != nil {
-			return fmt.Errorf("commit: %w", err)
-		}
-
-		t = time.Now()
-		_, err = sn.View(b.ctx, v, c)
-		view.add(name, ms(time.Since(t)))
-		if err != nil {
-			return fmt.Errorf("view: %w", err)
-		}
-		if err := sn.Remove(b.ctx, v); err != nil {
-			return fmt.Errorf("remove view: %w", err)
-		}
-		if err := b.gc(); err != nil {
-			return err
-		}
-
-		t = time.Now()
-		err = sn.Remove(b.ctx, c)
-		if err == nil {
-			err = b.gc()
-		}
-		remove.add(name, ms(time.Since(t)))
-		if err != nil {
-			return fmt.Errorf("remove: %w", err)
-		}
-		return nil
+		return b.opCycle(name, seq, rows)
 	})
 	if err != nil {
 		return nil, err
@@ -208,6 +165,60 @@ func (b *bench) snapshotOps() ([]*Result, error) {
 		}
 	}
 	return []*Result{prep, commit, view, remove}, nil
+}
+
+// opRows are snapshotOps' results.
+type opRows struct{ prep, commit, view, remove *Result }
+
+// opCycle runs one round of snapshotOps on snapshotter name: Prepare,
+// a write, Commit, View, and Remove with its garbage collection, timing
+// each into r.
+func (b *bench) opCycle(name string, seq int, r opRows) error {
+	sn := b.client.SnapshotService(name)
+	a, c, v := fmt.Sprintf("bench-op-%d-active", seq), fmt.Sprintf("bench-op-%d", seq), fmt.Sprintf("bench-op-%d-view", seq)
+
+	t := time.Now()
+	mounts, err := sn.Prepare(b.ctx, a, baseKey)
+	r.prep.add(name, ms(time.Since(t)))
+	if err != nil {
+		return fmt.Errorf("prepare: %w", err)
+	}
+	if err := b.withMounts(name, mounts, func(root string) error {
+		return writeFiles(root, "op", 1, 1, 4096)
+	}); err != nil {
+		return err
+	}
+
+	t = time.Now()
+	err = sn.Commit(b.ctx, c, a)
+	r.commit.add(name, ms(time.Since(t)))
+	if err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+
+	t = time.Now()
+	_, err = sn.View(b.ctx, v, c)
+	r.view.add(name, ms(time.Since(t)))
+	if err != nil {
+		return fmt.Errorf("view: %w", err)
+	}
+	if err := sn.Remove(b.ctx, v); err != nil {
+		return fmt.Errorf("remove view: %w", err)
+	}
+	if err := b.gc(); err != nil {
+		return err
+	}
+
+	t = time.Now()
+	err = sn.Remove(b.ctx, c)
+	if err == nil {
+		err = b.gc()
+	}
+	r.remove.add(name, ms(time.Since(t)))
+	if err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	return nil
 }
 
 // usage times Usage on an active snapshot holding 20,000 freshly written
@@ -239,37 +250,15 @@ func (b *bench) usage() (_ []*Result, retErr error) {
 			retErr = err
 		}
 	}()
-	for _, name := range b.snapshotters {
-		sn := b.client.SnapshotService(name)
-		mounts, err := sn.Prepare(b.ctx, key, baseKey)
-		if err != nil {
-			return nil, fmt.Errorf("%s: prepare: %w", name, err)
-		}
-		dir, err := b.mountAt(name, mounts)
-		if err != nil {
-			return nil, err
-		}
-		roots[name] = dir
-		if err := writeFiles(dir, "usage", usageDirs, usageFiles, usageFileSize); err != nil {
-			return nil, fmt.Errorf("%s: writing files: %w", name, err)
-		}
-	}
-	// Data on disk and one untimed call each, so no subject pays for the
-	// writeback of the files or for cold caches.
-	unix.Sync()
-	reported := map[string]snapshots.Usage{}
-	for _, name := range b.snapshotters {
-		u, err := b.client.SnapshotService(name).Usage(b.ctx, key)
-		if err != nil {
-			return nil, fmt.Errorf("%s: usage: %w", name, err)
-		}
-		reported[name] = u
+	reported, err := b.usageSnapshots(key, roots)
+	if err != nil {
+		return nil, err
 	}
 
 	walksBefore, walkErr := b.usageWalks()
 	// Back to back: tupper commits a btrfs transaction before reading its
 	// counters at most once a second, so most of these calls skip it.
-	err := interleave(b.runs*usageCallsPerRound, b.snapshotters, func(round int, name string) error {
+	err = interleave(b.runs*usageCallsPerRound, b.snapshotters, func(round int, name string) error {
 		t := time.Now()
 		_, err := b.client.SnapshotService(name).Usage(b.ctx, key)
 		res.add(name, ms(time.Since(t)))
@@ -278,25 +267,7 @@ func (b *bench) usage() (_ []*Result, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	// As a stats poller sees it: the container has just written, and the
-	// last call was over a second ago, so tupper commits a transaction.
-	last := time.Now()
-	err = interleave(b.runs, b.snapshotters, func(round int, name string) error {
-		if err := writeFiles(roots[name], fmt.Sprintf("spaced%d", round), 1, 1, usageFileSize); err != nil {
-			return err
-		}
-		if name == b.snapshotters[0] {
-			time.Sleep(time.Until(last.Add(1100 * time.Millisecond)))
-		}
-		t := time.Now()
-		_, err := b.client.SnapshotService(name).Usage(b.ctx, key)
-		spaced.add(name, ms(time.Since(t)))
-		if name == b.snapshotters[0] {
-			last = time.Now()
-		}
-		return err
-	})
-	if err != nil {
+	if err := b.spacedUsage(key, roots, spaced); err != nil {
 		return nil, err
 	}
 
@@ -314,6 +285,61 @@ func (b *bench) usage() (_ []*Result, retErr error) {
 	}
 	spaced.Note = "the same snapshots; before each call one more 4 KiB file is written into the snapshot (untimed), and tupper's calls are at least 1.1 s apart, so each one commits a btrfs transaction first, as under a stats poller"
 	return []*Result{res, spaced}, nil
+}
+
+// usageSnapshots prepares snapshot key of the base layer in every
+// snapshotter, mounts it (recorded in roots, for the caller's cleanup) and
+// fills it with usage's files; then syncs, and returns each snapshotter's
+// first, untimed Usage, so that no subject pays for the writeback of the
+// files or for cold caches.
+func (b *bench) usageSnapshots(key string, roots map[string]string) (map[string]snapshots.Usage, error) {
+	for _, name := range b.snapshotters {
+		sn := b.client.SnapshotService(name)
+		mounts, err := sn.Prepare(b.ctx, key, baseKey)
+		if err != nil {
+			return nil, fmt.Errorf("%s: prepare: %w", name, err)
+		}
+		dir, err := b.mountAt(name, mounts)
+		if err != nil {
+			return nil, err
+		}
+		roots[name] = dir
+		if err := writeFiles(dir, "usage", usageDirs, usageFiles, usageFileSize); err != nil {
+			return nil, fmt.Errorf("%s: writing files: %w", name, err)
+		}
+	}
+	unix.Sync()
+	reported := map[string]snapshots.Usage{}
+	for _, name := range b.snapshotters {
+		u, err := b.client.SnapshotService(name).Usage(b.ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: usage: %w", name, err)
+		}
+		reported[name] = u
+	}
+	return reported, nil
+}
+
+// spacedUsage times Usage as a stats poller sees it: the container has
+// just written, and the last call was over a second ago, so tupper
+// commits a transaction.
+func (b *bench) spacedUsage(key string, roots map[string]string, spaced *Result) error {
+	last := time.Now()
+	return interleave(b.runs, b.snapshotters, func(round int, name string) error {
+		if err := writeFiles(roots[name], fmt.Sprintf("spaced%d", round), 1, 1, usageFileSize); err != nil {
+			return err
+		}
+		if name == b.snapshotters[0] {
+			time.Sleep(time.Until(last.Add(1100 * time.Millisecond)))
+		}
+		t := time.Now()
+		_, err := b.client.SnapshotService(name).Usage(b.ctx, key)
+		spaced.add(name, ms(time.Since(t)))
+		if name == b.snapshotters[0] {
+			last = time.Now()
+		}
+		return err
+	})
 }
 
 // gc runs containerd's garbage collector and waits for it, including the

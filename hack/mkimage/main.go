@@ -296,31 +296,17 @@ type imageConfig struct {
 
 // imageArchiveConfig is imageArchive with a full image config.
 func imageArchiveConfig(name string, layers []layer, level int, ic imageConfig) ([]byte, error) {
-	var (
-		blobs   []blob
-		diffIDs []digest.Digest
-		layerDs []ocispec.Descriptor
-		history []ocispec.History
-	)
-	created := epoch
-	for _, l := range layers {
-		raw, gz, err := tarLayer(l, level)
-		if err != nil {
-			return nil, err
-		}
-		b := newBlob(ocispec.MediaTypeImageLayerGzip, gz)
-		blobs = append(blobs, b)
-		layerDs = append(layerDs, b.desc)
-		diffIDs = append(diffIDs, sha(raw))
-		history = append(history, ocispec.History{Created: &created, CreatedBy: "tupper mkimage", Comment: l.comment})
+	blobs, layerDs, diffIDs, history, err := layerBlobs(layers, level)
+	if err != nil {
+		return nil, err
 	}
-
 	if ic.workdir == "" {
 		ic.workdir = "/"
 	}
 	if ic.env == nil {
 		ic.env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 	}
+	created := epoch
 	platform := ocispec.Platform{Architecture: "amd64", OS: "linux"}
 	config, err := jsonBlob(ocispec.MediaTypeImageConfig, ocispec.Image{
 		Created:  &created,
@@ -338,8 +324,6 @@ func imageArchiveConfig(name string, layers []layer, level int, ic imageConfig) 
 	if err != nil {
 		return nil, err
 	}
-	blobs = append(blobs, config)
-
 	manifest, err := jsonBlob(ocispec.MediaTypeImageManifest, ocispec.Manifest{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageManifest,
@@ -349,8 +333,6 @@ func imageArchiveConfig(name string, layers []layer, level int, ic imageConfig) 
 	if err != nil {
 		return nil, err
 	}
-	blobs = append(blobs, manifest)
-
 	mdesc := manifest.desc
 	mdesc.Platform = &platform
 	mdesc.Annotations = map[string]string{
@@ -359,10 +341,34 @@ func imageArchiveConfig(name string, layers []layer, level int, ic imageConfig) 
 		"io.containerd.image.name": name,
 		ocispec.AnnotationRefName:  refTag(name),
 	}
+	return layoutArchive(mdesc, append(blobs, config, manifest))
+}
+
+// layerBlobs makes the compressed blob of each layer, with its descriptor,
+// its diff id and its history entry.
+func layerBlobs(layers []layer, level int) (blobs []blob, descs []ocispec.Descriptor, diffIDs []digest.Digest, history []ocispec.History, _ error) {
+	created := epoch
+	for _, l := range layers {
+		raw, gz, err := tarLayer(l, level)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		b := newBlob(ocispec.MediaTypeImageLayerGzip, gz)
+		blobs = append(blobs, b)
+		descs = append(descs, b.desc)
+		diffIDs = append(diffIDs, sha(raw))
+		history = append(history, ocispec.History{Created: &created, CreatedBy: "tupper mkimage", Comment: l.comment})
+	}
+	return blobs, descs, diffIDs, history, nil
+}
+
+// layoutArchive is the OCI image layout, as a tar, of one manifest and
+// the blobs (each written once).
+func layoutArchive(manifest ocispec.Descriptor, blobs []blob) ([]byte, error) {
 	index, err := json.Marshal(ocispec.Index{
 		Versioned: specs.Versioned{SchemaVersion: 2},
 		MediaType: ocispec.MediaTypeImageIndex,
-		Manifests: []ocispec.Descriptor{mdesc},
+		Manifests: []ocispec.Descriptor{manifest},
 	})
 	if err != nil {
 		return nil, err
@@ -370,17 +376,6 @@ func imageArchiveConfig(name string, layers []layer, level int, ic imageConfig) 
 	layout, err := json.Marshal(ocispec.ImageLayout{Version: ocispec.ImageLayoutVersion})
 	if err != nil {
 		return nil, err
-	}
-
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	add := func(e entry) error {
-		h := e.hdr
-		if err := tw.WriteHeader(&h); err != nil {
-			return err
-		}
-		_, err := tw.Write(e.body)
-		return err
 	}
 	members := []entry{
 		file(ocispec.ImageLayoutFile, 0o644, 0, 0, string(layout)),
@@ -396,8 +391,14 @@ func imageArchiveConfig(name string, layers []layer, level int, ic imageConfig) 
 		seen[b.desc.Digest] = true
 		members = append(members, file("blobs/sha256/"+b.desc.Digest.Encoded(), 0o644, 0, 0, string(b.data)))
 	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
 	for _, m := range members {
-		if err := add(m); err != nil {
+		h := m.hdr
+		if err := tw.WriteHeader(&h); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(m.body); err != nil {
 			return nil, err
 		}
 	}
