@@ -406,7 +406,7 @@ func (b *bench) removeContainers() error {
 			mine = append(mine, c)
 		}
 	}
-	return parallel(len(mine), 8, func(i int) error {
+	err = parallel(len(mine), 8, func(i int) error {
 		c := mine[i]
 		if tk, err := c.Task(ctx, nil); err == nil {
 			if _, err := tk.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
@@ -418,4 +418,32 @@ func (b *bench) removeContainers() error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return b.waitShimsGone(10 * time.Second)
+}
+
+// waitShimsGone waits until no shim of either runtime serves this run's
+// namespace: a shim exits shortly after its last container's Delete, and
+// the memory rows count the shims of the next step.
+func (b *bench) waitShimsGone(limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		var left []int
+		for _, rt := range []string{tupperRuntime, runcRuntime} {
+			pids, err := b.shimPids(rt)
+			if err != nil {
+				return err
+			}
+			left = append(left, pids...)
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("shims %v still running %s after their containers were deleted", left, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
