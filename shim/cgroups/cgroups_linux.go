@@ -316,7 +316,15 @@ func (m *Manager) Pids() ([]int, error) {
 // killing; v2 has cgroup.kill for that.
 func (m *Manager) KillAll() error {
 	if m.v2 != nil {
-		return m.v2.Kill()
+		// With the systemd driver, systemd removes a scope's directory as
+		// soon as its last process is gone (an init that died by itself,
+		// say at a refused start): nothing is left to kill, and an error
+		// here would fail the caller's Kill, and with it containerd's
+		// Delete of the task.
+		if err := m.v2.Kill(); err != nil && exists(filepath.Join(mountpoint, m.path)) {
+			return err
+		}
+		return nil
 	}
 	// Usually the container's pid namespace died with its init and the
 	// cgroup is empty: an empty cgroup cannot gain a process, and freezing
@@ -334,6 +342,9 @@ func (m *Manager) KillAll() error {
 		if terr := m.v1.Thaw(); err == nil {
 			err = terr
 		}
+	}
+	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
+		return nil
 	}
 	return err
 }
