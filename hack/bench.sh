@@ -258,7 +258,11 @@ mkdir -p "$TMP/containerd/root" "$TMP/containerd/state"
   differ = "walking"
 EOF
 } >"$CONFIG"
-PATH="$REPO/bin:$PATH" start containerd "$TMP/containerd.log" containerd --config "$CONFIG"
+# containerd unpacks a checkpoint it restores into a temporary directory
+# under XDG_RUNTIME_DIR (else /tmp) and leaves it there: under $TMP it goes
+# with the run.
+mkdir -p "$TMP/xdg"
+XDG_RUNTIME_DIR="$TMP/xdg" PATH="$REPO/bin:$PATH" start containerd "$TMP/containerd.log" containerd --config "$CONFIG"
 wait_for containerd 60 ctr --address "$ADDRESS" version
 for sn in tupper btrfs overlayfs; do
 	wait_for containerd 60 ctr --address "$ADDRESS" snapshots --snapshotter "$sn" ls

@@ -119,6 +119,9 @@ func Start(t *testing.T, o Options) *Env {
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.Mkdir(filepath.Join(dir, "xdg"), 0o700); err != nil { // daemonEnv
+		t.Fatal(err)
+	}
 	t.Logf("harness: %s, snapshotter %s, namespace %s", dir, e.Snapshotter, e.Namespace)
 	e.installShims(t)
 	e.writeRuntimeConfig(t)
@@ -287,9 +290,12 @@ func (e *Env) daemonEnv() []string {
 	if e.Path != "" {
 		path = e.Path
 	}
-	env := []string{"PATH=" + path}
+	// containerd unpacks a checkpoint it restores from its content store
+	// into a temporary directory under XDG_RUNTIME_DIR (else /tmp) and
+	// never removes it: under Dir it goes with the Env.
+	env := []string{"PATH=" + path, "XDG_RUNTIME_DIR=" + filepath.Join(e.Dir, "xdg")}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") {
+		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "XDG_RUNTIME_DIR=") {
 			env = append(env, kv)
 		}
 	}
