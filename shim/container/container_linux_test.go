@@ -20,7 +20,11 @@ import (
 
 func TestMain(m *testing.M) {
 	MaybeInit()
-	os.Exit(m.Run())
+	code := m.Run()
+	if tupperRunDir != "" {
+		os.RemoveAll(tupperRunDir)
+	}
+	os.Exit(code)
 }
 
 func needRoot(t testing.TB) {

@@ -56,13 +56,22 @@ func TestHelperBinarySealed(t *testing.T) {
 // same bundle, what a hostile spec or image tries, and assert that tupper
 // holds everything runc holds.
 
+// tupperRunDir holds the tupper-run that tupperRun built; TestMain
+// removes it.
+var tupperRunDir string
+
 // tupperRun builds cmd/tupper-run, unless TUPPER_TEST_TUPPER_RUN names
 // one to test (an older build shows what each test catches).
 var tupperRun = sync.OnceValues(func() (string, error) {
 	if bin := os.Getenv("TUPPER_TEST_TUPPER_RUN"); bin != "" {
 		return bin, nil
 	}
-	out := filepath.Join(os.TempDir(), fmt.Sprintf("tupper-run-test-%d", os.Getpid()))
+	dir, err := os.MkdirTemp("", "tupper-run-test-")
+	if err != nil {
+		return "", err
+	}
+	tupperRunDir = dir
+	out := filepath.Join(dir, "tupper-run")
 	b, err := exec.Command("go", "build", "-o", out, "github.com/tupper/tupper/cmd/tupper-run").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("build tupper-run: %v\n%s", err, b)
