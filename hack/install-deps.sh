@@ -21,6 +21,8 @@ CONTAINERD_VERSION=v2.4.2
 RUNC_VERSION=v1.5.3
 
 log() { printf 'install-deps: %s\n' "$*"; }
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/lib.sh" # apt_install_missing
 
 if [[ $(id -u) -ne 0 ]]; then
 	echo "install-deps: must run as root" >&2
@@ -47,20 +49,11 @@ APT_PACKAGES=(
 	bsdutils # script(1): the shim's tests give ctr a terminal
 )
 
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-	if ! dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
-		missing+=("$p")
-	fi
-done
-if ((${#missing[@]})); then
-	log "apt: installing ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}"
-else
+apt_install_missing "" "${APT_PACKAGES[@]}" || {
+	rc=$?
+	((rc == 1)) || exit "$rc"
 	log "apt: all ${#APT_PACKAGES[@]} packages present"
-fi
+}
 
 # ------------------------------------------------------------------ Go tools
 # go_has_module BIN MODULE VERSION [TAGS]: BIN was built from MODULE@VERSION
@@ -185,16 +178,7 @@ install_criu() {
 		echo "install-deps: no working criu >= 4.0 (${have:-none on PATH}) and no $CRIU_ARCHIVE to build one from" >&2
 		exit 1
 	fi
-	local missing=()
-	for p in "${CRIU_BUILD_DEPS[@]}"; do
-		dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
-	done
-	if ((${#missing[@]})); then
-		log "apt: installing CRIU's build dependencies ${missing[*]}"
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq
-		apt-get install -y -qq --no-install-recommends "${missing[@]}"
-	fi
+	apt_install_missing "CRIU's build dependencies " "${CRIU_BUILD_DEPS[@]}" || (($? == 1))
 	tmp=$(mktemp -d)
 	log "criu: building $(basename "$CRIU_ARCHIVE") in $tmp (${have:+$have does not work; }about a minute)"
 	tar -xzf "$CRIU_ARCHIVE" -C "$tmp"

@@ -1,8 +1,28 @@
 # shellcheck shell=bash
-# Shell helpers shared by hack/demo.sh, hack/cri.sh and hack/bench.sh:
-# daemons run detached with a pid file, and are stopped by that pid (never
-# by name); the containerd config. The sourcing script defines log(), die()
-# and REPO.
+# Shell helpers shared by hack/demo.sh, hack/cri.sh, hack/bench.sh,
+# hack/install-deps.sh and hack/vm/deps.sh: daemons run detached with a pid
+# file, and are stopped by that pid (never by name); the containerd config;
+# Debian packages installed when missing. The sourcing script defines
+# log(), die() and REPO (as far as it uses the functions that need them).
+
+# apt_install_missing WHAT PACKAGE...: installs those of the packages that
+# are not installed yet, naming them after WHAT in the log; apt-get update
+# runs only then. Status 1 when none was missing (nothing done), 2 when apt
+# failed: callers accept only 1 (`|| (($? == 1))`), so that 2 still stops
+# them under set -e.
+apt_install_missing() {
+	local what=$1 p
+	shift
+	local missing=()
+	for p in "$@"; do
+		dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")
+	done
+	((${#missing[@]})) || return 1
+	log "apt: installing $what${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq || return 2
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" || return 2
+}
 
 # pid_alive PIDFILE: the pid in PIDFILE, if that process exists.
 pid_alive() {

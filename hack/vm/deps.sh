@@ -5,18 +5,10 @@ set -euo pipefail
 
 PACKAGES=(qemu-system-x86 debootstrap e2fsprogs)
 
-missing=()
-for p in "${PACKAGES[@]}"; do
-	if ! dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed; then
-		missing+=("$p")
-	fi
-done
-if ((${#missing[@]})); then
-	echo "vm-deps: apt: installing ${missing[*]}" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+log() { echo "vm-deps: $*" >&2; }
+# shellcheck source=hack/lib.sh
+source "$(dirname "$0")/../lib.sh" # apt_install_missing
+apt_install_missing "" "${PACKAGES[@]}" >/dev/null || (($? == 1))
 if ! command -v qemu-system-x86_64 >/dev/null; then
 	echo "vm-deps: qemu-system-x86_64 is missing after installing qemu-system-x86" >&2
 	exit 1
