@@ -316,12 +316,10 @@ func (m *Manager) Pids() ([]int, error) {
 // killing; v2 has cgroup.kill for that.
 func (m *Manager) KillAll() error {
 	if m.v2 != nil {
-		// With the systemd driver, systemd removes a scope's directory as
-		// soon as its last process is gone (an init that died by itself,
-		// say at a refused start): nothing is left to kill, and an error
-		// here would fail the caller's Kill, and with it containerd's
-		// Delete of the task.
-		if err := m.v2.Kill(); err != nil && exists(filepath.Join(mountpoint, m.path)) {
+		// A cgroup whose directory is gone (dirRemoved) has nothing left
+		// to kill; an error here would fail the caller's Kill, and with it
+		// containerd's Delete of the task.
+		if err := m.v2.Kill(); err != nil && !m.dirRemoved() {
 			return err
 		}
 		return nil
@@ -349,6 +347,12 @@ func (m *Manager) KillAll() error {
 	return err
 }
 
+// dirRemoved reports that the v2 cgroup's directory is gone: with
+// the systemd driver, systemd removes a scope's directory as soon as its
+// last process is gone (an init that died by itself, say at a refused
+// start), possibly before the shim kills or deletes it.
+func (m *Manager) dirRemoved() bool { return !exists(filepath.Join(mountpoint, m.path)) }
+
 // deleteTimeout bounds how long Delete waits for killed processes to go.
 const deleteTimeout = 5 * time.Second
 
@@ -361,9 +365,7 @@ func (m *Manager) Delete() error {
 	var err error
 	for deadline := time.Now().Add(deleteTimeout); ; time.Sleep(20 * time.Millisecond) {
 		if m.v2 != nil {
-			// systemd removes an emptied scope's directory by itself,
-			// possibly before us.
-			if err = m.v2.Delete(); err != nil && !exists(filepath.Join(mountpoint, m.path)) {
+			if err = m.v2.Delete(); err != nil && m.dirRemoved() {
 				err = nil
 			}
 		} else if err = m.v1.Delete(); errors.Is(err, cgroup1.ErrCgroupDeleted) {
