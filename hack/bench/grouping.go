@@ -4,14 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-
-	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 )
 
 // groupedStack is tupper with its bridge network and the runtime option
 // ShimGrouping = "namespace": one shim for every container of the bench's
 // namespace.
-func (b *bench) groupedStack(tup stack) (stack, error) {
+func (b *bench) groupedStack() (stack, error) {
 	body, err := os.ReadFile(b.shim.tupperNet)
 	if err != nil {
 		return stack{}, err
@@ -20,11 +18,7 @@ func (b *bench) groupedStack(tup stack) (stack, error) {
 	if err := os.WriteFile(cfg, append(body, "ShimGrouping = \"namespace\"\n"...), 0o644); err != nil {
 		return stack{}, err
 	}
-	s := tup
-	s.name = "tupper (ShimGrouping=namespace)"
-	s.opts = &runtimeoptions.Options{ConfigPath: cfg}
-	s.ctrArgs = []string{"--runtime", tupperRuntime, "--runtime-config-path", cfg, "--snapshotter", "tupper"}
-	return s, nil
+	return tupperStack("tupper (ShimGrouping=namespace)", cfg), nil
 }
 
 // memoryGrouped measures 50 containers served by tupper's one shim per
@@ -35,7 +29,7 @@ func (b *bench) memoryGrouped() (_ []*Result, retErr error) {
 	if err != nil {
 		return nil, err
 	}
-	grouped, err := b.groupedStack(tup)
+	grouped, err := b.groupedStack()
 	if err != nil {
 		return nil, err
 	}

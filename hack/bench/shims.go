@@ -53,16 +53,19 @@ type shimConfig struct {
 	densityRuns int
 }
 
+// tupperStack is tupper's runtime, with the runtime options file cfg, on
+// tupper's snapshotter.
+func tupperStack(name, cfg string) stack {
+	return stack{
+		name: name, runtime: tupperRuntime, snapshotter: "tupper",
+		opts:    &runtimeoptions.Options{ConfigPath: cfg},
+		ctrArgs: []string{"--runtime", tupperRuntime, "--runtime-config-path", cfg, "--snapshotter", "tupper"},
+		group:   "io.containerd.tupper.v2.group",
+	}
+}
+
 func (b *bench) stacks() (tupper, tupperNoNet, runcOverlay, runcBtrfs stack) {
 	c := b.shim
-	tup := func(name, cfg string) stack {
-		return stack{
-			name: name, runtime: tupperRuntime, snapshotter: "tupper",
-			opts:    &runtimeoptions.Options{ConfigPath: cfg},
-			ctrArgs: []string{"--runtime", tupperRuntime, "--runtime-config-path", cfg, "--snapshotter", "tupper"},
-			group:   "io.containerd.tupper.v2.group",
-		}
-	}
 	runc := func(name, sn string) stack {
 		return stack{
 			name: name, runtime: runcRuntime, snapshotter: sn,
@@ -71,7 +74,7 @@ func (b *bench) stacks() (tupper, tupperNoNet, runcOverlay, runcBtrfs stack) {
 			group:   "io.containerd.runc.v2.group",
 		}
 	}
-	return tup("tupper", c.tupperNet), tup("tupper (no net)", c.tupperNoNet),
+	return tupperStack("tupper", c.tupperNet), tupperStack("tupper (no net)", c.tupperNoNet),
 		runc("runc+overlayfs", "overlayfs"), runc("runc+btrfs", "btrfs")
 }
 
