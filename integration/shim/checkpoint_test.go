@@ -100,16 +100,23 @@ func TestCheckpointCtr(t *testing.T) {
 	}
 }
 
-// loadContainer is container id through containerd's client, for what
-// ctr has no flags for; the client is closed when the test ends.
-func (e *env) loadContainer(id string) (*client.Client, context.Context, client.Container) {
+// client is a containerd client of this env, closed with the test, and a
+// context in the env's namespace.
+func (e *env) client() (*client.Client, context.Context) {
 	e.t.Helper()
 	cl, err := client.New(e.Address)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { cl.Close() })
-	ctx := namespaces.WithNamespace(context.Background(), e.Namespace)
+	return cl, namespaces.WithNamespace(context.Background(), e.Namespace)
+}
+
+// loadContainer is container id through containerd's client, for what
+// ctr has no flags for; the client is closed when the test ends.
+func (e *env) loadContainer(id string) (*client.Client, context.Context, client.Container) {
+	e.t.Helper()
+	cl, ctx := e.client()
 	c, err := cl.LoadContainer(ctx, id)
 	if err != nil {
 		e.t.Fatal(err)

@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"context"
 	"os"
 	"syscall"
 	"testing"
@@ -9,7 +8,6 @@ import (
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/tupper/tupper/internal/harness"
 )
@@ -22,12 +20,7 @@ import (
 // failed on the missing cgroup left the task, its shim and its mount.
 func TestDeleteAfterInitGone(t *testing.T) {
 	e := newEnv(t)
-	cl, err := client.New(e.Address)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx := namespaces.WithNamespace(context.Background(), e.Namespace)
+	cl, ctx := e.client()
 	img, err := cl.GetImage(ctx, image)
 	if err != nil {
 		t.Fatal(err)
