@@ -353,6 +353,12 @@ func (m *Manager) KillAll() error {
 // start), possibly before the shim kills or deletes it.
 func (m *Manager) dirRemoved() bool { return !exists(filepath.Join(mountpoint, m.path)) }
 
+// RemovedWhenEmpty reports whether something other than the shim removes
+// the cgroup as soon as its last process is gone: systemd, for the scope
+// of the systemd driver on v2. Its files may then be gone by the time the
+// shim learns of an exit.
+func (m *Manager) RemovedWhenEmpty() bool { return m.unit != "" }
+
 // deleteTimeout bounds how long Delete waits for killed processes to go.
 const deleteTimeout = 5 * time.Second
 

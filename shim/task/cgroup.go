@@ -2,13 +2,16 @@ package task
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 
 	eventstypes "github.com/containerd/containerd/api/events"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/tupper/tupper/shim/cgroups"
+	"golang.org/x/sys/unix"
 )
 
 // oomWatch reports a container's OOM kills as TaskOOM, once each.
@@ -16,6 +19,9 @@ type oomWatch struct {
 	mu       sync.Mutex
 	reported uint64
 	cancel   context.CancelFunc
+	// killLog counts the init's OOM kills when the cgroup may be removed
+	// before its count is read (cgroups.KillLog); nil otherwise.
+	killLog *cgroups.KillLog
 }
 
 // watchOOM publishes TaskOOM for OOM kills the kernel reports while the
@@ -28,9 +34,33 @@ func (s *service) watchOOM(c *Container) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	c.oom.mu.Lock()
 	c.oom.cancel = cancel
+	c.oom.openKillLog(s.ctx, m, c.init.Snapshot().Pid)
 	c.oom.mu.Unlock()
 	if err := m.WatchOOM(ctx, func() { s.reportOOM(c, true) }); err != nil {
 		log.G(s.ctx).WithError(err).WithField("id", c.ID).Warn("cannot watch for OOM kills; TaskOOM will only be sent with exits")
+	}
+}
+
+// openKillLog starts reading the kernel log for init's OOM kills, if m
+// may be removed before the shim reads its count; a restored init gets a
+// new log.
+func (w *oomWatch) openKillLog(ctx context.Context, m *cgroups.Manager, init int) {
+	w.closeKillLog()
+	if !m.RemovedWhenEmpty() {
+		return
+	}
+	l, err := cgroups.OpenKillLog(init)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("cannot read the kernel log; an OOM kill of init may go unreported if systemd removes the cgroup first")
+		return
+	}
+	w.killLog = l
+}
+
+func (w *oomWatch) closeKillLog() {
+	if w.killLog != nil {
+		w.killLog.Close()
+		w.killLog = nil
 	}
 }
 
@@ -39,10 +69,21 @@ func (w *oomWatch) stop() {
 	w.mu.Lock()
 	cancel := w.cancel
 	w.cancel = nil
+	w.closeKillLog()
 	w.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
+}
+
+// kills returns the OOM kill count of m, or when m's files are gone, the
+// init's kills the kernel logged. Called with w.mu held.
+func (w *oomWatch) kills(m *cgroups.Manager) (uint64, error) {
+	n, err := m.OOMKills()
+	if err == nil || w.killLog == nil || !(errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV)) {
+		return n, err
+	}
+	return w.killLog.Kills()
 }
 
 // reportOOM publishes TaskOOM once per OOM kill. The watcher calls it with
@@ -57,7 +98,7 @@ func (s *service) reportOOM(c *Container, notified bool) {
 	}
 	c.oom.mu.Lock()
 	defer c.oom.mu.Unlock()
-	n, err := m.OOMKills()
+	n, err := c.oom.kills(m)
 	if err != nil {
 		log.G(s.ctx).WithError(err).Debug("read OOM kill count")
 	}

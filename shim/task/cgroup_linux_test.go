@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/internal/testutil"
+	"github.com/tupper/tupper/shim/cgroups"
 )
 
 const testCgroupParent = "/tupper-task-test"
@@ -29,22 +31,32 @@ const testCgroupParent = "/tupper-task-test"
 // the bundle and the cgroup's memory (v1) or unified (v2) directory.
 func cgroupBundle(t *testing.T, res *specs.LinuxResources, args ...string) (string, string) {
 	t.Helper()
-	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
-		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err != nil || !strings.Contains(string(b), "memory") {
-			testutil.Require(t, "needs the memory cgroup controller")
-		}
-	}
+	path := testCgroupPath(t)
 	dir := newBundle(t, args...)
 	var spec specs.Spec
 	b, _ := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err := json.Unmarshal(b, &spec); err != nil {
 		t.Fatal(err)
 	}
-	path := fmt.Sprintf("%s/%s-%d", testCgroupParent, t.Name(), time.Now().UnixNano())
 	spec.Linux.CgroupsPath = path
 	spec.Linux.Resources = res
 	b, _ = json.Marshal(spec)
 	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
+		return dir, "/sys/fs/cgroup/memory" + path
+	}
+	return dir, "/sys/fs/cgroup" + path
+}
+
+// testCgroupPath is a cgroupsPath of the test's own, under a parent that
+// cleanup removes; the test is skipped without a memory controller.
+func testCgroupPath(t *testing.T) string {
+	t.Helper()
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
+		if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err != nil || !strings.Contains(string(b), "memory") {
+			testutil.Require(t, "needs the memory cgroup controller")
+		}
+	}
 	t.Cleanup(func() {
 		dirs, _ := filepath.Glob("/sys/fs/cgroup/*" + testCgroupParent)
 		dirs = append(dirs, "/sys/fs/cgroup"+testCgroupParent)
@@ -52,10 +64,7 @@ func cgroupBundle(t *testing.T, res *specs.LinuxResources, args ...string) (stri
 			syscall.Rmdir(d)
 		}
 	})
-	if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
-		return dir, "/sys/fs/cgroup/memory" + path
-	}
-	return dir, "/sys/fs/cgroup" + path
+	return fmt.Sprintf("%s/%s-%d", testCgroupParent, t.Name(), time.Now().UnixNano())
 }
 
 // TestCgroupRPCs drives a container with an exec through the RPCs that
@@ -219,4 +228,46 @@ func TestCgroupCheckFailsCreate(t *testing.T) {
 		t.Fatal("container registered")
 	}
 	rec.wait(t, nil)
+}
+
+// TestOOMCountAfterCgroupRemoved has the kernel OOM-kill an init whose
+// cgroup is then removed, as systemd removes an emptied scope before the
+// shim reads its count: the count comes from the kernel's log instead.
+func TestOOMCountAfterCgroupRemoved(t *testing.T) {
+	limit := int64(32 << 20)
+	m, err := cgroups.New(context.Background(), testCgroupPath(t), &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}, false, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Delete()
+	// Held on stdin until it is in the cgroup.
+	cmd := exec.Command("busybox", "sh", "-c", "read go; exec dd if=/dev/zero of=/dev/null bs=100M count=1")
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var w oomWatch
+	if w.killLog, err = cgroups.OpenKillLog(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	defer w.stop()
+	if err := m.Add(cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write([]byte("go\n"))
+	if err := cmd.Wait(); err == nil || cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("dd was not OOM-killed: %v", err)
+	}
+	if n, err := w.kills(m); err != nil || n != 1 {
+		t.Fatalf("with the cgroup there: %d kills (%v), want 1", n, err)
+	}
+	if err := m.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.OOMKills(); err == nil {
+		t.Fatal("the removed cgroup still has a count")
+	}
+	if n, err := w.kills(m); err != nil || n != 1 {
+		t.Fatalf("with the cgroup gone: %d kills (%v), want 1", n, err)
+	}
 }
