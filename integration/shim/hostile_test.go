@@ -1,12 +1,15 @@
 package shim
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/containerd/continuity/testutil/loopback"
 	"github.com/tupper/tupper/internal/harness"
+	"golang.org/x/sys/unix"
 )
 
 // TestHostileImageEtcLink: an image whose /etc is an absolute symlink to a
@@ -57,4 +60,33 @@ func (e *env) linkedEtcImage(target string) string {
 	harness.BuildImage(e.t, "dir", name, archive, "-rootfs", rootfs, "-env", "PATH=/bin")
 	e.mustCtr("images", "import", archive)
 	return name
+}
+
+// TestHostileDeviceNode: a container may mknod (ctr's default
+// capabilities), but its device rules deny every block device, so a node
+// with a host disk's numbers does not open; as under runc. The disk is a
+// loop device of the test's own holding a marker.
+func TestHostileDeviceNode(t *testing.T) {
+	e := newEnv(t)
+	loop, err := loopback.New(1 << 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { loop.Close() })
+	const marker = "tupper-host-disk-marker"
+	if err := os.WriteFile(loop.Device, []byte(marker), 0); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(loop.Device, &st); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("mknod /tmp/disk b %d %d && head -c %d /tmp/disk; echo; echo done",
+		unix.Major(st.Rdev), unix.Minor(st.Rdev), len(marker))
+	for _, rt := range []string{"tupper", "runc"} {
+		out, err := e.ctr("run", "--rm", "--runtime", "io.containerd."+rt+".v2", image, "devnode-"+rt, "sh", "-c", script)
+		if err != nil || strings.Contains(out, marker) || !strings.Contains(out, "/tmp/disk: Operation not permitted") || !strings.Contains(out, "done") {
+			t.Errorf("%s: want the node's open refused (%v):\n%s", rt, err, out)
+		}
+	}
 }

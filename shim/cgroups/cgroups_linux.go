@@ -111,7 +111,7 @@ func withPids(m *Manager, res *specs.LinuxResources) (*Manager, error) {
 // starts the scope first (systemd makes its directory), then both write
 // every resource to the files, enabling the controllers on the way down.
 func newV2(ctx context.Context, cgroupsPath string, p cgroupPath, res *specs.LinuxResources, systemd bool, pid int) (*Manager, error) {
-	r := cgroup2.ToResources(res)
+	r := cgroup2.ToResources(res) // without the device rules: setDevicesV2
 	if systemd {
 		if err := startScope(ctx, p.slice, p.unit, pid, r); err != nil {
 			return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
@@ -125,10 +125,17 @@ func newV2(ctx context.Context, cgroupsPath string, p cgroupPath, res *specs.Lin
 		return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
 	}
 	enableAllControllers(ctx, m)
+	mgr := &Manager{path: p.path, v2: m, v2Dir: !systemd}
 	if systemd {
-		return &Manager{path: p.path, v2: m, unit: p.unit}, nil
+		mgr.unit = p.unit
 	}
-	return &Manager{path: p.path, v2: m, v2Dir: true}, nil
+	// Without its device program a container that may mknod could open
+	// any device of the host, a disk included.
+	if err := setDevicesV2(filepath.Join(mountpoint, p.path), res.Devices); err != nil {
+		mgr.Delete()
+		return nil, fmt.Errorf("creating cgroup %s: %w", cgroupsPath, err)
+	}
+	return mgr, nil
 }
 
 // enableAllControllers enables every controller the host has down to
@@ -226,6 +233,11 @@ func Load(cgroupsPath string, systemd bool) (*Manager, error) {
 		return nil, err
 	}
 	if unified() {
+		// A systemd scope may outlive its directory (a failed unit), and
+		// Delete stops it; a cgroupfs cgroup is nothing but its directory.
+		if !systemd && !exists(filepath.Join(mountpoint, p.path)) {
+			return nil, fmt.Errorf("cgroup %s: %w", cgroupsPath, errdefs.ErrNotFound)
+		}
 		m, err := cgroup2.Load(p.path)
 		if err != nil {
 			return nil, err
@@ -281,9 +293,39 @@ func (m *Manager) Stats() (any, error) {
 // Freeze stops every process of the container; Thaw lets them go on.
 func (m *Manager) Freeze() error {
 	if m.v2 != nil {
-		return m.v2.Freeze()
+		if err := m.v2.Freeze(); err != nil {
+			return err
+		}
+		return m.waitFrozen()
 	}
-	return m.v1.Freeze()
+	return m.v1.Freeze() // waits for FROZEN itself
+}
+
+// freezeTimeout bounds how long Freeze waits for the kernel to have frozen
+// every process (runc waits as long).
+const freezeTimeout = 10 * time.Second
+
+// waitFrozen waits until the kernel reports the v2 cgroup frozen: writing
+// cgroup.freeze only asks, and each process stops on its way back to user
+// space. A container that does not freeze in time is thawed again, so
+// that it is not left half frozen, and Freeze fails.
+func (m *Manager) waitFrozen() error {
+	events := filepath.Join(mountpoint, m.path, "cgroup.events")
+	delay := time.Millisecond
+	for deadline := time.Now().Add(freezeTimeout); ; time.Sleep(delay) {
+		b, err := os.ReadFile(events)
+		if err != nil {
+			return err
+		}
+		if strings.Contains("\n"+string(b), "\nfrozen 1\n") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			m.v2.Thaw()
+			return fmt.Errorf("cgroup %s did not freeze within %v", m.path, freezeTimeout)
+		}
+		delay = min(2*delay, 10*time.Millisecond)
+	}
 }
 
 // Thaw resumes a frozen container.

@@ -342,19 +342,22 @@ func TestDeviceRules(t *testing.T) {
 	m, err := New(context.Background(), path, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{
 		{Allow: false, Access: "rwm"},
 		{Allow: true, Type: "c", Major: ptr(int64(1)), Minor: ptr(int64(3)), Access: "rwm"}, // /dev/null
+		{Allow: true, Type: "c", Major: ptr(int64(1)), Minor: ptr(int64(8)), Access: "r"},   // /dev/random, read only
 	}}, false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Delete()
-	cmd, out, exited, release := startHeld(t, "echo x > /dev/null && echo null-ok; head -c1 /dev/zero >/dev/null && echo zero-ok; true")
+	cmd, out, exited, release := startHeld(t, "echo x > /dev/null && echo null-ok; head -c1 /dev/zero >/dev/null && echo zero-ok; "+
+		"head -c1 /dev/random >/dev/null && echo random-read; (exec 3<>/dev/random && echo random-rw); true")
 	if err := m.Add(cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
 	release()
 	<-exited
-	if !strings.Contains(out.String(), "null-ok") || strings.Contains(out.String(), "zero-ok") {
-		t.Fatalf("device rules not enforced (want /dev/null allowed, /dev/zero denied):\n%s", out)
+	if !strings.Contains(out.String(), "null-ok") || strings.Contains(out.String(), "zero-ok") ||
+		!strings.Contains(out.String(), "random-read") || strings.Contains(out.String(), "random-rw") {
+		t.Fatalf("device rules not enforced (want /dev/null allowed, /dev/zero denied, /dev/random read only):\n%s", out)
 	}
 	if !strings.Contains(out.String(), "not permitted") {
 		t.Fatalf("opening a denied device did not fail with EPERM:\n%s", out)
@@ -381,6 +384,9 @@ func TestRefusals(t *testing.T) {
 		{"root cgroup", "/", false, nil, errdefs.ErrInvalidArgument, "root"},
 		{"systemd path, cgroupfs driver", "system.slice:tupper:a", false, nil, errdefs.ErrInvalidArgument, "systemd"},
 		{"bad systemd path", "/x/y", true, nil, errdefs.ErrInvalidArgument, "slice:prefix:name"},
+		{"device type", "/tupper-refused/a", false, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Type: "p", Access: "rwm"}}}, errdefs.ErrInvalidArgument, "devices[0]"},
+		{"device access", "/tupper-refused/a", false, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, {Allow: true, Type: "c", Access: "rwx"}}}, errdefs.ErrInvalidArgument, "devices[1]"},
+		{"device major", "/tupper-refused/a", false, &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Type: "b", Major: ptr(int64(-7)), Access: "r"}}}, errdefs.ErrInvalidArgument, "major -7"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(ctx, tc.path, tc.res, tc.systemd, 0)

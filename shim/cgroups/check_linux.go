@@ -47,6 +47,9 @@ func Check(res *specs.LinuxResources) error {
 	if res.Pids != nil {
 		errs = append(errs, need("pids", "linux.resources.pids"))
 	}
+	if _, err := deviceRules(res.Devices); err != nil {
+		errs = append(errs, err)
+	}
 	if b := res.BlockIO; b != nil {
 		if b.Weight != nil || b.LeafWeight != nil || len(b.WeightDevice) > 0 || len(b.ThrottleReadBpsDevice) > 0 ||
 			len(b.ThrottleWriteBpsDevice) > 0 || len(b.ThrottleReadIOPSDevice) > 0 || len(b.ThrottleWriteIOPSDevice) > 0 {
