@@ -8,6 +8,8 @@
 # Suites (TUPPER_VM_SUITES, space-separated, from in/vm.env):
 #   snapshotter    ./snapshotter on the guest's kernel (classic qgroups;
 #                  the crash stress test with 100 operations)
+#   shim-cgroups   ./shim/cgroups: the cgroup manager on v2 (and the kernel
+#                  log's OOM kills)
 #   shim-task      ./shim/task: the task service with its cgroups, both
 #                  drivers where a test asks for one (TestCgroupDelegation)
 #   shim-cgroupfs  ./integration/shim, cgroupfs driver
@@ -27,7 +29,7 @@ export HOME=/root TMPDIR=/var/tmp
 
 # shellcheck source=/dev/null
 [[ -f $IN/vm.env ]] && source "$IN/vm.env"
-SUITES=${TUPPER_VM_SUITES:-snapshotter shim-task shim-cgroupfs shim-systemd cri-systemd leftovers}
+SUITES=${TUPPER_VM_SUITES:-snapshotter shim-cgroups shim-task shim-cgroupfs shim-systemd cri-systemd leftovers}
 SUITE_TIMEOUT=${TUPPER_VM_SUITE_TIMEOUT:-12m}
 
 say() { printf '\n=== vm: %s\n' "$*"; }
@@ -133,6 +135,10 @@ main() {
 		case $s in
 		snapshotter) run_suite "$s" snapshotter snapshotter.test TUPPER_STRESS_OPS="${TUPPER_STRESS_OPS:-100}" -- \
 			${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
+		# The two v1-only tests (hybrid hosts, v1 swap accounting) run on
+		# the build host.
+		shim-cgroups) run_suite "$s" shim/cgroups cgroups.test -- \
+			-test.skip '^(TestHybridUnifiedCgroup|TestUpdateRaisesMemoryAndSwap)$' ${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
 		shim-task) run_suite "$s" shim/task task.test TUPPER_TEST_TUPPER_RUN="$TREE/bin/tupper-run" -- \
 			${TUPPER_VM_RUN:+-test.run "$TUPPER_VM_RUN"} ;;
 		# TestNetwork runs once, with the cgroupfs driver: the network does

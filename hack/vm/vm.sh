@@ -56,7 +56,7 @@ image() {
 # binaries and the files the tests read, the host's containerd tools.
 stage() {
 	local in=$1/in bin
-	mkdir -p "$in"/{bin,tests,tools,_output/bin,integration/shim,snapshotter,shim/task} "$1/out"
+	mkdir -p "$in"/{bin,tests,tools,_output/bin,integration/shim,snapshotter,shim/task,shim/cgroups} "$1/out"
 	for bin in containerd-shim-tupper-v2 containerd-tupper-snapshotter tupper-run; do
 		[[ -x $REPO/bin/$bin ]] || die "bin/$bin missing: run make build"
 	done
@@ -76,6 +76,7 @@ stage() {
 		go test -c -o "$in/tests/integration.test" ./integration
 		go test -c -o "$in/tests/snapshotter.test" ./snapshotter
 		go test -c -o "$in/tests/task.test" ./shim/task
+		go test -c -o "$in/tests/cgroups.test" ./shim/cgroups
 		go build -o "$in/_output/bin/mkimage" ./hack/mkimage
 		go build -o "$in/_output/bin/containerd-config" ./hack/containerd-config
 		go build -o "$in/_output/bin/registry" ./hack/registry
