@@ -20,6 +20,7 @@
 # Environment:
 #   TUPPER_VM_SUITES         suites to run (hack/vm/guest.sh lists them)
 #   TUPPER_VM_RUN            -test.run filter for the snapshotter and shim suites
+#   TUPPER_VM_COUNT          -test.count for every suite (default 1), to hunt a flake
 #   TUPPER_VM_CRI_RUN        -test.run filter for the cri suites (^TestCRIPod$)
 #   TUPPER_VM_TIMEOUT        seconds for the whole guest run (default 2400)
 #   TUPPER_VM_BOOT_TIMEOUT   seconds for the guest to come up (default 240)
@@ -84,7 +85,7 @@ stage() {
 	)
 	{
 		local v
-		for v in TUPPER_VM_SUITES TUPPER_VM_RUN TUPPER_VM_CRI_RUN TUPPER_VM_SUITE_TIMEOUT; do
+		for v in TUPPER_VM_SUITES TUPPER_VM_RUN TUPPER_VM_COUNT TUPPER_VM_CRI_RUN TUPPER_VM_SUITE_TIMEOUT; do
 			if [[ -n ${!v:-} ]]; then printf '%s=%q\n' "$v" "${!v}"; fi
 		done
 	} >"$in/vm.env"

@@ -83,7 +83,9 @@ func (w *oomWatch) kills(m *cgroups.Manager) (uint64, error) {
 	if err == nil || w.killLog == nil || !(errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV)) {
 		return n, err
 	}
-	return w.killLog.Kills()
+	n, err = w.killLog.Kills()
+	log.L.WithField("cgroup", m.Path()).Debugf("cgroup removed before its OOM kill count was read; the kernel log has %d OOM kills of init", n)
+	return n, err
 }
 
 // reportOOM publishes TaskOOM once per OOM kill. The watcher calls it with
