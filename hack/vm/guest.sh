@@ -68,7 +68,7 @@ run_suite() {
 	local log=$OUT/$name.log start=$SECONDS rc
 	say "suite $name: $bin $* (${envs[*]})"
 	(cd "$TREE/$dir" && env TUPPER_TEST_STRICT=1 "${envs[@]}" \
-		timeout -k 30s "$SUITE_TIMEOUT" "$TREE/tests/$bin" -test.v -test.count=${TUPPER_VM_COUNT:-1} -test.timeout "$SUITE_TIMEOUT" "$@") 2>&1 |
+		timeout -k 30s "$SUITE_TIMEOUT" "$TREE/tests/$bin" -test.v -test.count="${TUPPER_VM_COUNT:-1}" -test.timeout "$SUITE_TIMEOUT" "$@") 2>&1 |
 		tee "$log"
 	rc=${PIPESTATUS[0]}
 	local pass fail skip
