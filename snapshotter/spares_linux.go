@@ -17,6 +17,10 @@ import (
 // the active snapshots that took one: a taken spare stays where it is.
 const spareDir = "spare"
 
+// spareDelay is how long after a Prepare its parent's next spare is
+// started: longer than the caller takes to finish with the reply.
+const spareDelay = 30 * time.Millisecond
+
 // spares keeps one writable snapshot, made ahead of time, of each committed
 // snapshot that active snapshots keep being made from: an image's top
 // layer, once a second container of that image was made. Making a btrfs
@@ -26,18 +30,27 @@ const spareDir = "spare"
 // makes none. Which spares are free lives in memory: at start, everything
 // in spare/ that metadata does not name is deleted, and Close deletes the
 // free ones.
+//
+// A spare is made spareDelay after the Prepare that asked for it, not
+// right away: its transaction commit would otherwise land on the caller's
+// own work on that Prepare (containerd commits its metadata right after
+// the reply, and that commit waited for ours). A Prepare that comes before
+// the spare is started makes its own snapshot and leaves the spare for
+// later.
 type spares struct {
 	dir   string
 	nonce string // spare names from an earlier run must not come back
 	seq   uint64
+	delay time.Duration // spareDelay
 
 	mu      sync.Mutex
 	changed *sync.Cond // a spare was made or given up
 	closed  bool
-	uses    map[string]int    // parent id: active snapshots made from it
-	ready   map[string]string // parent id: its spare
-	making  map[string]string // parent id: the spare being made
-	removed map[string]bool   // parent id: removed while its spare was being made
+	uses    map[string]int         // parent id: active snapshots made from it
+	pending map[string]*time.Timer // parent id: the spare to be made after spareDelay
+	ready   map[string]string      // parent id: its spare
+	making  map[string]string      // parent id: the spare being made
+	removed map[string]bool        // parent id: removed while its spare was being made
 	wg      sync.WaitGroup
 }
 
@@ -49,7 +62,9 @@ func newSpares(root string) (*spares, error) {
 	p := &spares{
 		dir:     dir,
 		nonce:   fmt.Sprintf("%x", time.Now().UnixNano()),
+		delay:   spareDelay,
 		uses:    map[string]int{},
+		pending: map[string]*time.Timer{},
 		ready:   map[string]string{},
 		making:  map[string]string{},
 		removed: map[string]bool{},
@@ -63,6 +78,7 @@ func newSpares(root string) (*spares, error) {
 func (p *spares) take(parent string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.cancelLocked(parent) // not started: quicker to make our own
 	for p.making[parent] != "" {
 		p.changed.Wait()
 	}
@@ -87,20 +103,54 @@ func (p *spares) free(path string) bool {
 }
 
 // used records an active snapshot made from parent and, from the second
-// one on, starts making the next spare of committed (parent's subvolume)
-// with snapshot.
+// one on, has the next spare of committed (parent's subvolume) made with
+// snapshot, spareDelay later.
 func (p *spares) used(ctx context.Context, parent, committed string, snapshot func(dst, src string) error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.uses[parent]++
-	if p.closed || p.uses[parent] < 2 || p.ready[parent] != "" || p.making[parent] != "" {
+	if p.closed || p.uses[parent] < 2 || p.ready[parent] != "" || p.making[parent] != "" || p.pending[parent] != nil {
+		return
+	}
+	p.wg.Add(1)
+	var t *time.Timer
+	t = time.AfterFunc(p.delay, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.pending[parent] != t {
+			p.wg.Done() // cancelled after the timer fired
+			return
+		}
+		delete(p.pending, parent)
+		p.makeLocked(ctx, parent, committed, snapshot)
+	})
+	p.pending[parent] = t
+}
+
+// cancelLocked gives up parent's spare if it is not started yet.
+func (p *spares) cancelLocked(parent string) {
+	t := p.pending[parent]
+	if t == nil {
+		return
+	}
+	delete(p.pending, parent)
+	p.changed.Broadcast()
+	if t.Stop() {
+		p.wg.Done() // its function will not run
+	}
+}
+
+// makeLocked starts making parent's spare; p.wg counts it already.
+func (p *spares) makeLocked(ctx context.Context, parent, committed string, snapshot func(dst, src string) error) {
+	defer p.changed.Broadcast()
+	if p.closed {
+		p.wg.Done()
 		return
 	}
 	p.seq++
 	path := filepath.Join(p.dir, fmt.Sprintf("%s.%s.%d", parent, p.nonce, p.seq))
 	p.making[parent] = path
 	delete(p.removed, parent)
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		err := snapshot(path, committed)
@@ -126,6 +176,7 @@ func (p *spares) parentRemoved(ctx context.Context, parent string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.uses, parent)
+	p.cancelLocked(parent)
 	if p.making[parent] != "" {
 		p.removed[parent] = true
 	}
@@ -139,6 +190,9 @@ func (p *spares) parentRemoved(ctx context.Context, parent string) {
 func (p *spares) close(ctx context.Context) {
 	p.mu.Lock()
 	p.closed = true
+	for parent := range p.pending {
+		p.cancelLocked(parent)
+	}
 	p.mu.Unlock()
 	p.wg.Wait()
 	p.mu.Lock()

@@ -4,16 +4,17 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/containerd/btrfs/v2"
 	"github.com/containerd/containerd/v2/core/snapshots"
 )
 
-// idle returns once no spare is being made.
+// idle returns once no spare is waiting to be made or being made.
 func (p *spares) idle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.making) > 0 {
+	for len(p.pending) > 0 || len(p.making) > 0 {
 		p.changed.Wait()
 	}
 }
@@ -168,4 +169,46 @@ func TestSparesAcrossRestart(t *testing.T) {
 	if st := readState(t, s); !st.consistent() {
 		t.Fatalf("metadata and subvolumes disagree after a restart: %+v", st)
 	}
+}
+
+// TestSpareNotStartedYet: a Prepare that comes before its parent's spare
+// is started makes a snapshot of its own rather than waiting for one, and
+// Close gives up a spare that was never started.
+func TestSpareNotStartedYet(t *testing.T) {
+	s := newTestSnapshotter(t)
+	s.spares.delay = time.Hour // not started within the test
+	ctx := testContext(t)
+	baseAndContainer(t, s)
+	if _, err := s.Prepare(ctx, "container2", "base"); err != nil {
+		t.Fatal(err)
+	}
+	if n := pendingSpares(s); n != 1 {
+		t.Fatalf("%d spares waiting after the second child, want 1", n)
+	}
+	// Waiting for the spare would take the hour.
+	mounts, err := s.Prepare(ctx, "container3", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir := filepath.Dir(mounts[0].Source); dir == filepath.Join(s.root, spareDir) {
+		t.Fatalf("container3 got %s from spare/, which holds no spare yet", mounts[0].Source)
+	}
+	if n := pendingSpares(s); n != 1 {
+		t.Fatalf("%d spares waiting after the third child, want 1 (the next)", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := pendingSpares(s); n != 0 {
+		t.Fatalf("%d spares waiting after Close", n)
+	}
+	if got, _ := os.ReadDir(filepath.Join(s.root, spareDir)); len(got) != 0 {
+		t.Fatalf("spare/ after Close: %v", got)
+	}
+}
+
+func pendingSpares(s *Snapshotter) int {
+	s.spares.mu.Lock()
+	defer s.spares.mu.Unlock()
+	return len(s.spares.pending)
 }
