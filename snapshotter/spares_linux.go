@@ -140,13 +140,9 @@ func (p *spares) cancelLocked(parent string) {
 	}
 }
 
-// makeLocked starts making parent's spare; p.wg counts it already.
+// makeLocked starts making parent's spare; p.wg counts it already. Not
+// after close: close cancels every pending spare under the same lock.
 func (p *spares) makeLocked(ctx context.Context, parent, committed string, snapshot func(dst, src string) error) {
-	defer p.changed.Broadcast()
-	if p.closed {
-		p.wg.Done()
-		return
-	}
 	p.seq++
 	path := filepath.Join(p.dir, fmt.Sprintf("%s.%s.%d", parent, p.nonce, p.seq))
 	p.making[parent] = path

@@ -45,7 +45,10 @@ func deviceRules(in []specs.LinuxDeviceCgroup) ([]*devconfig.Rule, error) {
 // one access mode through an open that asks for more.
 func setDevicesV2(dir string, rules []specs.LinuxDeviceCgroup) error {
 	if len(rules) == 0 {
-		return nil // as runc: no rules, no program (every device)
+		// No program, every device, as with the v1 files. runc would
+		// deny all, but always has its default rules; the shim's
+		// Placement always passes them (WithDefaultDevices).
+		return nil
 	}
 	r, err := deviceRules(rules)
 	if err != nil {
