@@ -95,8 +95,14 @@ if [[ ${1:-} == fuzz ]]; then
 	exit 0
 fi
 step "fuzz (bounded, ${FUZZTIME:-50000x} each)" fuzz_all
-step "snapshotter and integration tests" \
-	go test -count=1 -v -timeout "${TEST_TIMEOUT:-30m}" "${run_args[@]}" "${verbose_pkgs[@]}"
+# The verbose suites' output is also kept in a file, so that the last lines
+# of the run can name the tests that failed (a CI log may keep only those).
+verbose_log=_output/test/verbose.log
+verbose_suites() {
+	mkdir -p "$(dirname "$verbose_log")"
+	go test -count=1 -v -timeout "${TEST_TIMEOUT:-30m}" "${run_args[@]}" "${verbose_pkgs[@]}" 2>&1 | tee "$verbose_log"
+}
+step "snapshotter and integration tests" verbose_suites
 # This host is cgroup v1 without systemd; users run cgroup v2 with systemd.
 if [[ ${TUPPER_VM:-1} == 0 ]]; then
 	printf '\n==> SKIPPED: cgroup v2 + systemd in a VM (TUPPER_VM=0)\n'
@@ -107,6 +113,10 @@ fi
 
 echo
 if ((${#failed[@]})); then
+	if [[ " ${failed[*]} " == *" snapshotter and integration tests "* ]]; then
+		echo "test.sh: what failed in the snapshotter and integration tests ($verbose_log):"
+		grep -E -e '--- FAIL:|^panic:|^FAIL|test timed out' "$verbose_log" | head -n 20
+	fi
 	printf 'test.sh: FAILED: %s\n' "${failed[*]}"
 	exit 1
 fi
