@@ -18,7 +18,7 @@ OUT=${1:-$REPO/_output/tupper-installer.tar}
 VERSION=$(git -C "$REPO" describe --tags --always --dirty 2>/dev/null || echo dev)
 NAME=${INSTALLER_IMAGE_NAME:-tupper.local/tupper-installer:$VERSION}
 
-for f in bin/containerd-tupper-snapshotter bin/containerd-shim-tupper-v2; do
+for f in bin/containerd-tupper-snapshotter bin/containerd-shim-tupper-v2 bin/tupper-helper; do
 	[[ -x $REPO/$f ]] || {
 		echo "installer-image: no $f: run \`make build\`" >&2
 		exit 1
@@ -37,7 +37,7 @@ for a in sh nsenter cat ls sleep; do
 	ln -s busybox "$STAGE/bin/$a"
 done
 (cd "$REPO" && CGO_ENABLED=0 go build -o "$STAGE/tupper/bin/tupper-install" ./cmd/tupper-install)
-cp "$REPO/bin/containerd-tupper-snapshotter" "$REPO/bin/containerd-shim-tupper-v2" "$STAGE/tupper/bin/"
+cp "$REPO/bin/containerd-tupper-snapshotter" "$REPO/bin/containerd-shim-tupper-v2" "$REPO/bin/tupper-helper" "$STAGE/tupper/bin/"
 cp "$REPO/hack/systemd/containerd-tupper-snapshotter.service" "$STAGE/tupper/"
 cp "$REPO/deploy/kubernetes/containerd-tupper.toml" "$STAGE/tupper/"
 mkdir -p "$(dirname "$OUT")"

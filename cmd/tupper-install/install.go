@@ -39,6 +39,8 @@ func (c *config) install() error {
 		mode     os.FileMode
 	}{
 		{"bin/containerd-tupper-snapshotter", "/usr/local/bin/containerd-tupper-snapshotter", 0o755},
+		// The helper before the shim that looks for it next to itself.
+		{"bin/tupper-helper", "/usr/local/bin/tupper-helper", 0o755},
 		{"bin/containerd-shim-tupper-v2", "/usr/local/bin/containerd-shim-tupper-v2", 0o755},
 		{unitName, "/etc/systemd/system/" + unitName, 0o644},
 		{"containerd-tupper.toml", fragment, 0o644},
@@ -80,7 +82,7 @@ func (c *config) check() error {
 	if !importsFragment.Match(cfg) {
 		return fmt.Errorf(`/etc/containerd/config.toml does not import %s: add imports = ["/etc/containerd/conf.d/*.toml"]`, fragment)
 	}
-	for _, f := range []string{"bin/containerd-tupper-snapshotter", "bin/containerd-shim-tupper-v2", unitName, "containerd-tupper.toml"} {
+	for _, f := range []string{"bin/containerd-tupper-snapshotter", "bin/containerd-shim-tupper-v2", "bin/tupper-helper", unitName, "containerd-tupper.toml"} {
 		if _, err := os.Stat(filepath.Join(c.from, f)); err != nil {
 			return fmt.Errorf("the installer image lacks %s: %w", f, err)
 		}

@@ -38,7 +38,7 @@ func newNode(t *testing.T, btrfs bool, containerdConfig string) *node {
 		testutil.MountBtrfs(t, 256<<20, mnt)
 	}
 	write(t, filepath.Join(n.c.host, "etc/containerd/config.toml"), containerdConfig)
-	for _, f := range []string{"bin/containerd-tupper-snapshotter", "bin/containerd-shim-tupper-v2", unitName, "containerd-tupper.toml"} {
+	for _, f := range []string{"bin/containerd-tupper-snapshotter", "bin/containerd-shim-tupper-v2", "bin/tupper-helper", unitName, "containerd-tupper.toml"} {
 		write(t, filepath.Join(n.c.from, f), "content of "+f)
 	}
 	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -72,6 +72,7 @@ func TestInstall(t *testing.T) {
 	}
 	for to, want := range map[string]string{
 		"/usr/local/bin/containerd-shim-tupper-v2":     "content of bin/containerd-shim-tupper-v2",
+		"/usr/local/bin/tupper-helper":                 "content of bin/tupper-helper",
 		"/etc/systemd/system/" + unitName:              "content of " + unitName,
 		"/etc/containerd/conf.d/tupper.toml":           "content of containerd-tupper.toml",
 		"/usr/local/bin/containerd-tupper-snapshotter": "content of bin/containerd-tupper-snapshotter",

@@ -7,7 +7,7 @@
 //
 // It checks first and changes nothing unless every check passes: btrfs in
 // the kernel, /var/lib/containerd-tupper on btrfs, containerd's config
-// importing /etc/containerd/conf.d. Then it installs both binaries, the
+// importing /etc/containerd/conf.d. Then it installs the binaries, the
 // snapshotter's systemd unit and the containerd fragment (each written
 // aside and renamed into place), enables the snapshotter, restarts
 // containerd, and labels the node tupper.dev/runtime=ready through the

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -117,20 +118,30 @@ func (e *Env) binary(t testing.TB, env, name string) string {
 	return abs
 }
 
-// installShims puts a copy of tupper's shim into BinDir, first on
-// containerd's PATH, so that this Env's shims are the processes running
-// that file; and links runc's shim next to it.
+// installShims puts a copy of tupper's shim and of its helper into
+// BinDir, first on containerd's PATH, so that this Env's shims are the
+// processes running that file; and links runc's shim next to it.
 func (e *Env) installShims(t testing.TB) {
 	t.Helper()
 	if err := os.MkdirAll(e.BinDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(e.binary(t, EnvShim, "containerd-shim-tupper-v2"))
+	src := e.binary(t, EnvShim, "containerd-shim-tupper-v2")
+	b, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.Shim = filepath.Join(e.BinDir, "containerd-shim-tupper-v2")
 	if err := os.WriteFile(e.Shim, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The shim runs its helper from next to itself (make build puts one
+	// there); without one, it runs itself as the helper.
+	if h, err := os.ReadFile(filepath.Join(filepath.Dir(src), "tupper-helper")); err == nil {
+		if err := os.WriteFile(filepath.Join(e.BinDir, "tupper-helper"), h, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
 	if p, err := exec.LookPath("containerd-shim-runc-v2"); err == nil {

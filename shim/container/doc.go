@@ -2,8 +2,9 @@
 // spec without runc. It knows nothing about containerd or the shim API: a
 // shim, a tiny CLI or a benchmark can drive it.
 //
-// A container is created in two steps. Create re-executes the current binary
-// (/proc/self/exe) as an "init" helper inside fresh namespaces; the helper
+// A container is created in two steps. Create executes an "init" helper
+// inside fresh namespaces: tupper-helper from the current binary's
+// directory, or the current binary itself (sealexe_linux.go). The helper
 // prepares the root filesystem, pivots into it, resolves the user and the
 // executable, then blocks on its sync socket. Start tells the helper to
 // drop to the process' credentials and execve the container's program, so

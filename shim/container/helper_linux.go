@@ -12,6 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/tupper/tupper/shim/container/protocol"
+	"github.com/tupper/tupper/version"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,6 +29,10 @@ func init() {
 		runtime.LockOSThread()
 	}
 }
+
+// helperEnv marks a helper and says which build started it: a helper
+// binary from another build (sealexe_linux.go) refuses to go on.
+var helperEnv = protocol.EnvInit + "=" + version.Version
 
 // MaybeInit runs the helper and never returns when this process was
 // started as one by Create or Exec; otherwise it returns at once.
@@ -59,6 +64,10 @@ func helperMain() int {
 		return 1
 	}
 	h.cfg = cfg
+	if v := os.Getenv(protocol.EnvInit); v != version.Version {
+		closeAll(fds)
+		return h.report(fmt.Errorf("the helper binary is version %q and the shim %q: install %s from the shim's build", version.Version, v, HelperName))
+	}
 	if cfg.Init != nil {
 		err = h.runInit(fds)
 	} else {

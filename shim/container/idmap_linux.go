@@ -68,7 +68,7 @@ func (c *Container) idmapUserns(helperPid int, m specs.Mount) (*os.File, func(),
 	cmd := &exec.Cmd{
 		Path:       c.initPath,
 		Args:       []string{"tupper-idmap", c.ID},
-		Env:        []string{protocol.EnvInit + "=1"},
+		Env:        []string{helperEnv},
 		ExtraFiles: []*os.File{child},
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:  unix.CLONE_NEWUSER,

@@ -33,7 +33,7 @@ func (l *launch) addFile(f *os.File) int {
 // newLaunch lays out the helper's fds and environment for plan and join,
 // and records in cfg where its namespace and cgroup files are.
 func newLaunch(sync *os.File, plan *nsPlan, join cgroups.Join, cfg *protocol.Config) *launch {
-	l := &launch{env: []string{protocol.EnvInit + "=1"}}
+	l := &launch{env: []string{helperEnv}}
 	if fd := l.addFile(sync); fd != protocol.SyncFd {
 		panic("the sync socket must be the helper's fd 3")
 	}

@@ -11,28 +11,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Helpers run this process' own binary. A container must not be able to
-// write it: a program whose interpreter is #!/proc/self/exe, exec'd by a
-// helper, runs the helper's binary inside the container, and through
-// /proc/<pid>/exe a process of the container could reopen that binary
-// for writing once it is no longer busy, and so replace the host's shim
-// (CVE-2019-5736). So helpers are exec'd from a sealed view of the
-// binary: a read-only overlayfs whose layers are all lower ones, mounted
-// only as an fd (never attached anywhere), with no copy of the binary;
-// where overlayfs is unavailable, a sealed memfd copy (which costs the
-// binary's size in memory per process).
+// Helpers run HelperName when it sits next to this process' binary (a
+// small program, cmd/tupper-helper), and this binary itself otherwise.
+// Every container start and exec pays one helper start-up, most of it the
+// initialisation of the Go runtime and of every linked package, page
+// faults included; the helper links about half the packages the shim does
+// (no containerd API, gRPC or net/http).
+//
+// A container must not be able to write the helper's binary: a program
+// whose interpreter is #!/proc/self/exe, exec'd by a helper, runs the
+// helper's binary inside the container, and through /proc/<pid>/exe a
+// process of the container could reopen that binary for writing once it
+// is no longer busy, and so replace the host's (CVE-2019-5736). So
+// helpers are exec'd from a sealed view of the binary: a read-only
+// overlayfs whose layers are all lower ones, mounted only as an fd (never
+// attached anywhere), with no copy of the binary; where overlayfs is
+// unavailable, a sealed memfd copy (which costs the binary's size in
+// memory per process).
 
 // sealedExeFd is above any fd a helper is given (shim/container passes
 // a few dozen at most): os/exec moves ExtraFiles onto 3, 4, ... before
 // the execve of /proc/self/fd/<this>, which must still be the binary.
 const sealedExeFd = 200
 
+// HelperName is the helper binary looked for next to this process' own.
+const HelperName = "tupper-helper"
+
 // sealedExe returns the path to exec helpers from, /proc/self/fd/N, made
 // once per process.
 var sealedExe = sync.OnceValues(func() (string, error) {
-	f, err := sealedOverlay()
+	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
-		if f, err = sealedMemfd(); err != nil {
+		return "", err
+	}
+	bin := helperBinary(exe)
+	f, err := sealedOverlay(bin)
+	if err != nil {
+		if f, err = sealedMemfd(bin); err != nil {
 			return "", err
 		}
 	}
@@ -44,16 +59,23 @@ var sealedExe = sync.OnceValues(func() (string, error) {
 	return fmt.Sprintf("/proc/self/fd/%d", fd), nil
 })
 
-// sealedOverlay opens this binary through a read-only overlayfs of its
+// helperBinary is the binary helpers run for a process whose own is exe:
+// HelperName in the same directory if that is an executable regular file,
+// exe itself otherwise (tests, or a shim installed alone).
+func helperBinary(exe string) string {
+	sibling := filepath.Join(filepath.Dir(exe), HelperName)
+	if fi, err := os.Stat(sibling); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+		return sibling
+	}
+	return exe
+}
+
+// sealedOverlay opens the binary bin through a read-only overlayfs of its
 // directory. Overlayfs refuses writes when it has no upper layer, which
 // needs at least two lower ones: the second is an empty directory, made
 // and removed here (the mount keeps its own reference).
-func sealedOverlay() (*os.File, error) {
-	exe, err := os.Readlink("/proc/self/exe")
-	if err != nil {
-		return nil, err
-	}
-	dir, name := filepath.Split(exe)
+func sealedOverlay(bin string) (*os.File, error) {
+	dir, name := filepath.Split(bin)
 	empty, err := os.MkdirTemp("", "tupper-seal-")
 	if err != nil {
 		return nil, err
@@ -84,10 +106,10 @@ func sealedOverlay() (*os.File, error) {
 	return os.NewFile(uintptr(fd), "sealed-exe"), nil
 }
 
-// sealedMemfd copies this binary into a memfd and seals it against every
-// change.
-func sealedMemfd() (*os.File, error) {
-	src, err := os.Open("/proc/self/exe")
+// sealedMemfd copies the binary bin into a memfd and seals it against
+// every change.
+func sealedMemfd(bin string) (*os.File, error) {
+	src, err := os.Open(bin)
 	if err != nil {
 		return nil, err
 	}

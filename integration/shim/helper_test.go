@@ -1,0 +1,96 @@
+package shim
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
+	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/tupper/tupper/internal/harness"
+	"golang.org/x/sys/unix"
+)
+
+// TestHelperBinary: the shim that make build made runs tupper-helper, its
+// small helper program from next to it, sealed (not writable through
+// /proc/<pid>/exe): a created init is still that helper. The container
+// then runs, and so does an exec (whose helper has no pid to look at
+// before it execs).
+func TestHelperBinary(t *testing.T) {
+	e := newEnv(t)
+	if _, err := os.Stat(filepath.Join(e.BinDir, "tupper-helper")); err != nil {
+		t.Fatalf("no tupper-helper next to the shim under test (make build): %v", err)
+	}
+	cl, ctx := e.client()
+	img, err := cl.GetImage(ctx, image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "helper1"
+	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "1000")}
+	if e.slice != "" {
+		specOpts = append(specOpts, oci.WithCgroup(e.slice+":"+scopePrefix+":"+id))
+	}
+	c, err := cl.NewContainer(ctx, id, client.WithNewSnapshot(id, img), client.WithNewSpec(specOpts...),
+		client.WithRuntime(harness.TupperRuntimeType, &runtimeoptions.Options{ConfigPath: e.RuntimeConfig}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Delete(ctx, client.WithSnapshotCleanup)
+	tk, err := c.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Delete(ctx, client.WithProcessKill)
+	// Created, not started: the init is still the helper.
+	checkSealedHelper(t, "init", int(tk.Pid()))
+	if err := tk.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := c.Spec(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc := *spec.Process
+	proc.Args = []string{"true"}
+	p, err := tk.Exec(ctx, "e1", &proc, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := p.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-exited; st.ExitCode() != 0 {
+		t.Fatalf("exec of true: exit status %d", st.ExitCode())
+	}
+}
+
+// checkSealedHelper: pid runs tupper-helper, and its binary cannot be
+// opened for writing through /proc/<pid>/exe.
+func checkSealedHelper(t *testing.T, what string, pid int) {
+	t.Helper()
+	exe := fmt.Sprintf("/proc/%d/exe", pid)
+	link, err := os.Readlink(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(link) != "tupper-helper" {
+		t.Errorf("%s: the helper runs %s, want tupper-helper", what, link)
+	}
+	f, err := os.OpenFile(exe, os.O_WRONLY, 0)
+	if err == nil {
+		f.Close()
+		t.Fatalf("%s: opened the helper's binary %s (%s) for writing", what, exe, link)
+	}
+	if !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.ETXTBSY) {
+		t.Errorf("%s: opening the helper's binary for writing: %v, want EROFS", what, err)
+	}
+}
