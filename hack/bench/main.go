@@ -59,6 +59,7 @@ var benchmarks = []benchmark{
 	{"usage", (*bench).usage},
 	{"unpack", (*bench).unpack},
 	{"start", (*bench).startLatency},
+	{"exec", (*bench).execLatency},
 	{"memory", (*bench).memory},
 	{"grouped", (*bench).memoryGrouped},
 	{"density", (*bench).density},
