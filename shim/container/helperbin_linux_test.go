@@ -8,32 +8,43 @@ import (
 )
 
 // TestHelperBinaryChoice: helpers run tupper-helper from next to this
-// binary when it is an executable regular file there, this binary
-// otherwise.
+// binary when it is an executable regular file there (a symlink to one
+// resolved), this binary otherwise.
 func TestHelperBinaryChoice(t *testing.T) {
+	executable := func(p string) (string, error) { return p, os.WriteFile(p, []byte("#!/bin/true\n"), 0o755) }
 	for _, c := range []struct {
-		name    string
-		sibling func(p string) error // makes what sits at dir/tupper-helper
-		self    bool
+		name string
+		// sibling makes what sits at p, dir/tupper-helper, and returns the
+		// binary helpers must run ("" for this binary).
+		sibling func(p string) (string, error)
 	}{
-		{"executable file", func(p string) error { return os.WriteFile(p, []byte("#!/bin/true\n"), 0o755) }, false},
-		{"none", func(string) error { return nil }, true},
-		{"not executable", func(p string) error { return os.WriteFile(p, nil, 0o644) }, true},
-		{"directory", func(p string) error { return os.Mkdir(p, 0o755) }, true},
-		{"dangling symlink", func(p string) error { return os.Symlink("/nonexistent", p) }, true},
+		{"executable file", executable},
+		{"none", func(string) (string, error) { return "", nil }},
+		{"not executable", func(p string) (string, error) { return "", os.WriteFile(p, nil, 0o644) }},
+		{"directory", func(p string) (string, error) { return "", os.Mkdir(p, 0o755) }},
+		{"dangling symlink", func(p string) (string, error) { return "", os.Symlink("/nonexistent", p) }},
+		{"symlink to an executable file", func(p string) (string, error) {
+			target, err := executable(filepath.Join(filepath.Dir(p), "elsewhere"))
+			if err == nil {
+				err = os.Symlink(target, p)
+			}
+			return target, err
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			dir := t.TempDir()
+			dir, err := filepath.EvalSymlinks(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
 			exe := filepath.Join(dir, "containerd-shim-tupper-v2")
 			if err := os.WriteFile(exe, nil, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			sibling := filepath.Join(dir, HelperName)
-			if err := c.sibling(sibling); err != nil {
+			want, err := c.sibling(filepath.Join(dir, HelperName))
+			if err != nil {
 				t.Fatal(err)
 			}
-			want := sibling
-			if c.self {
+			if want == "" {
 				want = exe
 			}
 			if got := helperBinary(exe); got != want {

@@ -61,9 +61,14 @@ var sealedExe = sync.OnceValues(func() (string, error) {
 
 // helperBinary is the binary helpers run for a process whose own is exe:
 // HelperName in the same directory if that is an executable regular file,
-// exe itself otherwise (tests, or a shim installed alone).
+// exe itself otherwise (tests, or a shim installed alone). A symlink is
+// resolved here: the sealed overlay opens the last component without
+// following it.
 func helperBinary(exe string) string {
-	sibling := filepath.Join(filepath.Dir(exe), HelperName)
+	sibling, err := filepath.EvalSymlinks(filepath.Join(filepath.Dir(exe), HelperName))
+	if err != nil {
+		return exe
+	}
 	if fi, err := os.Stat(sibling); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
 		return sibling
 	}
