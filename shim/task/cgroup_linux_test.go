@@ -240,10 +240,14 @@ func TestOOMCountAfterCgroupRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Delete()
-	// Held on stdin until it is in the cgroup.
+	// Held on stdin until it is in the cgroup. Started and waited for
+	// through the reaper, as the shim does: this package's tests reap
+	// every child (service_linux_test.go), so os/exec's own wait could
+	// find it gone.
 	cmd := exec.Command("busybox", "sh", "-c", "read go; exec dd if=/dev/zero of=/dev/null bs=100M count=1")
 	stdin, _ := cmd.StdinPipe()
-	if err := cmd.Start(); err != nil {
+	wait, err := reaperStart(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var w oomWatch
@@ -255,8 +259,8 @@ func TestOOMCountAfterCgroupRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 	stdin.Write([]byte("go\n"))
-	if err := cmd.Wait(); err == nil || cmd.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("dd was not OOM-killed: %v", err)
+	if status, err := wait(); err != nil || status != 128+int(syscall.SIGKILL) {
+		t.Fatalf("dd was not OOM-killed: exit status %d (%v)", status, err)
 	}
 	if n, err := w.kills(m); err != nil || n != 1 {
 		t.Fatalf("with the cgroup there: %d kills (%v), want 1", n, err)
