@@ -7,11 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
-	"github.com/containerd/containerd/v2/pkg/oci"
-	"github.com/tupper/tupper/internal/harness"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,33 +22,14 @@ func TestHelperBinary(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.BinDir, "tupper-helper")); err != nil {
 		t.Fatalf("no tupper-helper next to the shim under test (make build): %v", err)
 	}
-	cl, ctx := e.client()
-	img, err := cl.GetImage(ctx, image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const id = "helper1"
-	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "1000")}
-	if e.slice != "" {
-		specOpts = append(specOpts, oci.WithCgroup(e.slice+":"+scopePrefix+":"+id))
-	}
-	c, err := cl.NewContainer(ctx, id, client.WithNewSnapshot(id, img), client.WithNewSpec(specOpts...),
-		client.WithRuntime(harness.TupperRuntimeType, &runtimeoptions.Options{ConfigPath: e.RuntimeConfig}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Delete(ctx, client.WithSnapshotCleanup)
-	tk, err := c.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, tk := e.createSleeper("helper1")
 	defer tk.Delete(ctx, client.WithProcessKill)
 	// Created, not started: the init is still the helper.
 	checkSealedHelper(t, "init", int(tk.Pid()))
 	if err := tk.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	spec, err := c.Spec(ctx)
+	spec, err := tk.Spec(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"context"
 	"os"
 	"syscall"
 	"testing"
@@ -20,26 +21,8 @@ import (
 // failed on the missing cgroup left the task, its shim and its mount.
 func TestDeleteAfterInitGone(t *testing.T) {
 	e := newEnv(t)
-	cl, ctx := e.client()
-	img, err := cl.GetImage(ctx, image)
-	if err != nil {
-		t.Fatal(err)
-	}
 	const id = "gone1"
-	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "1000")}
-	if e.slice != "" {
-		specOpts = append(specOpts, oci.WithCgroup(e.slice+":"+scopePrefix+":"+id))
-	}
-	c, err := cl.NewContainer(ctx, id, client.WithNewSnapshot(id, img), client.WithNewSpec(specOpts...),
-		client.WithRuntime(harness.TupperRuntimeType, &runtimeoptions.Options{ConfigPath: e.RuntimeConfig}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Delete(ctx, client.WithSnapshotCleanup)
-	tk, err := c.NewTask(ctx, cio.NullIO)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, tk := e.createSleeper(id)
 	pid := int(tk.Pid())
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -55,4 +38,32 @@ func TestDeleteAfterInitGone(t *testing.T) {
 	if ms := e.stateMounts(); len(ms) != 0 {
 		t.Fatalf("mounts left after the delete: %v", ms)
 	}
+}
+
+// createSleeper creates, through containerd's client, container id (the
+// test image running `sleep 1000` on tupper's runtime, in the test's slice
+// under the systemd driver) and its task, not started. The container and
+// its snapshot go when the test ends; the task is the caller's to delete.
+func (e *env) createSleeper(id string) (context.Context, client.Task) {
+	e.t.Helper()
+	cl, ctx := e.client()
+	img, err := cl.GetImage(ctx, image)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	specOpts := []oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs("sleep", "1000")}
+	if e.slice != "" {
+		specOpts = append(specOpts, oci.WithCgroup(e.slice+":"+scopePrefix+":"+id))
+	}
+	c, err := cl.NewContainer(ctx, id, client.WithNewSnapshot(id, img), client.WithNewSpec(specOpts...),
+		client.WithRuntime(harness.TupperRuntimeType, &runtimeoptions.Options{ConfigPath: e.RuntimeConfig}))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Delete(ctx, client.WithSnapshotCleanup) })
+	tk, err := c.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ctx, tk
 }
