@@ -6,6 +6,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // execLatency times an exec of `true` into a running container, as a
@@ -25,6 +26,7 @@ func (b *bench) execLatency() (_ []*Result, retErr error) {
 	r.Note = "containerd's Go client: Exec, Wait, Start, the exit of `true`, Delete of the process, in a running busybox `sleep` container of each stack. " +
 		"tupper: the shim runs tupper-helper, which execs `true`; runc: the shim runs `runc exec`, which runs runc init"
 	tasks := map[string]containerd.Task{}
+	procs := map[string]*specs.Process{} // each task's init, running `true`
 	byName := map[string]stack{tup.name: tup, ovl.name: ovl, btr.name: btr}
 	for _, name := range subjects {
 		id := b.newID("exec")
@@ -38,13 +40,20 @@ func (b *bench) execLatency() (_ []*Result, retErr error) {
 		if tasks[name], err = c.Task(b.ctx, nil); err != nil {
 			return nil, err
 		}
+		spec, err := tasks[name].Spec(b.ctx)
+		if err != nil {
+			return nil, err
+		}
+		proc := *spec.Process
+		proc.Args, proc.Terminal = []string{"true"}, false
+		procs[name] = &proc
 		// Untimed warm-up: the first exec pays for caches no later one does.
-		if _, err := b.execTrue(tasks[name], name); err != nil {
+		if _, err := b.execTrue(tasks[name], procs[name], name); err != nil {
 			return nil, fmt.Errorf("warm-up %s: %w", name, err)
 		}
 	}
 	err = interleave(b.runs, subjects, func(round int, name string) error {
-		d, err := b.execTrue(tasks[name], name)
+		d, err := b.execTrue(tasks[name], procs[name], name)
 		if err == nil {
 			r.add(name, d)
 		}
@@ -56,18 +65,11 @@ func (b *bench) execLatency() (_ []*Result, retErr error) {
 	return []*Result{r}, nil
 }
 
-// execTrue runs `true` in task with its init's process spec and returns
-// how long that took, in milliseconds.
-func (b *bench) execTrue(tk containerd.Task, name string) (float64, error) {
-	spec, err := tk.Spec(b.ctx)
-	if err != nil {
-		return 0, err
-	}
-	proc := *spec.Process
-	proc.Args = []string{"true"}
-	proc.Terminal = false
+// execTrue runs proc (`true`) in task and returns how long that took, in
+// milliseconds.
+func (b *bench) execTrue(tk containerd.Task, proc *specs.Process, name string) (float64, error) {
 	t := time.Now()
-	p, err := tk.Exec(b.ctx, b.newID("e"), &proc, cio.NullIO)
+	p, err := tk.Exec(b.ctx, b.newID("e"), proc, cio.NullIO)
 	if err != nil {
 		return 0, fmt.Errorf("%s: exec: %w", name, err)
 	}
