@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/container/protocol"
 )
 
 // Placement is a container's cgroup from the first helper to the removal:
@@ -65,47 +65,26 @@ func NewPlacement(ctx context.Context, id string, spec *specs.Spec, systemd bool
 	return p, nil
 }
 
-// Join is how a helper enters its cgroup by itself. The zero Join means it
-// cannot, and Spawned moves it.
-type Join struct {
-	// TasksFiles (v1) are the cgroup's "tasks" files, open for reading and
-	// writing: the helper writes "0" to each, then checks it is listed.
-	TasksFiles []*os.File
-	// Dir (v2) is the cgroup's directory, to clone the helper into
-	// (clone3 CLONE_INTO_CGROUP).
-	Dir *os.File
-}
-
-// Close closes the files; the caller does once the helper has started.
-func (j Join) Close() {
-	for _, f := range j.TasksFiles {
-		f.Close()
-	}
-	if j.Dir != nil {
-		j.Dir.Close()
-	}
-}
-
 // Join is called before each helper starts. With the cgroupfs driver it
 // makes the cgroup (for the first helper) and returns its files; with the
 // systemd driver, or a nil Placement, the zero Join.
-func (p *Placement) Join() (Join, error) {
+func (p *Placement) Join() (protocol.CgroupJoin, error) {
 	if p == nil || p.systemd {
-		return Join{}, nil
+		return protocol.CgroupJoin{}, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	m, err := p.managerLocked(0)
 	if err != nil {
-		return Join{}, err
+		return protocol.CgroupJoin{}, err
 	}
-	var j Join
+	var j protocol.CgroupJoin
 	if j.TasksFiles, err = m.JoinFiles(); err != nil {
-		return Join{}, err
+		return protocol.CgroupJoin{}, err
 	}
 	if j.Dir, err = m.JoinDir(); err != nil {
 		j.Close()
-		return Join{}, err
+		return protocol.CgroupJoin{}, err
 	}
 	return j, nil
 }

@@ -14,6 +14,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/internal/testutil"
 	"github.com/tupper/tupper/shim/cgroups"
+	"github.com/tupper/tupper/shim/container/protocol"
 	"golang.org/x/sys/unix"
 )
 
@@ -32,13 +33,13 @@ func cgroupSpec(cgroupns bool, args ...string) *specs.Spec {
 
 // testPlacer is a CgroupPlacer made of two functions; nil ones do nothing.
 type testPlacer struct {
-	join    func() (cgroups.Join, error)
+	join    func() (protocol.CgroupJoin, error)
 	spawned func(pid int) error
 }
 
-func (p testPlacer) Join() (cgroups.Join, error) {
+func (p testPlacer) Join() (protocol.CgroupJoin, error) {
 	if p.join == nil {
-		return cgroups.Join{}, nil
+		return protocol.CgroupJoin{}, nil
 	}
 	return p.join()
 }
@@ -98,9 +99,9 @@ func withCgroupBundle(t *testing.T, bundle string, spec *specs.Spec, selfJoin bo
 		if !m.JoinsAtSpawn() {
 			t.Fatal("a cgroupfs cgroup on this v1 host offers no tasks files")
 		}
-		placer.join = func() (cgroups.Join, error) {
+		placer.join = func() (protocol.CgroupJoin, error) {
 			files, err := m.JoinFiles()
-			return cgroups.Join{TasksFiles: files}, err
+			return protocol.CgroupJoin{TasksFiles: files}, err
 		}
 	}
 	c, err := Create(Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w}, Cgroup: placer})
@@ -176,9 +177,9 @@ func TestCgroupBindWithoutNamespace(t *testing.T) {
 func TestCgroupSelfJoinChecked(t *testing.T) {
 	needRoot(t)
 	_, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: testSpec("true"),
-		Cgroup: testPlacer{join: func() (cgroups.Join, error) {
+		Cgroup: testPlacer{join: func() (protocol.CgroupJoin, error) {
 			f, err := os.CreateTemp(t.TempDir(), "tasks")
-			return cgroups.Join{TasksFiles: []*os.File{f}}, err
+			return protocol.CgroupJoin{TasksFiles: []*os.File{f}}, err
 		}}})
 	if err == nil || !strings.Contains(err.Error(), "not in its cgroup") {
 		t.Fatalf("create: %v", err)
@@ -230,9 +231,9 @@ func testCgroupCloneIntoV2(t *testing.T, cgroupns bool) {
 	defer r.Close()
 	c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: spec,
 		Stdio: Stdio{Stdout: w, Stderr: w},
-		Cgroup: testPlacer{join: func() (cgroups.Join, error) {
+		Cgroup: testPlacer{join: func() (protocol.CgroupJoin, error) {
 			f, err := os.Open(dir)
-			return cgroups.Join{Dir: f}, err
+			return protocol.CgroupJoin{Dir: f}, err
 		}}})
 	w.Close()
 	if err != nil {

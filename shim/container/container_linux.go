@@ -12,7 +12,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container/protocol"
 	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
@@ -48,17 +47,24 @@ func ExitStatus(ws syscall.WaitStatus) int {
 }
 
 // CgroupPlacer puts every helper of a container into the container's
-// cgroup before the helper runs code of its own. *cgroups.Placement is the
-// one the shim and tupper-run use; a nil one places nothing.
+// cgroup before the helper runs code of its own. shim/cgroups' *Placement
+// is the one the shim and tupper-run use; with none, the helpers stay in the parent's cgroup.
 type CgroupPlacer interface {
 	// Join is called before each helper starts: how the helper enters the
 	// cgroup by itself, or the zero Join. Create closes the files.
-	Join() (cgroups.Join, error)
+	Join() (protocol.CgroupJoin, error)
 	// Spawned is called with the helper's pid once it runs and before it
 	// goes on; it moves the helper unless the helper entered by itself.
 	// An error fails Create or Exec.
 	Spawned(pid int) error
 }
+
+// noCgroup is the CgroupPlacer of a container created without one: its
+// helpers stay in the parent's cgroup.
+type noCgroup struct{}
+
+func (noCgroup) Join() (protocol.CgroupJoin, error) { return protocol.CgroupJoin{}, nil }
+func (noCgroup) Spawned(int) error                  { return nil }
 
 // Options describe a container to create.
 type Options struct {
@@ -154,7 +160,7 @@ func newContainer(opts Options) (*Container, error) {
 		}
 	}
 	if c.cgroup == nil {
-		c.cgroup = (*cgroups.Placement)(nil)
+		c.cgroup = noCgroup{}
 	}
 	if c.adopt == nil {
 		c.adopt = DefaultAdopt

@@ -10,7 +10,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container/protocol"
 	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
@@ -32,7 +31,7 @@ func (l *launch) addFile(f *os.File) int {
 
 // newLaunch lays out the helper's fds and environment for plan and join,
 // and records in cfg where its namespace and cgroup files are.
-func newLaunch(sync *os.File, plan *nsPlan, join cgroups.Join, cfg *protocol.Config) *launch {
+func newLaunch(sync *os.File, plan *nsPlan, join protocol.CgroupJoin, cfg *protocol.Config) *launch {
 	l := &launch{env: []string{helperEnv}}
 	if fd := l.addFile(sync); fd != protocol.SyncFd {
 		panic("the sync socket must be the helper's fd 3")
@@ -71,7 +70,7 @@ func newLaunch(sync *os.File, plan *nsPlan, join cgroups.Join, cfg *protocol.Con
 // command is the helper's exec.Cmd: cloned with plan's new namespaces (a
 // new user namespace mapped, the helper its root), into join's v2 cgroup
 // directory when it can be, with stdio unless the process has a terminal.
-func (c *Container) command(l *launch, plan *nsPlan, join cgroups.Join, stdio *Stdio) *exec.Cmd {
+func (c *Container) command(l *launch, plan *nsPlan, join protocol.CgroupJoin, stdio *Stdio) *exec.Cmd {
 	cmd := &exec.Cmd{
 		Path:        c.initPath,
 		Args:        []string{"tupper-init", c.ID},
@@ -117,7 +116,7 @@ func (c *Container) command(l *launch, plan *nsPlan, join cgroups.Join, stdio *S
 // directory after it started rather than cloned into it: a parent thread
 // that joins a cgroup namespace first cannot clone into a cgroup outside
 // it where cgroup2 delegates by namespace (nsdelegate).
-func movedIntoDir(plan *nsPlan, join cgroups.Join) bool {
+func movedIntoDir(plan *nsPlan, join protocol.CgroupJoin) bool {
 	return join.Dir != nil && joinsCgroupNs(plan.parent)
 }
 
@@ -164,7 +163,7 @@ func (c *Container) startHelper(cfg *protocol.Config, plan *nsPlan, stdio *Stdio
 // a user namespace, sets what it can no longer set itself from there: its
 // rlimits and oom_score_adj (runc sets these from the parent too; the
 // helper repeats the same values, which needs no privilege).
-func (c *Container) place(p *Process, plan *nsPlan, join cgroups.Join, cfg *protocol.Config) error {
+func (c *Container) place(p *Process, plan *nsPlan, join protocol.CgroupJoin, cfg *protocol.Config) error {
 	if movedIntoDir(plan, join) {
 		if err := moveToCgroupDir(join.Dir, p.pid); err != nil {
 			return err
