@@ -1,9 +1,10 @@
 // tupper-helper is the container init helper of containerd-shim-tupper-v2
 // and tupper-run when it is installed next to them: the process that
 // becomes a container's init, or an exec'd process, after building its
-// environment (see shim/container). It links only shim/container, so it
-// starts faster than the shim's own binary, which can serve as the helper
-// too. It is not meant to be run by hand.
+// environment (see shim/container). It links only shim/container, built
+// without CRIU (the tag tupper_nocriu, see the Makefile), so it starts
+// faster than the shim's own binary, which can serve as the helper too. It
+// is not meant to be run by hand.
 package main
 
 import (

@@ -1,3 +1,5 @@
+//go:build !tupper_nocriu
+
 package container
 
 import (

@@ -1,3 +1,5 @@
+//go:build !tupper_nocriu
+
 package container
 
 import (
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/checkpoint-restore/go-criu/v7/rpc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -68,8 +71,11 @@ func (c *Container) noteTimeNamespace(pid int) {
 }
 
 // savedStdio matches the keys writeDescriptors records: the only saved
-// stdio a restore replaces with the new container's.
-var savedStdio = regexp.MustCompile(`^(pipe:\[[0-9]{1,20}\]|file\[[0-9a-f]{1,16}:[0-9a-f]{1,16}\])$`)
+// stdio a restore replaces with the new container's. It is compiled at the
+// first restore, not at start-up: every helper links this package.
+var savedStdio = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^(pipe:\[[0-9]{1,20}\]|file\[[0-9a-f]{1,16}:[0-9a-f]{1,16}\])$`)
+})
 
 // stdio gives the restored init the new container's stdio in place of
 // what its fds 0-2 were (the image's descriptors.json): pipes, and files
@@ -90,7 +96,7 @@ func (r *restore) stdio(ro *rpc.CriuOpts, images *os.File) error {
 	now := []*os.File{r.opts.Stdio.Stdin, r.opts.Stdio.Stdout, r.opts.Stdio.Stderr}
 	done := map[string]bool{}
 	for i, key := range saved {
-		if !savedStdio.MatchString(key) || done[key] {
+		if !savedStdio().MatchString(key) || done[key] {
 			continue
 		}
 		f, err := replacement(now[i], strings.HasPrefix(key, "file["))

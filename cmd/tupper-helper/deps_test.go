@@ -1,0 +1,42 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// helperTags are the build tags the Makefile builds tupper-helper with.
+const helperTags = "osusergo,netgo,tupper_nocriu"
+
+// TestHelperLinksLittle: every container start and every exec runs this
+// binary, and each package it links adds its init to that path. It must
+// not link CRIU's protobuf bindings, the cgroup managers (eBPF, D-Bus) or
+// gRPC, which only the shim's daemon uses.
+func TestHelperLinksLittle(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "-tags", helperTags, "github.com/tupper/tupper/cmd/tupper-helper").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v: %s", err, out)
+	}
+	unwanted := []string{
+		"github.com/checkpoint-restore/go-criu/",
+		"google.golang.org/protobuf/",
+		"github.com/containerd/cgroups/",
+		"github.com/opencontainers/cgroups",
+		"github.com/cilium/ebpf",
+		"github.com/godbus/dbus/",
+		"google.golang.org/grpc",
+		"net/http",
+	}
+	pkgs := strings.Fields(string(out))
+	if len(pkgs) < 50 {
+		t.Fatalf("go list found only %d packages: %s", len(pkgs), out)
+	}
+	for _, p := range pkgs {
+		for _, u := range unwanted {
+			if strings.HasPrefix(p, u) {
+				t.Errorf("tupper-helper links %s", p)
+			}
+		}
+	}
+}
