@@ -29,23 +29,26 @@ const (
 	readyLabel      = "tupper.dev/runtime"
 )
 
+// installed are the files the installer image carries (from) and where
+// they go on the node (to), in the order they are put there.
+var installed = []struct {
+	from, to string
+	mode     os.FileMode
+}{
+	{"bin/containerd-tupper-snapshotter", "/usr/local/bin/containerd-tupper-snapshotter", 0o755},
+	// The helper before the shim that looks for it next to itself.
+	{"bin/tupper-helper", "/usr/local/bin/tupper-helper", 0o755},
+	{"bin/containerd-shim-tupper-v2", "/usr/local/bin/containerd-shim-tupper-v2", 0o755},
+	{unitName, "/etc/systemd/system/" + unitName, 0o644},
+	{"containerd-tupper.toml", fragment, 0o644},
+}
+
 // install checks, then installs, then restarts and labels.
 func (c *config) install() error {
 	if err := c.check(); err != nil {
 		return err
 	}
-	files := []struct {
-		from, to string
-		mode     os.FileMode
-	}{
-		{"bin/containerd-tupper-snapshotter", "/usr/local/bin/containerd-tupper-snapshotter", 0o755},
-		// The helper before the shim that looks for it next to itself.
-		{"bin/tupper-helper", "/usr/local/bin/tupper-helper", 0o755},
-		{"bin/containerd-shim-tupper-v2", "/usr/local/bin/containerd-shim-tupper-v2", 0o755},
-		{unitName, "/etc/systemd/system/" + unitName, 0o644},
-		{"containerd-tupper.toml", fragment, 0o644},
-	}
-	for _, f := range files {
+	for _, f := range installed {
 		if err := c.put(f.from, f.to, f.mode); err != nil {
 			return err
 		}
@@ -82,9 +85,9 @@ func (c *config) check() error {
 	if !importsFragment.Match(cfg) {
 		return fmt.Errorf(`/etc/containerd/config.toml does not import %s: add imports = ["/etc/containerd/conf.d/*.toml"]`, fragment)
 	}
-	for _, f := range []string{"bin/containerd-tupper-snapshotter", "bin/containerd-shim-tupper-v2", "bin/tupper-helper", unitName, "containerd-tupper.toml"} {
-		if _, err := os.Stat(filepath.Join(c.from, f)); err != nil {
-			return fmt.Errorf("the installer image lacks %s: %w", f, err)
+	for _, f := range installed {
+		if _, err := os.Stat(filepath.Join(c.from, f.from)); err != nil {
+			return fmt.Errorf("the installer image lacks %s: %w", f.from, err)
 		}
 	}
 	return nil
