@@ -27,6 +27,23 @@ step() {
 	fi
 }
 
+# Each go test step's output is also kept in _output/test/<log>.log, so
+# that the last lines of the run can name the tests that failed in it (a CI
+# log may keep only those).
+declare -A step_log=()
+logged_step() {
+	local name=$1 log=_output/test/$2.log
+	shift 2
+	step_log[$name]=$log
+	step "$name" tee_to "$log" "$@"
+}
+tee_to() {
+	local log=$1
+	shift
+	mkdir -p "$(dirname "$log")"
+	"$@" 2>&1 | tee "$log"
+}
+
 gofmt_check() {
 	local files sources
 	mapfile -t sources < <(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './_output/*')
@@ -74,10 +91,10 @@ step "go vet" go vet ./...
 step "go vet (tupper-helper's build tags)" go vet -tags osusergo,netgo,tupper_nocriu ./shim/container/ ./cmd/tupper-helper/
 step "shellcheck" shellcheck_all
 if ((${#unit_pkgs[@]})); then
-	step "unit tests" go test -count=1 "${unit_pkgs[@]}"
+	logged_step "unit tests" unit go test -count=1 "${unit_pkgs[@]}"
 fi
-step "race detector" go test -race -count=1 "${race_pkgs[@]}"
-step "race detector (snapshotter spares)" go test -race -count=1 -run 'TestSpares' ./snapshotter
+logged_step "race detector" race go test -race -count=1 "${race_pkgs[@]}"
+logged_step "race detector (snapshotter spares)" race-spares go test -race -count=1 -run 'TestSpares' ./snapshotter
 # Bounded fuzzing of hostile input (make fuzz runs longer). The budget is a
 # count of executions, not a duration: a duration -fuzztime races Go's fuzz
 # coordinator (go.dev/issue/75804, fixed in Go 1.27) and fails with a bare
@@ -95,15 +112,9 @@ if [[ ${1:-} == fuzz ]]; then
 	((${#failed[@]})) && exit 1
 	exit 0
 fi
-step "fuzz (bounded, ${FUZZTIME:-50000x} each)" fuzz_all
-# The verbose suites' output is also kept in a file, so that the last lines
-# of the run can name the tests that failed (a CI log may keep only those).
-verbose_log=_output/test/verbose.log
-verbose_suites() {
-	mkdir -p "$(dirname "$verbose_log")"
-	go test -count=1 -v -timeout "${TEST_TIMEOUT:-30m}" "${run_args[@]}" "${verbose_pkgs[@]}" 2>&1 | tee "$verbose_log"
-}
-step "snapshotter and integration tests" verbose_suites
+logged_step "fuzz (bounded, ${FUZZTIME:-50000x} each)" fuzz fuzz_all
+logged_step "snapshotter and integration tests" verbose \
+	go test -count=1 -v -timeout "${TEST_TIMEOUT:-30m}" "${run_args[@]}" "${verbose_pkgs[@]}"
 # This host is cgroup v1 without systemd; users run cgroup v2 with systemd.
 if [[ ${TUPPER_VM:-1} == 0 ]]; then
 	printf '\n==> SKIPPED: cgroup v2 + systemd in a VM (TUPPER_VM=0)\n'
@@ -114,10 +125,12 @@ fi
 
 echo
 if ((${#failed[@]})); then
-	if [[ " ${failed[*]} " == *" snapshotter and integration tests "* ]]; then
-		echo "test.sh: what failed in the snapshotter and integration tests ($verbose_log):"
-		grep -E -e '--- FAIL:|^panic:|^FAIL|test timed out' "$verbose_log" | head -n 20
-	fi
+	for name in "${failed[@]}"; do
+		log=${step_log[$name]:-}
+		[[ -n $log && -f $log ]] || continue
+		echo "test.sh: what failed in $name ($log):"
+		grep -E -e '--- FAIL:|^panic:|^FAIL|test timed out' "$log" | head -n 20
+	done
 	printf 'test.sh: FAILED: %s\n' "${failed[*]}"
 	exit 1
 fi
