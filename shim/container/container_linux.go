@@ -48,7 +48,8 @@ func ExitStatus(ws syscall.WaitStatus) int {
 
 // CgroupPlacer puts every helper of a container into the container's
 // cgroup before the helper runs code of its own. shim/cgroups' *Placement
-// is the one the shim and tupper-run use; with none, the helpers stay in the parent's cgroup.
+// is the one the shim and tupper-run use; with none, the helpers stay in
+// the parent's cgroup.
 type CgroupPlacer interface {
 	// Join is called before each helper starts: how the helper enters the
 	// cgroup by itself, or the zero Join. Create closes the files.
