@@ -15,16 +15,17 @@ all: build
 # dynamic loader's work was 0.7 ms of each, and ~1.3 MiB of each shim's RSS
 # was libc. osusergo,netgo keep Go off glibc's NSS, which a static binary
 # cannot load.
-# tupper-helper also leaves out CRIU (tupper_nocriu, see shim/container's
-# doc.go), which it never uses and whose package init it would run at each
-# start.
 STATIC_LDFLAGS := -ldflags '$(LDFLAGS) -linkmode external -extldflags -static'
 STATIC := -tags osusergo,netgo $(STATIC_LDFLAGS)
+# tupper-helper also leaves out CRIU (tupper_nocriu, see shim/container's
+# doc.go), which it never uses and whose package init it would run at each
+# start. cmd/tupper-helper's TestHelperLinksLittle reads this line.
+HELPER_TAGS := osusergo,netgo,tupper_nocriu
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/containerd-tupper-snapshotter
 	$(GO) build $(STATIC) -o $(BIN)/ ./cmd/containerd-shim-tupper-v2 ./cmd/tupper-run
-	$(GO) build -tags osusergo,netgo,tupper_nocriu $(STATIC_LDFLAGS) -o $(BIN)/ ./cmd/tupper-helper
+	$(GO) build -tags $(HELPER_TAGS) $(STATIC_LDFLAGS) -o $(BIN)/ ./cmd/tupper-helper
 
 deps:
 	hack/install-deps.sh

@@ -88,7 +88,6 @@ race_pkgs=(./shim/process ./shim/task ./shim/network ./shim/bundle ./shim/cgroup
 
 step "gofmt" gofmt_check
 step "go vet" go vet ./...
-step "go vet (tupper-helper's build tags)" go vet -tags osusergo,netgo,tupper_nocriu ./shim/container/ ./cmd/tupper-helper/
 step "shellcheck" shellcheck_all
 if ((${#unit_pkgs[@]})); then
 	logged_step "unit tests" unit go test -count=1 "${unit_pkgs[@]}"
