@@ -21,12 +21,13 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
-	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/sys"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	optionspb "github.com/tupper/tupper/proto/options"
 	"github.com/tupper/tupper/shim/bundle"
+	"github.com/tupper/tupper/shim/serve"
 	"github.com/tupper/tupper/shim/task"
 	"github.com/tupper/tupper/version"
 	"golang.org/x/sys/unix"
@@ -45,7 +46,7 @@ const (
 )
 
 // New returns the shim manager for runtime name.
-func New(name string) shim.Shim { return &manager{name: name} }
+func New(name string) serve.Manager { return &manager{name: name} }
 
 type manager struct{ name string }
 
@@ -100,7 +101,7 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
 	}
 	result := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc"}
-	addr, err := shim.CreateSocketAddress(ctx, socketDir, params.GetContainerdGrpcAddress(), grp, false)
+	addr, err := serve.SocketAddress(ctx, socketDir, params.GetContainerdGrpcAddress(), grp)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +113,7 @@ func (m *manager) Start(ctx context.Context, params *bootapi.BootstrapParams) (_
 	defer func() {
 		if retErr != nil {
 			ln.Close()
-			shim.RemoveSocket(addr)
+			serve.RemoveSocket(addr)
 		}
 	}()
 	f, err := ln.File()
@@ -139,11 +140,11 @@ func listen(ctx context.Context, addr, id string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	defer unlock()
-	ln, err := shim.NewSocket(addr)
+	ln, err := serve.Listen(addr)
 	if err == nil {
 		return ln, nil
 	}
-	if !shim.SocketEaddrinuse(err) {
+	if !serve.AddrInUse(err) {
 		return nil, fmt.Errorf("create shim socket: %w", err)
 	}
 	if live, err := joinRunning(ctx, addr, id); live || err != nil {
@@ -151,17 +152,17 @@ func listen(ctx context.Context, addr, id string) (*net.UnixListener, error) {
 	}
 	// A stale socket from a dead shim, or one a stopping shim has not
 	// removed yet (it removes only its own file, by identity).
-	if err := shim.RemoveSocket(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := serve.RemoveSocket(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("remove stale socket: %w", err)
 	}
-	if ln, err = shim.NewSocket(addr); err != nil {
+	if ln, err = serve.Listen(addr); err != nil {
 		return nil, fmt.Errorf("create shim socket: %w", err)
 	}
 	return ln, nil
 }
 
 // lockDir takes an exclusive flock on directory dir (made if missing,
-// as shim.NewSocket would) and returns its release.
+// as serve.Listen would) and returns its release.
 func lockDir(dir string) (func(), error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -185,7 +186,7 @@ func joinRunning(ctx context.Context, addr, id string) (live bool, _ error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case errdefs.IsUnavailable(err) || !shim.CanConnect(addr):
+	case errdefs.IsUnavailable(err) || !serve.CanConnect(addr):
 		return false, nil
 	case errdefs.IsNotImplemented(err) || errdefs.IsNotFound(err):
 		// A shim from before joins: share it as before.
@@ -235,7 +236,17 @@ func startDaemon(ctx context.Context, params *bootapi.BootstrapParams, opts *opt
 	if err := joinShimCgroup(opts, cmd.Process.Pid); err != nil {
 		return err
 	}
-	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+	return adjustOOMScore(cmd.Process.Pid)
+}
+
+// adjustOOMScore makes the daemon a little likelier to be OOM-killed than
+// containerd (our parent), as containerd's shims are.
+func adjustOOMScore(pid int) error {
+	score, err := sys.GetOOMScoreAdj(os.Getppid())
+	if err != nil {
+		return fmt.Errorf("read containerd's oom score: %w", err)
+	}
+	if err := sys.AdjustOOMScore(pid, score+1); err != nil {
 		return fmt.Errorf("adjust shim oom score: %w", err)
 	}
 	return nil
@@ -244,17 +255,17 @@ func startDaemon(ctx context.Context, params *bootapi.BootstrapParams, opts *opt
 // Stop is `shim delete`: containerd runs it when the shim is gone or
 // unresponsive. It kills what is left of the container, unmounts its
 // rootfs and returns the recorded exit status.
-func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+func (m *manager) Stop(ctx context.Context, id string) (serve.StopStatus, error) {
 	cwd, err := os.Getwd()
 	if err != nil {
-		return shim.StopStatus{}, err
+		return serve.StopStatus{}, err
 	}
 	dir := filepath.Join(filepath.Dir(cwd), id)
 	if bundle.CleanedUp(dir) {
 		// The shim's Delete did the rest (containerd runs this after
 		// every Delete too).
 		if e, err := bundle.ReadExit(dir); err == nil {
-			return shim.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil
+			return serve.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil
 		}
 	}
 	init, initErr := bundle.ReadInit(dir)
@@ -270,11 +281,11 @@ func (m *manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) 
 	bundle.UnmountRootfs(ctx, filepath.Join(dir, "rootfs"))
 	bundle.ReleaseNetwork(ctx, dir)
 	if e, err := bundle.ReadExit(dir); err == nil {
-		return shim.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil
+		return serve.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("read recorded exit status")
 	}
-	return shim.StopStatus{Pid: init.Pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil
+	return serve.StopStatus{Pid: init.Pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil
 }
 
 // Info reports tupper's runtime features (OCI features.Features).

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	runcoptions "github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/errdefs"
@@ -17,6 +16,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"golang.org/x/sys/unix"
 
 	"github.com/tupper/tupper/shim/container"

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/stdio"
@@ -16,6 +15,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"github.com/tupper/tupper/shim/bundle"
 	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container"

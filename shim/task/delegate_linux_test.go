@@ -10,11 +10,11 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 
 	optionspb "github.com/tupper/tupper/proto/options"
 )

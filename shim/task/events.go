@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/runtime"
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/log"
 )
 
@@ -21,7 +20,7 @@ type eventQueue struct {
 	done   chan struct{}
 }
 
-func newEventQueue(ctx context.Context, publisher shim.Publisher) *eventQueue {
+func newEventQueue(ctx context.Context, publisher Publisher) *eventQueue {
 	q := &eventQueue{ch: make(chan any, 128), done: make(chan struct{})}
 	ctx = context.WithoutCancel(ctx)
 	go func() {

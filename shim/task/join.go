@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/containerd/v2/pkg/shim"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/ttrpc"
+	"github.com/tupper/tupper/shim/serve"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -39,7 +39,7 @@ var joinTimeout = time.Minute
 // Unavailable error means that shim is stopping; a NotImplemented one,
 // that it predates joins.
 func Join(ctx context.Context, address, id string) error {
-	conn, err := shim.AnonDialer(address, 5*time.Second)
+	conn, err := serve.Dial(address, 5*time.Second)
 	if err != nil {
 		return fmt.Errorf("connect to the group's shim: %w", err)
 	}

@@ -10,10 +10,10 @@ import (
 	"runtime"
 	"strings"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"golang.org/x/sys/unix"
 
 	"github.com/tupper/tupper/shim/bundle"

@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 )
 
 // TestSameCgroupAsTupperRun: the shim and tupper-run put a container with

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 )
 
 // ResizePty resizes a process' terminal.

@@ -8,11 +8,11 @@ import (
 	"net/netip"
 	"os"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/stdio"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 
 	"github.com/tupper/tupper/shim/bundle"
 	"github.com/tupper/tupper/shim/container"

@@ -5,26 +5,39 @@ package task
 import (
 	"context"
 	"fmt"
+	"io"
 	"os/exec"
 	"sync"
 	"time"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
-	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/ttrpc"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
 	"golang.org/x/sys/unix"
 )
 
-var _ taskAPI.TTRPCTaskService = (*service)(nil)
+var _ Service = (*service)(nil)
+
+// Service is the shim daemon's API: the task API and the group join.
+type Service interface {
+	taskAPI.TaskService
+	RegisterTTRPC(*ttrpc.Server) error
+}
+
+// Publisher sends events to containerd (serve.Publisher in the daemon).
+type Publisher interface {
+	events.Publisher
+	io.Closer
+}
 
 type service struct {
 	ctx       context.Context
-	publisher shim.Publisher
+	publisher Publisher
 	shutdown  shutdown.Service
 	events    *eventQueue
 
@@ -43,8 +56,9 @@ type service struct {
 	socket *listenSocket // removed when Shutdown decides to stop
 }
 
-// backgroundWait bounds how long shutdown waits for background cleanup;
-// pkg/shim exits 5 s after the server stopped whatever its callbacks do.
+// backgroundWait bounds how long shutdown waits for background cleanup:
+// the daemon exits when its shutdown callbacks return, and a stuck veth
+// deletion must not keep a finished shim around.
 const backgroundWait = 4 * time.Second
 
 // inBackground runs fn after the reply (see background).
@@ -65,7 +79,7 @@ func (s *service) inBackground(fn func()) {
 
 // NewTaskService returns the task service of one shim process, which may
 // serve several containers (a pod).
-func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Service) (Service, error) {
 	s := &service{
 		ctx:        ctx,
 		publisher:  publisher,
@@ -93,19 +107,19 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		}
 		return nil
 	})
-	if address, err := shim.ReadAddress("address"); err == nil {
-		sd.RegisterCallback(func(context.Context) error { return shim.RemoveSocket(address) })
-	}
+	// Shutdown from a signal, not from the last Delete, still frees the
+	// socket.
+	sd.RegisterCallback(func(context.Context) error { s.socket.remove(); return nil })
 	return s, nil
 }
 
 func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
-	taskAPI.RegisterTTRPCTaskService(server, s)
+	taskAPI.RegisterTaskService(server, s)
 	s.registerJoin(server)
 	return nil
 }
 
-// reaperStart starts cmd through the shim's reaper: pkg/shim reaps every
+// reaperStart starts cmd through the shim's reaper: shim/serve reaps every
 // child on SIGCHLD with wait4(-1), so os/exec's Wait would race it.
 func reaperStart(cmd *exec.Cmd) (func() (int, error), error) {
 	ec, err := reaper.Default.Start(cmd)

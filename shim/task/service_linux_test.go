@@ -15,7 +15,6 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -25,6 +24,7 @@ import (
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 
 	"github.com/tupper/tupper/internal/testutil"
 	"github.com/tupper/tupper/shim/container"
@@ -33,7 +33,7 @@ import (
 
 func TestMain(m *testing.M) {
 	container.MaybeInit()
-	// What pkg/shim does for a real shim: reap every child on SIGCHLD and
+	// What shim/serve does for a real shim: reap every child on SIGCHLD and
 	// hand the exits to the reaper's subscribers.
 	ch := make(chan os.Signal, 32)
 	signal.Notify(ch, syscall.SIGCHLD)

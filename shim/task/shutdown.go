@@ -3,8 +3,8 @@ package task
 import (
 	"context"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/pkg/protobuf/types"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 )
 
 // Shutdown stops the shim once it serves no container any more; a shim

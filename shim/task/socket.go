@@ -7,15 +7,15 @@ import (
 )
 
 // listenSocket is the shim's listening socket file, which the manager's
-// `start` made and passed as fd 3 (pkg/shim serves on that fd).
+// `start` made and passed as fd 3 (shim/serve serves on that fd).
 type listenSocket struct {
 	path     string
 	dev, ino uint64
 }
 
-// ownSocket identifies the socket on fd 3 while it is still there (plugin
-// init runs before pkg/shim takes it over): its path and the file's
-// identity, so that removing it later never removes a socket another shim
+// ownSocket identifies the socket on fd 3 while it is still there
+// (NewTaskService runs before the daemon serves on it): its path and the
+// file's identity, so that removing it later never removes a socket another shim
 // has since made at the same path. nil if fd 3 is no listening unix
 // socket with a path.
 func ownSocket() *listenSocket {
@@ -40,9 +40,10 @@ func ownSocket() *listenSocket {
 // remove deletes the socket file if it is still ours. The shim does this
 // when it decides to shut down, before it answers Shutdown: containerd's
 // Delete returns right after that answer, and the socket must be gone by
-// then (containerd's TestShimDoesNotLeakSockets). pkg/shim removes it
-// only after the shutdown callbacks (event queue drain, background veth
-// deletion), which can take longer than the caller's next step.
+// then (containerd's TestShimDoesNotLeakSockets), and the shutdown
+// callbacks (event queue drain, background veth deletion) can take longer
+// than the caller's next step. A shutdown callback removes it too, for a
+// shim stopped by SIGTERM.
 func (l *listenSocket) remove() {
 	if l == nil {
 		return

@@ -4,12 +4,12 @@ import (
 	"context"
 	"os"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"github.com/tupper/tupper/shim/process"
 )
 

@@ -3,9 +3,9 @@ package task
 import (
 	"testing"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 )
 
 // TestStateExitTimeOnlyAfterExit: a process that has not exited reports

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
-	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	taskAPI "github.com/tupper/tupper/proto/taskapi"
 )
 
 // usernsBundle rewrites newBundle's spec: the rootfs belongs to the
