@@ -32,9 +32,8 @@ type NewService func(ctx context.Context, pub Publisher, sd shutdown.Service) (S
 // serveDaemon is the long-running shim: it serves the task API on the
 // socket `start` passed as fd 3, reaps every child (it is their
 // subreaper), and exits after the service shut it down or on SIGTERM.
-func serveDaemon(ctx context.Context, f *flags, newService NewService) error {
+func serveDaemon(ctx context.Context, f *flags, sig *signals, newService NewService) error {
 	tuneRuntime()
-	signals := notifySignals()
 	if err := reaper.SetSubreaper(1); err != nil {
 		return fmt.Errorf("become subreaper: %w", err)
 	}
@@ -67,18 +66,20 @@ func serveDaemon(ctx context.Context, f *flags, newService NewService) error {
 	logger := log.G(ctx).WithFields(log.Fields{"pid": os.Getpid(), "namespace": f.namespace})
 	go func() {
 		defer l.Close()
-		if err := server.Serve(ctx, l); err != nil && !errors.Is(err, net.ErrClosed) {
+		err := server.Serve(ctx, l)
+		if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, ttrpc.ErrServerClosed) {
 			logger.WithError(err).Fatal("ttrpc server failed")
 		}
 	}()
-	dump := make(chan os.Signal, 1)
-	signal.Notify(dump, unix.SIGUSR1)
-	go dumpStacks(dump, logger)
-	exit := make(chan os.Signal, 1)
-	signal.Notify(exit, unix.SIGTERM, unix.SIGINT)
-	go shutdownOnSignal(ctx, exit, sd)
-	// ctx ends once Shutdown's callbacks have all returned.
-	reapLoop(ctx, signals)
+	go dumpStacks(sig.dump, logger)
+	go shutdownOnSignal(ctx, sig.exit, sd)
+	// ctx is the shutdown service's: it ends once Shutdown's callbacks
+	// have all returned.
+	reapLoop(ctx, sig.child)
+	// Let the reply to the Shutdown call that stopped us go out.
+	flushCtx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = server.Shutdown(flushCtx)
 	return nil
 }
 
@@ -97,22 +98,32 @@ func tuneRuntime() {
 	}
 }
 
-// notifySignals routes SIGCHLD to the reap loop before any child can
-// exit; SIGPIPE is caught so that a closed stdio pipe cannot kill the shim.
-func notifySignals() chan os.Signal {
-	signals := make(chan os.Signal, 32)
-	signal.Notify(signals, unix.SIGCHLD, unix.SIGPIPE)
-	return signals
+// signals are the ones the shim handles, subscribed before it does
+// anything else: SIGTERM and SIGINT would otherwise end a Go program at
+// once, without its shutdown callbacks, and SIGPIPE when the log fifo's
+// reader (containerd) goes away, since the log is stderr.
+type signals struct {
+	child chan os.Signal // SIGCHLD (to reap) and SIGPIPE (to ignore)
+	exit  chan os.Signal // SIGTERM, SIGINT: shut down
+	dump  chan os.Signal // SIGUSR1: log every goroutine's stack
+}
+
+func notifySignals() *signals {
+	s := &signals{child: make(chan os.Signal, 32), exit: make(chan os.Signal, 1), dump: make(chan os.Signal, 1)}
+	signal.Notify(s.child, unix.SIGCHLD, unix.SIGPIPE)
+	signal.Notify(s.exit, unix.SIGTERM, unix.SIGINT)
+	signal.Notify(s.dump, unix.SIGUSR1)
+	return s
 }
 
 // reapLoop reaps children on SIGCHLD until ctx ends; pkg/sys/reaper hands
 // each exit to whoever started the process through it.
-func reapLoop(ctx context.Context, signals chan os.Signal) {
+func reapLoop(ctx context.Context, ch chan os.Signal) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case s := <-signals:
+		case s := <-ch:
 			if s != unix.SIGCHLD {
 				continue
 			}
@@ -140,7 +151,8 @@ func logToFifo(ctx context.Context, debugLog bool) (context.Context, error) {
 }
 
 // listener is the socket `start` made and passed as fd 3, or path when
-// the shim was started by hand with -socket.
+// the shim was started by hand with -socket (for debugging: containerd
+// never passes it).
 func listener(path string) (net.Listener, error) {
 	if path == "" {
 		return net.FileListener(os.NewFile(3, "socket"))

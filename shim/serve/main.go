@@ -65,10 +65,13 @@ func parseFlags(args []string) (*flags, error) {
 	fs.StringVar(&f.namespace, "namespace", "", "namespace that owns the shim")
 	fs.StringVar(&f.id, "id", "", "id of the task")
 	fs.StringVar(&f.socket, "socket", "", "socket path to serve (default: the socket on fd 3)")
-	fs.StringVar(&f.debugSocket, "debug-socket", "", "unused; accepted for containerd")
-	fs.StringVar(&f.bundle, "bundle", "", "path to the bundle if not the working directory")
-	fs.StringVar(&f.address, "address", "", "containerd's gRPC address")
-	fs.StringVar(&f.publishBinary, "publish-binary", "", "unused: events go to $TTRPC_ADDRESS")
+	// Accepted, unused: containerd passes them, but the bundle is the
+	// working directory, start reads the addresses from its bootstrap
+	// parameters, and events go to $TTRPC_ADDRESS.
+	fs.StringVar(&f.debugSocket, "debug-socket", "", "accepted, unused")
+	fs.StringVar(&f.bundle, "bundle", "", "accepted, unused")
+	fs.StringVar(&f.address, "address", "", "accepted, unused")
+	fs.StringVar(&f.publishBinary, "publish-binary", "", "accepted, unused")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
@@ -95,10 +98,15 @@ func run(ctx context.Context, m Manager, version string, newService NewService, 
 		_, err := fmt.Fprintf(stdout, "%s:\n  Version:  %s\n  Go version: %s\n\n", filepath.Base(args[0]), version, runtime.Version())
 		return err
 	case f.info:
-		return writeProto(stdout)(m.Info(ctx, stdin))
+		info, err := m.Info(ctx, stdin)
+		if err != nil {
+			return err
+		}
+		return writeProto(stdout, info)
 	case f.namespace == "":
 		return errors.New("shim namespace cannot be empty")
 	}
+	sig := notifySignals()
 	ctx = namespaces.WithNamespace(ctx, f.namespace)
 	switch f.action {
 	case "start":
@@ -106,7 +114,7 @@ func run(ctx context.Context, m Manager, version string, newService NewService, 
 	case "delete":
 		return del(ctx, m, f, stdout)
 	case "":
-		return serveDaemon(ctx, f, newService)
+		return serveDaemon(ctx, f, sig, newService)
 	default:
 		return fmt.Errorf("unknown action %q", f.action)
 	}
@@ -131,7 +139,11 @@ func start(ctx context.Context, m Manager, f *flags, stdin io.Reader, stdout io.
 		return fmt.Errorf("bootstrap parameters (id %q, namespace %q) do not match the command line (id %q, namespace %q)",
 			params.GetInstanceID(), params.GetNamespace(), f.id, f.namespace)
 	}
-	return writeProto(stdout)(m.Start(ctx, params))
+	result, err := m.Start(ctx, params)
+	if err != nil {
+		return err
+	}
+	return writeProto(stdout, result)
 }
 
 // del is `shim delete`: containerd runs it after Delete, or in place of
@@ -144,25 +156,19 @@ func del(ctx context.Context, m Manager, f *flags, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return writeProto(stdout)(&taskapi.DeleteResponse{
+	return writeProto(stdout, &taskapi.DeleteResponse{
 		Pid:        uint32(ss.Pid),
 		ExitStatus: uint32(ss.ExitStatus),
 		ExitedAt:   protobuf.ToTimestamp(ss.ExitedAt),
-	}, nil)
+	})
 }
 
-// writeProto returns a writer of a reply (or its error) to w, to be
-// called with what a Manager method returns.
-func writeProto(w io.Writer) func(proto.Message, error) error {
-	return func(m proto.Message, err error) error {
-		if err != nil {
-			return err
-		}
-		data, err := proto.Marshal(m)
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(data)
+// writeProto writes a reply to containerd.
+func writeProto(w io.Writer, m proto.Message) error {
+	data, err := proto.Marshal(m)
+	if err != nil {
 		return err
 	}
+	_, err = w.Write(data)
+	return err
 }

@@ -131,7 +131,8 @@ func (p *eventPublisher) forwardOnce(e *pendingEvent) error {
 	return err
 }
 
-// Close ends the connection; events still waiting for a retry are dropped.
+// Close ends the connection; events still waiting for a retry are
+// dropped (retryLoop then idles until the process exits).
 func (p *eventPublisher) Close() error {
 	p.once.Do(func() { close(p.closed) })
 	return p.client.Close()

@@ -100,5 +100,5 @@ func TestPublisherRetriesUntilContainerdIsBack(t *testing.T) {
 	es := serveEvents(t, path)
 	// Publish waited up to 5 s for the socket (containerd's dialer); the
 	// first retry is 1 s after that failure, the next 2 s later.
-	checkExit(t, receive(t, es, 10*time.Second))
+	checkExit(t, receive(t, es, 30*time.Second))
 }

@@ -5,12 +5,10 @@ package task
 import (
 	"context"
 	"fmt"
-	"io"
 	"os/exec"
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
 	"github.com/containerd/containerd/v2/pkg/sys/reaper"
 	"github.com/containerd/errdefs"
@@ -18,6 +16,7 @@ import (
 	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/process"
+	"github.com/tupper/tupper/shim/serve"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,11 +28,8 @@ type Service interface {
 	RegisterTTRPC(*ttrpc.Server) error
 }
 
-// Publisher sends events to containerd (serve.Publisher in the daemon).
-type Publisher interface {
-	events.Publisher
-	io.Closer
-}
+// Publisher sends events to containerd.
+type Publisher = serve.Publisher
 
 type service struct {
 	ctx       context.Context
@@ -107,9 +103,15 @@ func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Servic
 		}
 		return nil
 	})
-	// Shutdown from a signal, not from the last Delete, still frees the
-	// socket.
-	sd.RegisterCallback(func(context.Context) error { s.socket.remove(); return nil })
+	// A shutdown by signal, not by the last Delete, also refuses joins
+	// and frees the socket.
+	sd.RegisterCallback(func(context.Context) error {
+		s.mu.Lock()
+		s.stopping = true
+		s.socket.remove()
+		s.mu.Unlock()
+		return nil
+	})
 	return s, nil
 }
 

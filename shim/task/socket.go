@@ -11,6 +11,7 @@ import (
 type listenSocket struct {
 	path     string
 	dev, ino uint64
+	removed  bool // callers hold the service's lock
 }
 
 // ownSocket identifies the socket on fd 3 while it is still there
@@ -44,10 +45,13 @@ func ownSocket() *listenSocket {
 // callbacks (event queue drain, background veth deletion) can take longer
 // than the caller's next step. A shutdown callback removes it too, for a
 // shim stopped by SIGTERM.
+// It removes at most once: after that the path may be another shim's,
+// and a file system that reuses inode numbers could give its socket ours.
 func (l *listenSocket) remove() {
-	if l == nil {
+	if l == nil || l.removed {
 		return
 	}
+	l.removed = true
 	var st unix.Stat_t
 	if err := unix.Stat(l.path, &st); err != nil || st.Dev != l.dev || st.Ino != l.ino {
 		return
