@@ -267,6 +267,10 @@ var normalizers = []struct {
 	// busybox's line editor asks the terminal for the cursor position
 	// when it starts before the client's first resize: timing, not runtime.
 	{regexp.MustCompile("\x1b\\[6n"), ""},
+	// ... and redraws its prompt (then erases to the end of the screen)
+	// when the client's first resize comes after it printed it: which of
+	// the shell's start and nerdctl's resize comes first is timing too.
+	{regexp.MustCompile("(/ # )+\x1b\\[J"), "/ # "},
 	{regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`), "<time>"},
 	{regexp.MustCompile(`\b[0-9a-f]{64}\b`), "<id>"},
 	{regexp.MustCompile(`\b[0-9a-f]{12}\b`), "<id12>"},
