@@ -211,6 +211,31 @@ func freeSubnet() (netip.Prefix, error) {
 // the processes containerd started with its address.
 func (e *Env) ShimPids() []int {
 	var pids []int
+	for pid := range e.shimArgs() {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// ShimIDs maps each shim of this Env's containerd to the container id on
+// its command line (-id): the container it was started for, the first of
+// its group. A test that counts the shims of its own containers this way
+// is not misled by an earlier test's shim that is still exiting.
+func (e *Env) ShimIDs() map[int]string {
+	ids := map[int]string{}
+	for pid, args := range e.shimArgs() {
+		for i, a := range args {
+			if a == "-id" && i+1 < len(args) {
+				ids[pid] = args[i+1]
+			}
+		}
+	}
+	return ids
+}
+
+// shimArgs returns the command lines of this Env's shims by pid.
+func (e *Env) shimArgs() map[int][]string {
+	shims := map[int][]string{}
 	ents, _ := os.ReadDir("/proc")
 	for _, d := range ents {
 		pid, err := strconv.Atoi(d.Name())
@@ -222,14 +247,15 @@ func (e *Env) ShimPids() []int {
 			continue
 		}
 		b, _ := os.ReadFile("/proc/" + d.Name() + "/cmdline")
-		for _, arg := range strings.Split(string(b), "\x00") {
+		args := strings.Split(string(b), "\x00")
+		for _, arg := range args {
 			if arg == e.Address {
-				pids = append(pids, pid)
+				shims[pid] = args
 				break
 			}
 		}
 	}
-	return pids
+	return shims
 }
 
 // deleteLink deletes a network link (the Env's bridge) if it exists.
