@@ -82,9 +82,10 @@ shellcheck_all() {
 
 # The race detector on the packages whose logic runs in goroutines of
 # their own and whose tests are quick: process I/O and state, the task
-# service, IPAM and bridges, cgroup OOM watching, the shim manager, the
-# snapshotter's spares, the benchmark driver's statistics.
-race_pkgs=(./shim/process ./shim/task ./shim/network ./shim/bundle ./shim/cgroups ./shim/manager ./hack/bench)
+# service, the shim's daemon (events, idle release), IPAM and bridges,
+# cgroup OOM watching, the shim manager, the snapshotter's spares, the
+# benchmark driver's statistics.
+race_pkgs=(./shim/process ./shim/task ./shim/serve ./shim/network ./shim/bundle ./shim/cgroups ./shim/manager ./hack/bench)
 
 step "gofmt" gofmt_check
 step "go vet" go vet ./...

@@ -105,7 +105,8 @@ func memKiB(pid int) (rss, pss, anon float64, err error) {
 }
 
 // settle is how long after the last start the shims' memory is read:
-// after the start's garbage, before the shims' first FreeOSMemory (30 s).
+// after the start's garbage, before runc's shim's first FreeOSMemory
+// (30 s); tupper's shim returns memory 1 s after its last call.
 const settle = 2 * time.Second
 
 // mem is the memory of a set of shims, in MiB.
@@ -173,7 +174,7 @@ func newMemoryRows(subjects []string, baseline string) memoryRows {
 	r.manyPSS.Target = &Target{Baseline: baseline, MaxRatio: 0.5, Text: "≤ 0.5× runc+overlayfs"}
 	r.grpRSS, r.grpPSS = mk("10 groups × 5 containers: RSS sum"), mk("10 groups × 5 containers: PSS sum")
 	r.oneRSS.Note = fmt.Sprintf("tupper: containerd-shim-tupper-v2 (tupper runtime on tupper's snapshotter, bridge network); runc+overlayfs: containerd-shim-runc-v2. "+
-		"Containers run busybox `sleep`, started through the Go client; memory read from /proc/<shim pid>/smaps_rollup %s after the last start (before the shims' first FreeOSMemory, at 30 s). "+
+		"Containers run busybox `sleep`, started through the Go client; memory read from /proc/<shim pid>/smaps_rollup %s after the last start: after tupper's shim returned its start's garbage to the kernel (1 s after its last call), before runc's shim does (30 s after its start). "+
 		"The shim's processes only, not the containers'. "+
 		"RSS counts every resident page the shim maps, shared ones too: on this kernel nearly the whole executable (12–13 MiB of either ~20 MB Go binary) and libc are mapped resident, for tupper and runc alike", settle)
 	r.onePSS.Note = "PSS divides each shared page among the processes mapping it, e.g. the executable among all shims of the same binary (on a shared machine also other users' shims)"

@@ -52,7 +52,10 @@ func serveDaemon(ctx context.Context, f *flags, sig *signals, newService NewServ
 	if err != nil {
 		return err
 	}
-	server, err := ttrpc.NewServer(ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()))
+	idle := newIdleReleaser(idleRelease, freeOSMemory)
+	server, err := ttrpc.NewServer(
+		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
+		ttrpc.WithUnaryServerInterceptor(idle.interceptor))
 	if err != nil {
 		return err
 	}
