@@ -89,7 +89,17 @@ func testDetachedKillPs(t *testing.T, e *env) {
 func testExec(t *testing.T, e *env) {
 	e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", "--hostname", "ex", image, "x1", "sleep", "1000")
 	e.removeAtEnd(t, "x1")
-	shims := e.ShimPids()
+	// x1's shim only: an earlier subtest's shim may still be exiting,
+	// and its fds would go away during the count.
+	var shims []int
+	for pid, id := range e.ShimIDs() {
+		if id == "x1" {
+			shims = append(shims, pid)
+		}
+	}
+	if len(shims) != 1 {
+		t.Fatalf("%d shims started for x1", len(shims))
+	}
 	fds := func() int {
 		n := 0
 		for _, p := range shims {
