@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -91,12 +90,7 @@ func testExec(t *testing.T, e *env) {
 	e.removeAtEnd(t, "x1")
 	// x1's shim only: an earlier subtest's shim may still be exiting,
 	// and its fds would go away during the count.
-	var shims []int
-	for pid, id := range e.ShimIDs() {
-		if id == "x1" {
-			shims = append(shims, pid)
-		}
-	}
+	shims := e.ShimsStartedFor("x1")
 	if len(shims) != 1 {
 		t.Fatalf("%d shims started for x1", len(shims))
 	}
@@ -156,16 +150,9 @@ func testJoinByPath(t *testing.T, e *env) {
 }
 
 func testGroup(t *testing.T, e *env) {
-	// The shims started for these containers, by the id they were started
-	// for; an earlier subtest's shim may still be exiting.
-	shims := func(ids ...string) (n int) {
-		for _, id := range e.ShimIDs() {
-			if slices.Contains(ids, id) {
-				n++
-			}
-		}
-		return n
-	}
+	// The shims started for these containers; an earlier subtest's shim
+	// may still be exiting.
+	shims := func(ids ...string) int { return len(e.ShimsStartedFor(ids...)) }
 	for _, id := range []string{"g1", "g2"} {
 		e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", "--annotation", "io.containerd.tupper.v2.group=pod1", image, id, "sleep", "1000")
 	}

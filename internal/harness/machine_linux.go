@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -217,20 +218,21 @@ func (e *Env) ShimPids() []int {
 	return pids
 }
 
-// ShimIDs maps each shim of this Env's containerd to the container id on
-// its command line (-id): the container it was started for, the first of
-// its group. A test that counts the shims of its own containers this way
-// is not misled by an earlier test's shim that is still exiting.
-func (e *Env) ShimIDs() map[int]string {
-	ids := map[int]string{}
+// ShimsStartedFor lists the shims of this Env's containerd that were
+// started for one of the containers ids (their -id: a group's shim has
+// its first container's). A test that counts the shims of its own
+// containers this way is not misled by an earlier test's shim that is
+// still exiting.
+func (e *Env) ShimsStartedFor(ids ...string) []int {
+	var pids []int
 	for pid, args := range e.shimArgs() {
 		for i, a := range args {
-			if a == "-id" && i+1 < len(args) {
-				ids[pid] = args[i+1]
+			if a == "-id" && i+1 < len(args) && slices.Contains(ids, args[i+1]) {
+				pids = append(pids, pid)
 			}
 		}
 	}
-	return ids
+	return pids
 }
 
 // shimArgs returns the command lines of this Env's shims by pid.

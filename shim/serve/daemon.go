@@ -52,7 +52,7 @@ func serveDaemon(ctx context.Context, f *flags, sig *signals, newService NewServ
 	if err != nil {
 		return err
 	}
-	idle := newIdleReleaser(idleRelease, freeOSMemory)
+	idle := newIdleReleaser(idleRelease, debug.FreeOSMemory)
 	server, err := ttrpc.NewServer(
 		ttrpc.WithServerHandshaker(ttrpc.UnixSocketRequireSameUser()),
 		ttrpc.WithUnaryServerInterceptor(idle.interceptor))

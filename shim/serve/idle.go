@@ -2,7 +2,6 @@ package serve
 
 import (
 	"context"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -46,6 +45,3 @@ func (r *idleReleaser) interceptor(ctx context.Context, unmarshal ttrpc.Unmarsha
 	defer r.touch()
 	return method(ctx, unmarshal)
 }
-
-// freeOSMemory is what the daemon releases with.
-func freeOSMemory() { debug.FreeOSMemory() }

@@ -49,9 +49,7 @@ type StopStatus struct {
 type flags struct {
 	debug, version, info bool
 	namespace, id        string
-	socket, debugSocket  string
-	bundle, address      string
-	publishBinary        string
+	socket               string
 	action               string
 }
 
@@ -68,10 +66,9 @@ func parseFlags(args []string) (*flags, error) {
 	// Accepted, unused: containerd passes them, but the bundle is the
 	// working directory, start reads the addresses from its bootstrap
 	// parameters, and events go to $TTRPC_ADDRESS.
-	fs.StringVar(&f.debugSocket, "debug-socket", "", "accepted, unused")
-	fs.StringVar(&f.bundle, "bundle", "", "accepted, unused")
-	fs.StringVar(&f.address, "address", "", "accepted, unused")
-	fs.StringVar(&f.publishBinary, "publish-binary", "", "accepted, unused")
+	for _, name := range []string{"debug-socket", "bundle", "address", "publish-binary"} {
+		fs.String(name, "", "accepted, unused")
+	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}

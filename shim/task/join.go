@@ -108,9 +108,15 @@ func (s *service) stopIfIdle() bool {
 		s.mu.Unlock()
 		return false
 	}
-	s.stopping = true
-	s.socket.remove()
+	s.stopAcceptingLocked()
 	s.mu.Unlock()
 	s.shutdown.Shutdown()
 	return true
+}
+
+// stopAcceptingLocked makes the shim refuse joins and frees its socket, so
+// that no later start finds it; s.mu is held.
+func (s *service) stopAcceptingLocked() {
+	s.stopping = true
+	s.socket.remove()
 }

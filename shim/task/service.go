@@ -107,8 +107,7 @@ func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Servic
 	// and frees the socket.
 	sd.RegisterCallback(func(context.Context) error {
 		s.mu.Lock()
-		s.stopping = true
-		s.socket.remove()
+		s.stopAcceptingLocked()
 		s.mu.Unlock()
 		return nil
 	})

@@ -16,9 +16,9 @@ type listenSocket struct {
 
 // ownSocket identifies the socket on fd 3 while it is still there
 // (NewTaskService runs before the daemon serves on it): its path and the
-// file's identity, so that removing it later never removes a socket another shim
-// has since made at the same path. nil if fd 3 is no listening unix
-// socket with a path.
+// file's identity, so that removing it later never removes a socket
+// another shim has since made at the same path. nil if fd 3 is no
+// listening unix socket with a path.
 func ownSocket() *listenSocket {
 	if v, err := unix.GetsockoptInt(3, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
 		return nil
