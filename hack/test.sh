@@ -87,6 +87,10 @@ shellcheck_all() {
 # benchmark driver's statistics.
 race_pkgs=(./shim/process ./shim/task ./shim/serve ./shim/network ./shim/bundle ./shim/cgroups ./shim/manager ./hack/bench)
 
+# Files the run makes are newer than this one.
+run_start=$(mktemp)
+trap 'rm -f "$run_start"' EXIT
+
 step "gofmt" gofmt_check
 step "go vet" go vet ./...
 step "shellcheck" shellcheck_all
@@ -115,6 +119,23 @@ fi
 logged_step "fuzz (bounded, ${FUZZTIME:-50000x} each)" fuzz fuzz_all
 logged_step "snapshotter and integration tests" verbose \
 	go test -count=1 -v -timeout "${TEST_TIMEOUT:-30m}" "${run_args[@]}" "${verbose_pkgs[@]}"
+# Every shim socket made during the run must be gone by now, or still be
+# listening (a demo's shims): a killed shim cannot remove its own, and
+# `shim delete` has to.
+dead_shim_sockets() {
+	local f listening dead=()
+	listening=$(ss -xlH | awk '{print $5}')
+	while IFS= read -r -d '' f; do
+		grep -qxF -- "$f" <<<"$listening" || dead+=("$f")
+	done < <(find /run/containerd/s -type s -newer "$run_start" -print0 2>/dev/null)
+	if ((${#dead[@]})); then
+		printf 'shim sockets nothing listens on, left by the run:\n'
+		printf '  %s\n' "${dead[@]}"
+		return 1
+	fi
+	echo "no dead shim socket left"
+}
+step "no dead shim socket left" dead_shim_sockets
 # This host is cgroup v1 without systemd; users run cgroup v2 with systemd.
 if [[ ${TUPPER_VM:-1} == 0 ]]; then
 	printf '\n==> SKIPPED: cgroup v2 + systemd in a VM (TUPPER_VM=0)\n'

@@ -10,6 +10,7 @@ package shim
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -172,6 +173,20 @@ func (e *env) stateMounts() []string {
 		e.t.Fatal(err)
 	}
 	return ms
+}
+
+// shimSocket is the socket file of the shim serving container id, from
+// the bootstrap result containerd keeps in the container's bundle.
+func (e *env) shimSocket(id string) string {
+	b, err := os.ReadFile(filepath.Join(e.Dir, "containerd", "state", "io.containerd.runtime.v2.task", e.Namespace, id, "bootstrap.json"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var boot struct{ Address string }
+	if err := json.Unmarshal(b, &boot); err != nil || !strings.HasPrefix(boot.Address, "unix://") {
+		e.t.Fatalf("bootstrap.json %s: %v", b, err)
+	}
+	return strings.TrimPrefix(boot.Address, "unix://")
 }
 
 // underPty runs a shell command line under script(1), which gives ctr a

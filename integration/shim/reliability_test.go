@@ -157,10 +157,12 @@ func testShimSigkillReleasesEverything(t *testing.T, e *env) {
 	if len(e.veths()) == 0 {
 		t.Fatal("no veth for the container")
 	}
+	socket := e.shimSocket("k1")
 	syscall.Kill(shim, syscall.SIGKILL)
 	waitFor(t, func() bool { return syscall.Kill(pid, 0) != nil }, "the container's init to be killed by shim delete")
 	waitFor(t, func() bool { return len(e.stateMounts()) == 0 }, "the rootfs to be unmounted")
 	waitFor(t, func() bool { return len(e.allocations()) == 0 }, "the address to be released")
 	waitFor(t, func() bool { return len(e.veths()) == 0 }, "the veth to be deleted")
+	waitFor(t, func() bool { _, err := os.Lstat(socket); return os.IsNotExist(err) }, "the shim's socket to be removed")
 	e.ctr("containers", "rm", "k1")
 }

@@ -344,10 +344,18 @@ func testDeadShimCleanup(t *testing.T, e *env) {
 	e.mustCtr("run", "-d", "--runtime", "io.containerd.tupper.v2", image, "k1", "sleep", "1000")
 	pid := e.taskPid("k1")
 	shim := e.newShim(before)
+	socket := e.shimSocket("k1")
+	if _, err := os.Lstat(socket); err != nil {
+		t.Fatalf("the shim's socket: %v", err)
+	}
 	syscall.Kill(shim, syscall.SIGKILL)
 	waitFor(t, func() bool { return syscall.Kill(pid, 0) != nil }, "the container's init to be killed by shim delete")
 	if !eventually(func() bool { return len(e.stateMounts()) == 0 }) {
 		t.Fatalf("the rootfs is still mounted after shim delete: %v", e.stateMounts())
+	}
+	// The killed shim could not remove its socket; shim delete does.
+	if !eventually(func() bool { _, err := os.Lstat(socket); return os.IsNotExist(err) }) {
+		t.Errorf("the killed shim's socket %s is left after shim delete", socket)
 	}
 	e.ctr("containers", "rm", "k1")
 }

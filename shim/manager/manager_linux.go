@@ -280,12 +280,43 @@ func (m *manager) Stop(ctx context.Context, id string) (serve.StopStatus, error)
 	removeCgroup(ctx, dir, id)
 	bundle.UnmountRootfs(ctx, filepath.Join(dir, "rootfs"))
 	bundle.ReleaseNetwork(ctx, dir)
+	removeDeadSocket(ctx, dir)
 	if e, err := bundle.ReadExit(dir); err == nil {
 		return serve.StopStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: e.ExitedAt}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("read recorded exit status")
 	}
 	return serve.StopStatus{Pid: init.Pid, ExitStatus: 128 + int(unix.SIGKILL), ExitedAt: time.Now()}, nil
+}
+
+// removeDeadSocket removes the socket of the shim that served the
+// container whose bundle is dir, if nothing listens on it any more: a
+// killed shim cannot remove its own, and the file would stay until a
+// start for the same group replaced it. A group shim still serving
+// other containers listens, and a start listens on a new socket before
+// it lets go of the socket directory's lock, so neither loses its file.
+func removeDeadSocket(ctx context.Context, dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, "bootstrap.json"))
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			log.G(ctx).WithError(err).Warn("read the shim's address")
+		}
+		return
+	}
+	var boot bootapi.BootstrapResult
+	if err := json.Unmarshal(b, &boot); err != nil || boot.Address == "" {
+		log.G(ctx).WithError(err).Warnf("read the shim's address from %s", b)
+		return
+	}
+	unlock, err := lockDir(filepath.Dir(strings.TrimPrefix(boot.Address, "unix://")))
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("remove the shim's socket")
+		return
+	}
+	defer unlock()
+	if err := serve.RemoveIfNotListening(boot.Address); err != nil {
+		log.G(ctx).WithError(err).Warn("remove the shim's socket")
+	}
 }
 
 // Info reports tupper's runtime features (OCI features.Features).

@@ -183,3 +183,45 @@ func TestListenRemoveAndConnect(t *testing.T) {
 		}
 	}
 }
+
+func TestRemoveIfNotListening(t *testing.T) {
+	dir := t.TempDir()
+	addr := "unix://" + filepath.Join(dir, "shim")
+	l, err := Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := RemoveIfNotListening(addr); err != nil {
+		t.Fatal(err)
+	}
+	if !CanConnect(addr) {
+		t.Fatal("removed the socket of a listener")
+	}
+	// A killed shim: the file stays, nothing listens.
+	l.SetUnlinkOnClose(false)
+	l.Close()
+	if _, err := os.Lstat(socketPath(addr)); err != nil {
+		t.Fatalf("the closed listener's socket file is gone already: %v", err)
+	}
+	if err := RemoveIfNotListening(addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(socketPath(addr)); !os.IsNotExist(err) {
+		t.Errorf("a socket nothing listens on was left: %v", err)
+	}
+	if err := RemoveIfNotListening(addr); err != nil {
+		t.Errorf("no socket file: %v", err)
+	}
+	// Not a socket: left alone.
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, nil, 0o600)
+	if err := RemoveIfNotListening("unix://" + file); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(file); err != nil {
+		t.Errorf("removed a regular file: %v", err)
+	}
+	if err := RemoveIfNotListening("vsock://3:1024"); err == nil {
+		t.Error("accepted a vsock address")
+	}
+}

@@ -83,6 +83,31 @@ func RemoveSocket(addr string) error {
 	return os.Remove(socketPath(addr))
 }
 
+// RemoveIfNotListening removes the socket file at addr when connecting
+// to it is refused, that is when no process listens on it. Anything
+// else (a listener, a full backlog, no such file, not a socket) leaves
+// it alone.
+func RemoveIfNotListening(addr string) error {
+	if err := checkAddress(addr); err != nil {
+		return err
+	}
+	path := socketPath(addr)
+	if fi, err := os.Lstat(path); err != nil || fi.Mode().Type() != os.ModeSocket {
+		return nil
+	}
+	conn, err := Dial(addr, 100*time.Millisecond)
+	if err == nil {
+		return conn.Close()
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // Dial connects to the shim at addr.
 func Dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if err := checkAddress(addr); err != nil {
