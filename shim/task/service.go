@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/ttrpc"
 	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/container/protocol"
 	"github.com/tupper/tupper/shim/process"
 	"github.com/tupper/tupper/shim/serve"
 	"golang.org/x/sys/unix"
@@ -76,6 +77,10 @@ func (s *service) inBackground(fn func()) {
 // NewTaskService returns the task service of one shim process, which may
 // serve several containers (a pod).
 func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Service) (Service, error) {
+	// While containerd connects and sends the first Create: that Create
+	// decodes a spec and sends the helper its Config, and a new process
+	// would analyse those types for encoding/json on its path.
+	go protocol.WarmUp()
 	s := &service{
 		ctx:        ctx,
 		publisher:  publisher,
