@@ -245,8 +245,11 @@ func eventually(ok func() bool) bool {
 
 // allocations lists the addresses tupper's IPAM has handed out on this
 // env's bridge.
-func (e *env) allocations() []string {
-	entries, _ := os.ReadDir(filepath.Join(e.IPAMDir(), e.Bridge, "ipv4"))
+func (e *env) allocations() []string { return e.allocationsOn(e.Bridge) }
+
+// allocationsOn lists the addresses tupper's IPAM has handed out on bridge.
+func (e *env) allocationsOn(bridge string) []string {
+	entries, _ := os.ReadDir(filepath.Join(e.IPAMDir(), bridge, "ipv4"))
 	var out []string
 	for _, en := range entries {
 		if strings.Count(en.Name(), ".") == 3 {

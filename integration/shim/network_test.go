@@ -3,10 +3,12 @@ package shim
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,6 +30,7 @@ func TestNetwork(t *testing.T) {
 		{"netns-path-left-alone", testNetnsPathLeftAlone},
 		{"fifty-concurrent", testFiftyConcurrent},
 		{"bad-options", testBadOptions},
+		{"attach-failure-leaves-nothing", testAttachFailureLeavesNothing},
 	})
 }
 
@@ -157,6 +160,56 @@ func testBadOptions(t *testing.T, e *env) {
 	if a := e.allocations(); len(a) != 0 {
 		t.Fatalf("refused containers left allocations: %v", a)
 	}
+}
+
+// testAttachFailureLeavesNothing gives containers a bridge of the test's
+// own with room for one address: the second container's network attach
+// fails during its Create, while its init helper builds the container, and
+// that must leave no process, mount, allocation or veth behind.
+func testAttachFailureLeavesNothing(t *testing.T, e *env) {
+	free, err := harness.FreeSubnet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := fmt.Sprintf("tpf%08d", rand.IntN(1e8))
+	t.Cleanup(func() { exec.Command("ip", "link", "del", br).Run() })
+	ann := []string{
+		"--annotation", "io.containerd.tupper.v2.network.bridge=" + br,
+		// .1 is the gateway, .2 the only address left for a container.
+		"--annotation", "io.containerd.tupper.v2.network.subnet=" + netip.PrefixFrom(free.Addr(), 30).String(),
+	}
+	e.mustCtr(tupperRun(append(ann, "-d", image, "af1", "sleep", "1000")...)...)
+	defer e.stop("af1")
+	out, err := e.ctr(tupperRun(append(ann, "--rm", image, "af2", "true")...)...)
+	if err == nil || !strings.Contains(out, br) {
+		t.Fatalf("a container with no address left: %v %s", err, out)
+	}
+	if ms := e.stateMounts(); len(ms) != 1 {
+		t.Errorf("mounts after the failed create: %v, want af1's only", ms)
+	}
+	if !eventually(func() bool { return len(e.ShimsStartedFor("af2")) == 0 && len(helpersOf("af2")) == 0 }) {
+		t.Errorf("af2's shim %v or init helper %v is left", e.ShimsStartedFor("af2"), helpersOf("af2"))
+	}
+	links, _ := exec.Command("ip", "-o", "link", "show", "master", br).Output()
+	if n := strings.Count(string(links), "\n"); n != 1 {
+		t.Errorf("%d veths on %s, want af1's only:\n%s", n, br, links)
+	}
+	if a := e.allocationsOn(br); len(a) != 1 {
+		t.Errorf("allocations on %s: %v, want af1's only", br, a)
+	}
+}
+
+// helpersOf lists the processes that are still container id's init helper
+// (tupper-init, not yet its program).
+func helpersOf(id string) []string {
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var pids []string
+	for _, f := range cmdlines {
+		if b, _ := os.ReadFile(f); string(b) == "tupper-init\x00"+id+"\x00" {
+			pids = append(pids, filepath.Base(filepath.Dir(f)))
+		}
+	}
+	return pids
 }
 
 // tupperRun is ctr run with the tupper runtime.

@@ -156,7 +156,7 @@ func (e *Env) installShims(t testing.TB) {
 // bridge, a free subnet and an address pool of this Env's own.
 func (e *Env) writeRuntimeConfig(t testing.TB) {
 	t.Helper()
-	subnet, err := freeSubnet()
+	subnet, err := FreeSubnet()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,10 +181,10 @@ func (e *Env) TupperRuntime() []string {
 	return []string{"--runtime", TupperRuntimeType, "--runtime-config-path", e.RuntimeConfig}
 }
 
-// freeSubnet is a 10.213.x.0/24 (x from 100 to 199) that no address or
+// FreeSubnet is a 10.213.x.0/24 (x from 100 to 199) that no address or
 // route of this host's network namespace overlaps, starting at a place
 // that differs from run to run.
-func freeSubnet() (netip.Prefix, error) {
+func FreeSubnet() (netip.Prefix, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return netip.Prefix{}, err

@@ -92,6 +92,12 @@ type Options struct {
 	// Cgroup places each helper (init, then every exec) in the
 	// container's cgroup; nil means no cgroup.
 	Cgroup CgroupPlacer
+	// Alongside, when set, is work on the init helper's network
+	// namespace, whose path it gets (a shim attaching its network), that
+	// Create runs while the helper builds the container when that is
+	// safe (see alongside), else once the helper is Ready. Create returns
+	// after it, and fails with its error.
+	Alongside func(netns string) error
 }
 
 // Container is a created (and possibly started) container.
@@ -122,7 +128,7 @@ func Create(opts Options) (*Container, error) {
 	}
 	defer plan.close()
 	cfg := c.initConfig(&plan, opts.NoPivotRoot)
-	p, err := c.spawnInit(cfg, &plan, opts.Stdio)
+	p, err := c.spawnInit(cfg, &plan, opts.Stdio, opts.Alongside)
 	if err != nil {
 		return nil, err
 	}

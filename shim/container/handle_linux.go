@@ -80,3 +80,20 @@ func (p *Process) start() error {
 	p.hs = nil
 	return err
 }
+
+// kill ends a process that was created but will not be started: it is
+// killed and reaped, and its channel and console closed.
+func (p *Process) kill() {
+	p.Signal(unix.SIGKILL)
+	p.Wait()
+	p.mu.Lock()
+	if p.hs != nil {
+		p.hs.ch.Close()
+		p.hs = nil
+	}
+	p.mu.Unlock()
+	if p.console != nil {
+		p.console.Close()
+		p.console = nil
+	}
+}

@@ -14,18 +14,37 @@ import (
 // spawnInit starts the container's init helper and walks it to Ready:
 // Config with the mount sources it cannot open itself, the runtime's
 // hooks when it asks, and the pty master when the process has a terminal.
-func (c *Container) spawnInit(cfg *protocol.Config, plan *nsPlan, stdio Stdio) (*Process, error) {
+func (c *Container) spawnInit(cfg *protocol.Config, plan *nsPlan, stdio Stdio, along func(netns string) error) (*Process, error) {
 	p, err := c.startHelper(cfg, plan, stdioFor(cfg, stdio))
 	if err != nil {
 		return nil, err
 	}
+	side := alongside{fn: along}
+	if err := side.hold(p.pid); err != nil {
+		return nil, p.hs.fail(err)
+	}
+	side.startEarly(plan, cfg.Init.Spec)
+	err = c.initToReady(p, cfg, plan)
+	if serr := side.finish(err == nil); serr != nil && err == nil {
+		p.kill()
+		return nil, serr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// initToReady walks a started init helper to Ready: mount sources,
+// Config, OCI hooks. On error the helper is gone.
+func (c *Container) initToReady(p *Process, cfg *protocol.Config, plan *nsPlan) error {
 	fds, err := c.openMountSources(p.pid, cfg.Init, plan.userns())
 	if err != nil {
-		return nil, p.hs.fail(err)
+		return p.hs.fail(err)
 	}
 	defer closeAll(fds)
 	if err := p.hs.configure(cfg, fds...); err != nil {
-		return nil, err
+		return err
 	}
 	hooksRan := false
 	hooks := func() (*specs.State, error) {
@@ -34,11 +53,11 @@ func (c *Container) spawnInit(cfg *protocol.Config, plan *nsPlan, stdio Stdio) (
 	}
 	if p.console, err = p.hs.awaitReady(hooks, cfg.Process.Spec.Terminal); err != nil {
 		if hooksRan {
-			return nil, c.poststopAfterFailure(cfg.Init.Spec, p.pid, err)
+			return c.poststopAfterFailure(cfg.Init.Spec, p.pid, err)
 		}
-		return nil, err
+		return err
 	}
-	return p, nil
+	return nil
 }
 
 // spawnExec starts an exec's helper in the container and walks it to

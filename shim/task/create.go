@@ -73,10 +73,10 @@ func (s *service) create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.register(c, r)
 		return &taskAPI.CreateTaskResponse{}, nil
 	}
-	if err := s.createContainer(ctx, c, r, spec, &undo); err != nil {
+	if err := s.createContainer(ctx, c, r, spec, netPlan, &undo); err != nil {
 		return nil, err
 	}
-	if err := s.network(ctx, c, spec, netPlan, &undo); err != nil {
+	if err := s.networkFiles(ctx, c, spec, netPlan); err != nil {
 		return nil, err
 	}
 	s.register(c, r)
@@ -133,14 +133,16 @@ func mountRootfs(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest
 
 // createContainer wires stdio, places the cgroup and creates the
 // container, its init blocked before exec.
-func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, spec *specs.Spec, undo *undoStack) error {
+func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, spec *specs.Spec, netPlan *netPlan, undo *undoStack) error {
 	sio, pio, err := s.ioAndCgroup(ctx, c, r, spec, undo)
 	if err != nil {
 		return err
 	}
+	undo.push(func() { bundle.ReleaseNetwork(ctx, c.Bundle) })
 	ctr, err := container.Create(container.Options{
 		ID: r.ID, Bundle: r.Bundle, Spec: spec, Stdio: pio.ChildStdio(),
 		Starter: reaperStart, Adopt: reaperAdopt, Cgroup: c.cg,
+		Alongside: netPlan.attacher(c),
 	})
 	pio.CloseChildEnds()
 	if err != nil {
@@ -187,19 +189,13 @@ func (s *service) ioAndCgroup(ctx context.Context, c *Container, r *taskAPI.Crea
 	return sio, pio, nil
 }
 
-// network attaches tupper's network to the created container, writes the
-// /etc files that fit it and publishes its ports.
-func (s *service) network(ctx context.Context, c *Container, spec *specs.Spec, netPlan *netPlan, undo *undoStack) error {
-	undo.push(func() { bundle.ReleaseNetwork(ctx, c.Bundle) })
-	att, err := netPlan.attach(c.Bundle, c.ctr.Pid())
-	if err != nil {
+// networkFiles writes the /etc files that fit the container's network
+// (attached during Create) and publishes its ports.
+func (s *service) networkFiles(ctx context.Context, c *Container, spec *specs.Spec, netPlan *netPlan) (err error) {
+	if err := writeEtcFiles(c.Rootfs, spec, netPlan, c.att); err != nil {
 		return err
 	}
-	c.att = att
-	if err := writeEtcFiles(c.Rootfs, spec, netPlan, att); err != nil {
-		return err
-	}
-	c.published, err = netPlan.publishPorts(ctx, att)
+	c.published, err = netPlan.publishPorts(ctx, c.att)
 	return err
 }
 

@@ -66,13 +66,27 @@ func (n *netPlan) publishPorts(ctx context.Context, att *network.Attachment) (*n
 	return network.Publish(ctx, att.Addr.Addr(), n.publish)
 }
 
-// attach networks the created container (its init waits before exec),
-// recording what it made in the bundle for Delete and `shim delete`.
-func (n *netPlan) attach(bundleDir string, pid int) (*network.Attachment, error) {
+// attacher is what networks container c during its Create, while its
+// helper builds it (container.Options.Alongside); nil when tupper does
+// not network it.
+func (n *netPlan) attacher(c *Container) func(netns string) error {
+	if !n.managed {
+		return nil
+	}
+	return func(netns string) (err error) {
+		c.att, err = n.attach(c.Bundle, netns)
+		return err
+	}
+}
+
+// attach networks the created container at network namespace netns (its
+// init waits before exec), recording what it made in the bundle for
+// Delete and `shim delete`.
+func (n *netPlan) attach(bundleDir, netns string) (*network.Attachment, error) {
 	if !n.managed {
 		return nil, nil
 	}
-	att, err := bundle.AttachNetwork(bundleDir, n.cfg, n.owner, fmt.Sprintf("/proc/%d/ns/net", pid))
+	att, err := bundle.AttachNetwork(bundleDir, n.cfg, n.owner, netns)
 	if err != nil {
 		return nil, fmt.Errorf("tupper network (bridge %s, subnet %s): %w", n.cfg.Bridge, n.cfg.Subnet, err)
 	}

@@ -155,7 +155,7 @@ func (s *service) restoreNetwork(c *Container, n *netPlan, ci *checkpointImage) 
 	if ci.Addr == "" {
 		if n.managed {
 			rn.restored = func(pid int) (err error) {
-				rn.att, err = n.attach(c.Bundle, pid)
+				rn.att, err = n.attach(c.Bundle, fmt.Sprintf("/proc/%d/ns/net", pid))
 				return err
 			}
 		}
