@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -209,6 +210,7 @@ func (b *bench) startLatency() ([]*Result, error) {
 			return nil, fmt.Errorf("warm-up %s: %w", s.name, err)
 		}
 	}
+	before, metricsErr := b.daemonTimes()
 	err = interleave(b.runs, names, func(round int, name string) error {
 		s := byName[name]
 		d, err := b.ctrRun(s, img.Name())
@@ -230,7 +232,22 @@ func (b *bench) startLatency() ([]*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if after, err := b.daemonTimes(); metricsErr == nil && err == nil {
+		rs.noteDaemonTimes(before, after)
+	}
 	return rs.results(), nil
+}
+
+// noteDaemonTimes says, under the phases that call tupper's snapshotter,
+// how much of them its daemon spent handling the call (both tupper
+// stacks' ctr and Go client runs, from its /metrics).
+func (rs *startRows) noteDaemonTimes(before, after handling) {
+	for _, call := range []struct{ phase, method string }{{"NewContainer", "Prepare"}, {"container Delete", "Remove"}} {
+		i := slices.IndexFunc(taskPhases, func(ph taskPhase) bool { return ph.name == call.phase })
+		if mean, ok := after.since(before, call.method); ok && i >= 0 {
+			rs.phaseNet[i].Note += fmt.Sprintf("; tupper's daemon itself spent %.2f ms on average handling %s in this group (gRPC server time from its /metrics)", mean, call.method)
+		}
+	}
 }
 
 // taskPhase is one step of taskRun; maxRatio, when set, is the issue's
