@@ -164,8 +164,9 @@ func testBadOptions(t *testing.T, e *env) {
 
 // testAttachFailureLeavesNothing gives containers a bridge of the test's
 // own with room for one address: the second container's network attach
-// fails during its Create, while its init helper builds the container, and
-// that must leave no process, mount, allocation or veth behind.
+// fails for want of an address during its Create, while its init helper
+// builds the container. The Create must fail naming the bridge and leave
+// no shim, helper, mount, allocation or veth of that container behind.
 func testAttachFailureLeavesNothing(t *testing.T, e *env) {
 	free, err := harness.FreeSubnet()
 	if err != nil {

@@ -15,26 +15,11 @@ import (
 // last step of Create.
 type alongside struct {
 	fn    func(netns string) error
-	netns *os.File   // the helper's network namespace, held while fn may run
-	done  chan error // set when fn runs in the background
+	pid   int          // the init helper
+	alive func() error // whether the helper is still this process's unreaped child
+	netns *os.File     // the helper's network namespace, held while fn may run
+	done  chan error   // set when fn runs in the background
 }
-
-// hold opens the network namespace of helper pid, while pid is still this
-// process's unreaped child: fn gets the namespace through this file, never
-// through a pid that a helper killed meanwhile could have freed for reuse.
-func (a *alongside) hold(pid int) error {
-	if a.fn == nil {
-		return nil
-	}
-	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err != nil {
-		return fmt.Errorf("open the helper's network namespace: %w", err)
-	}
-	a.netns = f
-	return nil
-}
-
-func (a *alongside) path() string { return fmt.Sprintf("/proc/self/fd/%d", a.netns.Fd()) }
 
 // startEarly starts fn now if that is safe. fn works on the helper's
 // network namespace, which must already be the container's: one that
@@ -44,30 +29,57 @@ func (a *alongside) path() string { return fmt.Sprintf("/proc/self/fd/%d", a.net
 // does: no OCI hook that runs by then, and no net.* sysctl (one naming
 // eth0, or turning IPv6 off, would otherwise see fn's work half done, by
 // chance).
-func (a *alongside) startEarly(plan *nsPlan, spec *specs.Spec) {
+func (a *alongside) startEarly(plan *nsPlan, spec *specs.Spec) error {
 	if a.fn == nil || plan.clone&unix.CLONE_NEWNET == 0 || hasHooksBeforeReady(spec) || hasNetSysctls(spec) {
-		return
+		return nil
+	}
+	if err := a.hold(); err != nil {
+		return err
 	}
 	a.done = make(chan error, 1)
 	path := a.path()
 	go func() { a.done <- a.fn(path) }()
+	return nil
 }
 
 // finish waits for fn started early; otherwise it runs fn now if the
-// helper got to Ready. Then it lets go of the namespace.
+// helper got to Ready (its namespaces are final then). Then it lets go of
+// the namespace.
 func (a *alongside) finish(ready bool) error {
-	if a.fn == nil {
-		return nil
-	}
-	defer a.netns.Close()
 	switch {
 	case a.done != nil:
+		defer a.netns.Close()
 		return <-a.done
-	case ready:
-		return a.fn(a.path())
+	case a.fn == nil || !ready:
+		return nil
 	}
+	if err := a.hold(); err != nil {
+		return err
+	}
+	defer a.netns.Close()
+	return a.fn(a.path())
+}
+
+// hold opens the helper's network namespace, and then checks that the
+// helper was not reaped meanwhile: fn gets the namespace through this
+// file, and a pid freed by a helper that died could have led into another
+// process's. (A helper that exited but is not reaped yet has no namespace
+// links to open.)
+func (a *alongside) hold() error {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", a.pid))
+	if err == nil {
+		if err = a.alive(); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("the init helper's network namespace: %w", err)
+	}
+	a.netns = f
 	return nil
 }
+
+func (a *alongside) path() string { return fmt.Sprintf("/proc/self/fd/%d", a.netns.Fd()) }
 
 // hasHooksBeforeReady reports whether spec has hooks that run while the
 // init helper is being built (the ones Create runs).

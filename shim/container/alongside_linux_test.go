@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 func TestAlongsideStartsEarlyOnlyWhenSafe(t *testing.T) {
 	hooks := &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/true"}}}
+	ours := netnsOf(t, "/proc/self/ns/net")
 	for _, tc := range []struct {
 		name  string
 		clone uintptr
@@ -33,35 +35,50 @@ func TestAlongsideStartsEarlyOnlyWhenSafe(t *testing.T) {
 		if tc.spec != nil {
 			tc.spec(spec)
 		}
-		ran := make(chan string, 1)
-		a := alongside{fn: func(netns string) error { ran <- netns; return nil }}
-		if err := a.hold(os.Getpid()); err != nil {
-			t.Fatal(err)
-		}
-		want := a.path()
-		a.startEarly(&nsPlan{clone: tc.clone}, spec)
-		if early := a.done != nil; early != tc.early {
-			t.Errorf("%s: started early %v, want %v", tc.name, early, tc.early)
-		}
-		if err := a.finish(true); err != nil {
-			t.Errorf("%s: %v", tc.name, err)
-		}
-		if got := <-ran; got != want {
-			t.Errorf("%s: ran on %s, want %s", tc.name, got, want)
-		}
-		if err := a.netns.Close(); err == nil {
-			t.Errorf("%s: finish left the namespace open", tc.name)
+		for _, ready := range []bool{true, false} {
+			var ran []uint64
+			a := alongside{pid: os.Getpid(), alive: func() error { return nil }, fn: func(netns string) error {
+				ran = append(ran, netnsOf(t, netns))
+				return nil
+			}}
+			if err := a.startEarly(&nsPlan{clone: tc.clone}, spec); err != nil {
+				t.Fatal(err)
+			}
+			if early := a.done != nil; early != tc.early {
+				t.Errorf("%s: started early %v, want %v", tc.name, early, tc.early)
+			}
+			if err := a.finish(ready); err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			// Early, it runs (and is waited for) even if the helper
+			// then fails; late, only for a helper that got to Ready.
+			if want := tc.early || ready; len(ran) != 0 != want || (want && (len(ran) != 1 || ran[0] != ours)) {
+				t.Errorf("%s, ready %v: ran on %v, want once (%v) on %d", tc.name, ready, ran, want, ours)
+			}
+			if a.netns != nil && a.netns.Close() == nil {
+				t.Errorf("%s, ready %v: finish left the namespace open", tc.name, ready)
+			}
 		}
 	}
-	// A helper that never got to Ready: an early fn is waited for, a
-	// late one not run.
-	a := alongside{fn: func(string) error { t.Error("ran for a failed helper"); return nil }}
-	if err := a.hold(os.Getpid()); err != nil {
-		t.Fatal(err)
+}
+
+func TestAlongsideRefusesAHelperThatIsGone(t *testing.T) {
+	gone := errors.New("reaped")
+	fds := func() int { e, _ := os.ReadDir("/proc/self/fd"); return len(e) }
+	before := fds()
+	a := alongside{pid: os.Getpid(), alive: func() error { return gone }, fn: func(string) error {
+		t.Error("ran for a helper that is gone")
+		return nil
+	}}
+	if err := a.startEarly(&nsPlan{clone: unix.CLONE_NEWNET}, testSpec("true")); !errors.Is(err, gone) {
+		t.Errorf("early: %v, want the helper's error", err)
 	}
-	a.startEarly(&nsPlan{}, testSpec("true"))
-	if err := a.finish(false); err != nil {
-		t.Error(err)
+	a.done = nil
+	if err := a.finish(true); !errors.Is(err, gone) {
+		t.Errorf("late: %v, want the helper's error", err)
+	}
+	if after := fds(); after != before {
+		t.Errorf("%d fds before, %d after: the namespace was left open", before, after)
 	}
 }
 
@@ -99,6 +116,36 @@ func TestAlongsideRunsInTheContainersNetns(t *testing.T) {
 		if st, _, _ := c.Init().Wait(); st != 0 {
 			t.Errorf("late %v: exit status %d", late, st)
 		}
+	}
+}
+
+// TestAlongsideWaitsForAnUnsharedNetns: the new network namespace of a
+// container that joins a user namespace is made by the helper's
+// constructor, after the clone. Alongside must get that one, never the one
+// the helper starts in (this process's).
+func TestAlongsideWaitsForAnUnsharedNetns(t *testing.T) {
+	needRoot(t)
+	holder, _ := startUserns(t, usernsSpec("sleep", "100"))
+	spec := testSpec("true")
+	// No pid namespace: a joined or unshared one would make the parent
+	// wait for the constructor's fork, after its unshare. And so no
+	// /proc, which only the pid namespace's owner may mount.
+	spec.Linux.Namespaces = slices.DeleteFunc(spec.Linux.Namespaces, func(ns specs.LinuxNamespace) bool { return ns.Type == specs.PIDNamespace })
+	spec.Mounts = slices.DeleteFunc(spec.Mounts, func(m specs.Mount) bool { return m.Type == "proc" })
+	spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
+	joinUserns(spec, holder.c.Pid())
+	var got []uint64
+	c, err := Create(Options{ID: "t", Bundle: usernsBundle(t), Spec: spec, Alongside: func(netns string) error {
+		got = append(got, netnsOf(t, netns))
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Init().Signal(unix.SIGKILL); c.Init().Wait() }()
+	want := netnsOf(t, fmt.Sprintf("/proc/%d/ns/net", c.Pid()))
+	if len(got) != 1 || got[0] != want || want == netnsOf(t, "/proc/self/ns/net") {
+		t.Errorf("ran on namespaces %v, want once on the init's %d (this process's is %d)", got, want, netnsOf(t, "/proc/self/ns/net"))
 	}
 }
 

@@ -19,14 +19,16 @@ func (c *Container) spawnInit(cfg *protocol.Config, plan *nsPlan, stdio Stdio, a
 	if err != nil {
 		return nil, err
 	}
-	side := alongside{fn: along}
-	if err := side.hold(p.pid); err != nil {
+	side := alongside{fn: along, pid: p.pid, alive: func() error { return p.Signal(0) }}
+	if err := side.startEarly(plan, cfg.Init.Spec); err != nil {
 		return nil, p.hs.fail(err)
 	}
-	side.startEarly(plan, cfg.Init.Spec)
-	err = c.initToReady(p, cfg, plan)
+	hooksRan, err := c.initToReady(p, cfg, plan)
 	if serr := side.finish(err == nil); serr != nil && err == nil {
 		p.kill()
+		if hooksRan {
+			return nil, c.poststopAfterFailure(cfg.Init.Spec, p.pid, serr)
+		}
 		return nil, serr
 	}
 	if err != nil {
@@ -36,28 +38,28 @@ func (c *Container) spawnInit(cfg *protocol.Config, plan *nsPlan, stdio Stdio, a
 }
 
 // initToReady walks a started init helper to Ready: mount sources,
-// Config, OCI hooks. On error the helper is gone.
-func (c *Container) initToReady(p *Process, cfg *protocol.Config, plan *nsPlan) error {
+// Config, OCI hooks (hooksRan says whether they ran). On error the helper
+// is gone.
+func (c *Container) initToReady(p *Process, cfg *protocol.Config, plan *nsPlan) (hooksRan bool, _ error) {
 	fds, err := c.openMountSources(p.pid, cfg.Init, plan.userns())
 	if err != nil {
-		return p.hs.fail(err)
+		return false, p.hs.fail(err)
 	}
 	defer closeAll(fds)
 	if err := p.hs.configure(cfg, fds...); err != nil {
-		return err
+		return false, err
 	}
-	hooksRan := false
 	hooks := func() (*specs.State, error) {
 		hooksRan = true
 		return c.runtimeHooks(cfg.Init.Spec, p.pid)
 	}
 	if p.console, err = p.hs.awaitReady(hooks, cfg.Process.Spec.Terminal); err != nil {
 		if hooksRan {
-			return c.poststopAfterFailure(cfg.Init.Spec, p.pid, err)
+			return hooksRan, c.poststopAfterFailure(cfg.Init.Spec, p.pid, err)
 		}
-		return err
+		return false, err
 	}
-	return nil
+	return hooksRan, nil
 }
 
 // spawnExec starts an exec's helper in the container and walks it to
