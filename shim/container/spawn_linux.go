@@ -14,6 +14,7 @@ import (
 // spawnInit starts the container's init helper and walks it to Ready:
 // Config with the mount sources it cannot open itself, the runtime's
 // hooks when it asks, and the pty master when the process has a terminal.
+// along (Options.Alongside) runs beside that, or after it (alongside).
 func (c *Container) spawnInit(cfg *protocol.Config, plan *nsPlan, stdio Stdio, along func(netns string) error) (*Process, error) {
 	p, err := c.startHelper(cfg, plan, stdioFor(cfg, stdio))
 	if err != nil {
