@@ -132,7 +132,8 @@ func mountRootfs(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest
 }
 
 // createContainer wires stdio, places the cgroup and creates the
-// container, its init blocked before exec.
+// container, its init blocked before exec, with tupper's network attached
+// (while the helper builds the container, when that is safe).
 func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.CreateTaskRequest, spec *specs.Spec, netPlan *netPlan, undo *undoStack) error {
 	sio, pio, err := s.ioAndCgroup(ctx, c, r, spec, undo)
 	if err != nil {
