@@ -183,17 +183,20 @@ func (e *Env) TupperRuntime() []string {
 
 // FreeSubnet is a 10.213.x.0/24 (x from 100 to 199) that no address or
 // route of this host's network namespace overlaps, starting at a place
-// that differs from run to run.
+// that differs from run to run. A route to a part of a subnet takes the
+// subnet (a test's /30 inside it); a wider one (a VPN's 10.0.0.0/8) does
+// not, as the subnet's own route is more specific.
 func FreeSubnet() (netip.Prefix, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	routes, _ := exec.Command("ip", "-4", "route", "show").Output()
+	out, _ := exec.Command("ip", "-4", "route", "show").Output()
+	routes := routeDestinations(string(out))
 	start := rand.IntN(100)
 	for i := 0; i < 100; i++ {
 		p := netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", 100+(start+i)%100))
-		used := strings.Contains(string(routes), p.String())
+		used := slices.ContainsFunc(routes, func(dst netip.Prefix) bool { return within(dst, p) })
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok {
 				if ip, ok := netip.AddrFromSlice(n.IP.To4()); ok && p.Contains(ip) {
@@ -278,3 +281,20 @@ func dialUnix(sock string) error {
 	}
 	return err
 }
+
+// routeDestinations are the destination prefixes in `ip route show`'s
+// output; "default" and single addresses are not prefixes and are left out.
+func routeDestinations(out string) []netip.Prefix {
+	var dsts []netip.Prefix
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			if dst, err := netip.ParsePrefix(f[0]); err == nil {
+				dsts = append(dsts, dst)
+			}
+		}
+	}
+	return dsts
+}
+
+// within reports whether prefix dst lies inside p (or is p).
+func within(dst, p netip.Prefix) bool { return dst.Bits() >= p.Bits() && p.Contains(dst.Addr()) }
