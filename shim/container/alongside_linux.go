@@ -3,9 +3,9 @@ package container
 import (
 	"fmt"
 	"os"
-	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/tupper/tupper/shim/security"
 	"golang.org/x/sys/unix"
 )
 
@@ -92,7 +92,7 @@ func hasHooksBeforeReady(spec *specs.Spec) bool {
 // hasNetSysctls reports whether spec sets sysctls of the network namespace.
 func hasNetSysctls(spec *specs.Spec) bool {
 	for k := range spec.Linux.Sysctl {
-		if strings.HasPrefix(k, "net.") || strings.HasPrefix(k, "net/") {
+		if security.SysctlNamespace(k) == specs.NetworkNamespace {
 			return true
 		}
 	}

@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sysctlNamespace says which namespace a sysctl belongs to, or "" when it
+// SysctlNamespace says which namespace a sysctl belongs to, or "" when it
 // is global and writing it from a container would change the host.
-func sysctlNamespace(key string) specs.LinuxNamespaceType {
+func SysctlNamespace(key string) specs.LinuxNamespaceType {
 	switch {
 	case key == "kernel.sem", key == "kernel.msgmax", key == "kernel.msgmnb", key == "kernel.msgmni",
 		key == "kernel.shmmax", key == "kernel.shmall", key == "kernel.shmmni", key == "kernel.shm_rmid_forced",
@@ -67,7 +67,7 @@ func CheckSysctls(spec *specs.Spec) error {
 		if strings.Contains(key, "..") || strings.ContainsAny(key, "/\x00") {
 			return fmt.Errorf("linux.sysctl %q is not a sysctl name: %w", key, errdefs.ErrInvalidArgument)
 		}
-		ns := sysctlNamespace(key)
+		ns := SysctlNamespace(key)
 		if ns == "" {
 			return fmt.Errorf("linux.sysctl %q is not namespaced: setting it from a container would change the whole host, so tupper refuses it: %w", key, errdefs.ErrInvalidArgument)
 		}
