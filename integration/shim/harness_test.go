@@ -260,8 +260,11 @@ func (e *env) allocationsOn(bridge string) []string {
 }
 
 // veths lists the links enslaved to this env's bridge.
-func (e *env) veths() []string {
-	out, _ := exec.Command("ip", "-o", "link", "show", "master", e.Bridge).Output()
+func (e *env) veths() []string { return vethsOn(e.Bridge) }
+
+// vethsOn lists the links enslaved to bridge.
+func vethsOn(bridge string) []string {
+	out, _ := exec.Command("ip", "-o", "link", "show", "master", bridge).Output()
 	var names []string
 	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if f := strings.Fields(l); len(f) > 1 {

@@ -191,9 +191,8 @@ func testAttachFailureLeavesNothing(t *testing.T, e *env) {
 	if !eventually(func() bool { return len(e.ShimsStartedFor("af2")) == 0 && len(helpersOf("af2")) == 0 }) {
 		t.Errorf("af2's shim %v or init helper %v is left", e.ShimsStartedFor("af2"), helpersOf("af2"))
 	}
-	links, _ := exec.Command("ip", "-o", "link", "show", "master", br).Output()
-	if n := strings.Count(string(links), "\n"); n != 1 {
-		t.Errorf("%d veths on %s, want af1's only:\n%s", n, br, links)
+	if v := vethsOn(br); len(v) != 1 {
+		t.Errorf("veths on %s: %v, want af1's only", br, v)
 	}
 	if a := e.allocationsOn(br); len(a) != 1 {
 		t.Errorf("allocations on %s: %v, want af1's only", br, a)
