@@ -98,18 +98,7 @@ func TestAlongsideRunsInTheContainersNetns(t *testing.T) {
 		if late {
 			spec.Linux.Sysctl = map[string]string{"net.ipv4.ip_forward": "1"}
 		}
-		var got []uint64
-		c, err := Create(Options{ID: "t", Bundle: newBundle(t), Spec: spec, Alongside: func(netns string) error {
-			got = append(got, netnsOf(t, netns))
-			return nil
-		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := netnsOf(t, fmt.Sprintf("/proc/%d/ns/net", c.Pid()))
-		if len(got) != 1 || got[0] != want || want == netnsOf(t, "/proc/self/ns/net") {
-			t.Errorf("late %v: ran on namespaces %v, want once on the init's %d (not this process's)", late, got, want)
-		}
+		c := createCheckingAlongside(t, newBundle(t), spec, fmt.Sprintf("late %v", late))
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -134,19 +123,29 @@ func TestAlongsideWaitsForAnUnsharedNetns(t *testing.T) {
 	spec.Mounts = slices.DeleteFunc(spec.Mounts, func(m specs.Mount) bool { return m.Type == "proc" })
 	spec.Linux.MaskedPaths, spec.Linux.ReadonlyPaths = nil, nil
 	joinUserns(spec, holder.c.Pid())
+	c := createCheckingAlongside(t, usernsBundle(t), spec, "joined user namespace")
+	c.Init().Signal(unix.SIGKILL)
+	c.Init().Wait()
+}
+
+// createCheckingAlongside creates a container whose Alongside records the
+// network namespace it gets, and checks that it ran once, on the init's
+// namespace, which is not this process's.
+func createCheckingAlongside(t *testing.T, bundle string, spec *specs.Spec, what string) *Container {
+	t.Helper()
 	var got []uint64
-	c, err := Create(Options{ID: "t", Bundle: usernsBundle(t), Spec: spec, Alongside: func(netns string) error {
+	c, err := Create(Options{ID: "t", Bundle: bundle, Spec: spec, Alongside: func(netns string) error {
 		got = append(got, netnsOf(t, netns))
 		return nil
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { c.Init().Signal(unix.SIGKILL); c.Init().Wait() }()
-	want := netnsOf(t, fmt.Sprintf("/proc/%d/ns/net", c.Pid()))
-	if len(got) != 1 || got[0] != want || want == netnsOf(t, "/proc/self/ns/net") {
-		t.Errorf("ran on namespaces %v, want once on the init's %d (this process's is %d)", got, want, netnsOf(t, "/proc/self/ns/net"))
+	want, ours := netnsOf(t, fmt.Sprintf("/proc/%d/ns/net", c.Pid())), netnsOf(t, "/proc/self/ns/net")
+	if len(got) != 1 || got[0] != want || want == ours {
+		t.Errorf("%s: ran on namespaces %v, want once on the init's %d (this process's is %d)", what, got, want, ours)
 	}
+	return c
 }
 
 func TestAlongsideFailureFailsCreate(t *testing.T) {
