@@ -126,8 +126,8 @@ func (b *bench) newID(kind string) string {
 // its bridge network and with NetworkMode=none, against the same runc
 // samples.
 type startRows struct {
-	ctrNet, ctrNone, apiNet, apiNone, taskNet, taskNone *Result
-	phaseNet, phaseNone                                 []*Result
+	ctrNet, ctrNone, ctrSeccomp, apiNet, apiNone, taskNet, taskNone *Result
+	phaseNet, phaseNone                                             []*Result
 }
 
 func newStartRows(subjects []string, baseline string) *startRows {
@@ -147,6 +147,9 @@ func newStartRows(subjects []string, baseline string) *startRows {
 				"The busybox image is unpacked in every snapshotter beforehand.", true),
 		ctrNone: row("ctr run --rm true, tupper NetworkMode=none",
 			"the same with tupper's runtime option NetworkMode = \"none\" (a new network namespace with only lo, as runc's): the like-for-like comparison", true),
+		ctrSeccomp: row("ctr run --rm --seccomp true, tupper with its bridge network",
+			"the bridge row's command with `--seccomp`: containerd's default seccomp profile, the one nerdctl and CRI's RuntimeDefault apply. "+
+				"tupper compiles a profile once and shares the program between shims (/run/tupper/seccomp), so only the warm-up compiles it; runc compiles it in every container", true),
 		apiNet: row("task API, tupper with its bridge network",
 			"containerd's Go client, in process: NewContainer (spec, snapshot), NewTask, Wait, Start, exit of `true`, task Delete, container Delete with its snapshot; no ctr. tupper with its bridge network", true),
 		apiNone: row("task API, tupper NetworkMode=none", "the same, tupper with NetworkMode = \"none\"", true),
@@ -170,7 +173,7 @@ func newStartRows(subjects []string, baseline string) *startRows {
 }
 
 func (rs *startRows) results() []*Result {
-	out := []*Result{rs.ctrNet, rs.ctrNone, rs.apiNet, rs.apiNone, rs.taskNet, rs.taskNone}
+	out := []*Result{rs.ctrNet, rs.ctrNone, rs.ctrSeccomp, rs.apiNet, rs.apiNone, rs.taskNet, rs.taskNone}
 	out = append(out, rs.phaseNet...)
 	return append(out, rs.phaseNone...)
 }
@@ -209,6 +212,9 @@ func (b *bench) startLatency() ([]*Result, error) {
 		if _, err := b.ctrRun(s, img.Name()); err != nil {
 			return nil, fmt.Errorf("warm-up %s: %w", s.name, err)
 		}
+		if _, err := b.ctrRun(s, img.Name(), "--seccomp"); err != nil {
+			return nil, fmt.Errorf("warm-up %s with seccomp: %w", s.name, err)
+		}
 	}
 	before, metricsErr := b.daemonTimes()
 	err = interleave(b.runs, names, func(round int, name string) error {
@@ -218,6 +224,16 @@ func (b *bench) startLatency() ([]*Result, error) {
 			return err
 		}
 		record(s, rs.ctrNet, rs.ctrNone, ms(d))
+		if s.name != none.name {
+			if d, err = b.ctrRun(s, img.Name(), "--seccomp"); err != nil {
+				return err
+			}
+			if s.name == tup.name {
+				rs.ctrSeccomp.add("tupper", ms(d))
+			} else {
+				rs.ctrSeccomp.add(s.name, ms(d))
+			}
+		}
 		t, err := b.taskRun(s, img)
 		if err != nil {
 			return err
@@ -275,10 +291,12 @@ var taskPhases = []taskPhase{
 	{"container Delete", "container record and snapshot Remove", 0},
 }
 
-// ctrRun times `ctr run --rm IMAGE ID true` with the stack's flags.
-func (b *bench) ctrRun(s stack, image string) (time.Duration, error) {
+// ctrRun times `ctr run --rm [FLAGS] IMAGE ID true` with the stack's
+// flags and flags.
+func (b *bench) ctrRun(s stack, image string, flags ...string) (time.Duration, error) {
 	id := b.newID("ctr")
 	args := append([]string{"--address", b.shim.address, "--namespace", namespace, "run", "--rm"}, s.ctrArgs...)
+	args = append(args, flags...)
 	args = append(args, image, id, "true")
 	cmd := exec.CommandContext(b.ctx, "ctr", args...)
 	var out bytes.Buffer

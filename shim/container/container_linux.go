@@ -98,6 +98,9 @@ type Options struct {
 	// safe (see alongside), else once the helper is Ready. Create returns
 	// after it, and fails with its error.
 	Alongside func(netns string) error
+	// Seccomp compiles the spec's seccomp profile, or returns the program
+	// it compiled before; nil compiles it for this container alone.
+	Seccomp *security.SeccompCache
 }
 
 // Container is a created (and possibly started) container.
@@ -112,6 +115,7 @@ type Container struct {
 	adopt    func(pid int) (func() (int, error), error)
 	init     *Process
 	lsm      security.LSM
+	seccomp  *security.SeccompProgram // every process of the container loads it
 }
 
 // Create builds the container and leaves its init blocked before exec.
@@ -146,7 +150,7 @@ func newContainer(opts Options) (*Container, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	lsm, err := checkSecurity(spec)
+	lsm, seccomp, err := checkSecurity(spec, opts.Seccomp)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +159,7 @@ func newContainer(opts Options) (*Container, error) {
 		return nil, err
 	}
 	c := &Container{
-		ID: opts.ID, Bundle: opts.Bundle, spec: spec, rootfs: rootfs, lsm: lsm,
+		ID: opts.ID, Bundle: opts.Bundle, spec: spec, rootfs: rootfs, lsm: lsm, seccomp: seccomp,
 		starter: opts.Starter, initPath: opts.InitPath, cgroup: opts.Cgroup, adopt: opts.Adopt,
 	}
 	if c.starter == nil {
@@ -178,48 +182,56 @@ func newContainer(opts Options) (*Container, error) {
 // checkSecurity refuses, before any process exists, what the helper could
 // not apply: a seccomp profile that does not compile, a sysctl that is not
 // the container's to set, a bad personality/ioPriority/scheduler, or an
-// LSM label the host cannot apply (unless the spec allows that).
-func checkSecurity(spec *specs.Spec) (security.LSM, error) {
+// LSM label the host cannot apply (unless the spec allows that). It
+// returns the labels and the compiled seccomp profile.
+func checkSecurity(spec *specs.Spec, cache *security.SeccompCache) (security.LSM, *security.SeccompProgram, error) {
+	var seccomp *security.SeccompProgram
 	if spec.Linux != nil && spec.Linux.Seccomp != nil {
-		f, err := security.CompileSeccomp(spec.Linux.Seccomp)
-		if err != nil {
-			return security.LSM{}, invalid("%v", err)
+		var err error
+		if seccomp, err = cache.Program(spec.Linux.Seccomp); err != nil {
+			return security.LSM{}, nil, invalid("%v", err)
 		}
-		f.Close()
 	}
 	if spec.Process != nil {
 		if _, err := security.ParseCapabilities(spec.Process.Capabilities); err != nil {
-			return security.LSM{}, invalid("%v", err)
+			return security.LSM{}, nil, invalid("%v", err)
 		}
 	}
 	if err := security.CheckSysctls(spec); err != nil {
-		return security.LSM{}, invalid("%v", err)
+		return security.LSM{}, nil, invalid("%v", err)
 	}
 	if err := security.CheckAttrs(spec); err != nil {
-		return security.LSM{}, invalid("%v", err)
+		return security.LSM{}, nil, invalid("%v", err)
 	}
 	lsm, err := security.PlanLSM(context.Background(), spec)
 	if err != nil {
-		return security.LSM{}, invalid("%v", err)
+		return security.LSM{}, nil, invalid("%v", err)
 	}
-	return lsm, nil
+	return lsm, seccomp, nil
 }
 
 // processConfig is what every process of the container gets: the
 // program, and the container's seccomp profile, personality and LSM labels.
 func (c *Container) processConfig(proc *specs.Process, lsm security.LSM) *protocol.Process {
-	p := &protocol.Process{Spec: proc, ID: c.ID, Bundle: c.Bundle, LSM: lsm}
+	p := &protocol.Process{Spec: proc, ID: c.ID, LSM: lsm, Seccomp: c.seccomp}
 	if l := c.spec.Linux; l != nil {
-		p.Seccomp, p.Personality = l.Seccomp, l.Personality
+		p.Personality = l.Personality
 	}
 	return p
 }
 
 // initConfig is the init helper's Config for plan. Bind sources relative
 // to the bundle become absolute here: the helper's working directory is
-// not something to rely on.
+// not something to rely on. The spec goes without what the helper does
+// not read, which it would only decode: the seccomp profile (its program
+// is in Process) and the cgroup resources (the parent's to apply).
 func (c *Container) initConfig(plan *nsPlan, noPivot bool) *protocol.Config {
 	sp := *c.spec
+	if sp.Linux != nil {
+		linux := *sp.Linux
+		linux.Seccomp, linux.Resources = nil, nil
+		sp.Linux = &linux
+	}
 	sp.Mounts = append([]specs.Mount(nil), c.spec.Mounts...)
 	for i, m := range sp.Mounts {
 		if isBind(m) && m.Source != "" && !filepath.IsAbs(m.Source) {

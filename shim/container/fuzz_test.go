@@ -61,7 +61,7 @@ func FuzzValidateSpec(f *testing.F) {
 		if validate(&spec) != nil {
 			return
 		}
-		checkSecurity(&spec)
+		checkSecurity(&spec, nil)
 		rootfsPath(t.TempDir(), &spec)
 	})
 }

@@ -236,10 +236,7 @@ func (p *preparedProcess) exec(notify func(fd int) error) error {
 	if err := security.ApplyAttrs(p.cfg.Personality, s); err != nil {
 		return err
 	}
-	filter, err := security.CompileSeccomp(p.cfg.Seccomp)
-	if err != nil {
-		return err
-	}
+	filter := p.cfg.Seccomp
 	if !s.NoNewPrivileges {
 		if err := filter.Load(notify); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tupper/tupper/internal/testutil"
 	"github.com/tupper/tupper/shim/security"
+	"golang.org/x/sys/unix"
 )
 
 // containerd's default profile, applied with and without no_new_privs (the
@@ -36,6 +37,24 @@ mkdir -p /mnt/x; mount -t tmpfs none /mnt/x 2>/dev/null || echo mount-blocked`)
 			if !strings.Contains(out, w) {
 				t.Errorf("noNewPrivileges=%v: want %q in:\n%s", nnp, w, out)
 			}
+		}
+	}
+}
+
+// An exec loads the container's profile too: the program compiled at
+// Create, not a filter of its own.
+func TestSeccompAppliesToExecs(t *testing.T) {
+	needRoot(t)
+	spec := testSpec("sleep", "100")
+	notsup := uint(unix.EOPNOTSUPP)
+	spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+		{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: &notsup},
+	}}
+	r := started(t, newBundle(t), spec)
+	out, _ := execOut(t, r.c, "sh", "-c", `grep Seccomp: /proc/self/status | tr -d ' \t'; mkdir /tmp/x 2>&1; echo mkdir=$?`)
+	for _, want := range []string{"Seccomp:2", "not supported", "mkdir=1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("exec: want %q in:\n%s", want, out)
 		}
 	}
 }

@@ -20,50 +20,79 @@ import (
 // ABIs, and is what runc and crun use, so containerd's default profile
 // blocks exactly what it blocks under them.
 
-// Seccomp is a compiled OCI seccomp profile, ready to load.
-type Seccomp struct {
-	filter     *libseccomp.ScmpFilter
-	listener   string // listenerPath for SCMP_ACT_NOTIFY, if any rule notifies
-	metadata   string
-	usesNotify bool
-}
-
-// CompileSeccomp turns a profile into a filter. Every error names the part
-// of the profile that is wrong, so Create can report it before any process
-// exists. Syscall names this libseccomp does not know are skipped, as under
-// runc, so profiles stay portable across kernels and architectures.
-func CompileSeccomp(p *specs.LinuxSeccomp) (*Seccomp, error) {
+// CompileSeccomp turns a profile into the program a process loads. Every
+// error names the part of the profile that is wrong, so Create can report
+// it before any process exists. Syscall names this libseccomp does not
+// know are skipped, as under runc, so profiles stay portable across
+// kernels and architectures.
+func CompileSeccomp(p *specs.LinuxSeccomp) (*SeccompProgram, error) {
 	if p == nil {
 		return nil, nil
 	}
+	f, notifies, err := buildFilter(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Release()
+	return exportProgram(f, notifies)
+}
+
+// buildFilter adds p's architectures, flags and rules to a new libseccomp
+// filter, and reports whether a rule notifies a listener.
+func buildFilter(p *specs.LinuxSeccomp) (_ *libseccomp.ScmpFilter, notifies bool, _ error) {
 	def, err := action(p.DefaultAction, p.DefaultErrnoRet)
 	if err != nil {
-		return nil, fmt.Errorf("linux.seccomp.defaultAction: %w", err)
+		return nil, false, fmt.Errorf("linux.seccomp.defaultAction: %w", err)
 	}
 	f, err := libseccomp.NewFilter(def)
 	if err != nil {
-		return nil, fmt.Errorf("seccomp filter: %w", err)
+		return nil, false, fmt.Errorf("seccomp filter: %w", err)
 	}
-	s := &Seccomp{filter: f, listener: p.ListenerPath, metadata: p.ListenerMetadata}
-	fail := func(err error) (*Seccomp, error) {
+	fail := func(err error) (*libseccomp.ScmpFilter, bool, error) {
 		f.Release()
-		return nil, err
+		return nil, false, err
 	}
 	// The process sets no_new_privs itself when the spec asks for it;
 	// libseccomp must not do it behind the spec's back.
 	if err := f.SetNoNewPrivsBit(false); err != nil {
 		return fail(err)
 	}
-	for _, a := range p.Architectures {
-		arch, err := libseccomp.GetArchFromString(strings.ToLower(strings.TrimPrefix(string(a), "SCMP_ARCH_")))
-		if err != nil {
-			return fail(fmt.Errorf("linux.seccomp.architectures: %q: %v: %w", a, err, errdefs.ErrInvalidArgument))
+	if err := addArchitectures(f, p.Architectures); err != nil {
+		return fail(err)
+	}
+	if err := setFlags(f, p.Flags); err != nil {
+		return fail(err)
+	}
+	for i, rule := range p.Syscalls {
+		if rule.Action == specs.ActNotify {
+			notifies = true
 		}
-		if err := f.AddArch(arch); err != nil {
-			return fail(fmt.Errorf("linux.seccomp.architectures: %q: %w", a, err))
+		if err := addRule(f, def, i, rule); err != nil {
+			return fail(err)
 		}
 	}
-	for _, flag := range p.Flags {
+	if notifies && p.ListenerPath == "" {
+		return fail(fmt.Errorf("linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath: %w", errdefs.ErrInvalidArgument))
+	}
+	return f, notifies, nil
+}
+
+func addArchitectures(f *libseccomp.ScmpFilter, archs []specs.Arch) error {
+	for _, a := range archs {
+		arch, err := libseccomp.GetArchFromString(strings.ToLower(strings.TrimPrefix(string(a), "SCMP_ARCH_")))
+		if err != nil {
+			return fmt.Errorf("linux.seccomp.architectures: %q: %v: %w", a, err, errdefs.ErrInvalidArgument)
+		}
+		if err := f.AddArch(arch); err != nil {
+			return fmt.Errorf("linux.seccomp.architectures: %q: %w", a, err)
+		}
+	}
+	return nil
+}
+
+func setFlags(f *libseccomp.ScmpFilter, flags []specs.LinuxSeccompFlag) error {
+	for _, flag := range flags {
+		var err error
 		switch flag {
 		case specs.LinuxSeccompFlagLog:
 			err = f.SetLogBit(true)
@@ -75,41 +104,38 @@ func CompileSeccomp(p *specs.LinuxSeccomp) (*Seccomp, error) {
 			err = fmt.Errorf("unsupported flag %q: %w", flag, errdefs.ErrNotImplemented)
 		}
 		if err != nil {
-			return fail(fmt.Errorf("linux.seccomp.flags: %w", err))
+			return fmt.Errorf("linux.seccomp.flags: %w", err)
 		}
 	}
-	for i, rule := range p.Syscalls {
-		act, err := action(rule.Action, rule.ErrnoRet)
+	return nil
+}
+
+// addRule adds the profile's rule i.
+func addRule(f *libseccomp.ScmpFilter, def libseccomp.ScmpAction, i int, rule specs.LinuxSyscall) error {
+	act, err := action(rule.Action, rule.ErrnoRet)
+	if err != nil {
+		return fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
+	}
+	if act == def {
+		return nil // the kernel does this anyway; libseccomp refuses such rules
+	}
+	conds, err := conditions(rule.Args)
+	if err != nil {
+		return fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err)
+	}
+	for _, name := range rule.Names {
+		sc, err := libseccomp.GetSyscallFromName(name)
 		if err != nil {
-			return fail(fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err))
+			log.L.WithField("syscall", name).Debug("seccomp: syscall unknown to libseccomp, skipped")
+			continue
 		}
-		if rule.Action == specs.ActNotify {
-			s.usesNotify = true
-		}
-		if act == def {
-			continue // the kernel does this anyway; libseccomp refuses such rules
-		}
-		conds, err := conditions(rule.Args)
-		if err != nil {
-			return fail(fmt.Errorf("linux.seccomp.syscalls[%d]: %w", i, err))
-		}
-		for _, name := range rule.Names {
-			sc, err := libseccomp.GetSyscallFromName(name)
-			if err != nil {
-				log.L.WithField("syscall", name).Debug("seccomp: syscall unknown to libseccomp, skipped")
-				continue
-			}
-			for _, c := range conds {
-				if err := f.AddRuleConditional(sc, act, c); err != nil {
-					return fail(fmt.Errorf("linux.seccomp.syscalls[%d] %s: %w", i, name, err))
-				}
+		for _, c := range conds {
+			if err := f.AddRuleConditional(sc, act, c); err != nil {
+				return fmt.Errorf("linux.seccomp.syscalls[%d] %s: %w", i, name, err)
 			}
 		}
 	}
-	if s.usesNotify && s.listener == "" {
-		return fail(fmt.Errorf("linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath: %w", errdefs.ErrInvalidArgument))
-	}
-	return s, nil
+	return nil
 }
 
 // conditions groups a rule's argument comparisons into the rules libseccomp
@@ -194,38 +220,6 @@ func action(a specs.LinuxSeccompAction, errnoRet *uint) (libseccomp.ScmpAction, 
 		return libseccomp.ActNotify, nil
 	}
 	return 0, fmt.Errorf("unknown action %q: %w", a, errdefs.ErrInvalidArgument)
-}
-
-// Close releases a compiled filter that will not be loaded.
-func (s *Seccomp) Close() {
-	if s != nil {
-		s.filter.Release()
-	}
-}
-
-// Load installs the filter on the calling thread (see the package comment).
-// Without no_new_privs it needs CAP_SYS_ADMIN, so then it runs before the
-// capabilities are dropped. When the profile notifies, notify gets the
-// listener fd, for the runtime to hand to listenerPath from the host's
-// side (SendListenerFd): dialled from inside the container, the path
-// would be the container's to answer.
-func (s *Seccomp) Load(notify func(fd int) error) error {
-	if s == nil {
-		return nil
-	}
-	defer s.filter.Release()
-	if err := s.filter.Load(); err != nil {
-		return fmt.Errorf("loading seccomp filter: %w", err)
-	}
-	if !s.usesNotify {
-		return nil
-	}
-	fd, err := s.filter.GetNotifFd()
-	if err != nil {
-		return fmt.Errorf("seccomp notify fd: %w", err)
-	}
-	defer unix.Close(int(fd))
-	return notify(int(fd))
 }
 
 // SendListenerFd sends the seccomp listener fd of process pid to the

@@ -143,7 +143,7 @@ func (s *service) createContainer(ctx context.Context, c *Container, r *taskAPI.
 	ctr, err := container.Create(container.Options{
 		ID: r.ID, Bundle: r.Bundle, Spec: spec, Stdio: pio.ChildStdio(),
 		Starter: reaperStart, Adopt: reaperAdopt, Cgroup: c.cg,
-		Alongside: netPlan.attacher(c),
+		Alongside: netPlan.attacher(c), Seccomp: s.seccomp,
 	})
 	pio.CloseChildEnds()
 	if err != nil {

@@ -79,7 +79,7 @@ func (s *service) restoreInit(ctx context.Context, c *Container) func() (*contai
 		defer os.RemoveAll(work)
 		ctr, err := container.Restore(container.RestoreOptions{
 			Options: container.Options{ID: c.ID, Bundle: c.Bundle, Spec: ri.spec, Stdio: ri.pio.ChildStdio(),
-				Starter: reaperStart, Adopt: reaperAdopt, Cgroup: c.cg},
+				Starter: reaperStart, Adopt: reaperAdopt, Cgroup: c.cg, Seccomp: s.seccomp},
 			Criu: cr, ImageDir: ri.image, WorkDir: work,
 			TCPEstablished: ci.TCPEstablished, ExternalUnixSockets: ci.ExternalUnixSockets,
 			ShellJob: ci.ShellJob || ri.sio.Terminal, FileLocks: ci.FileLocks,

@@ -17,6 +17,7 @@ import (
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/container/protocol"
 	"github.com/tupper/tupper/shim/process"
+	"github.com/tupper/tupper/shim/security"
 	"github.com/tupper/tupper/shim/serve"
 	"golang.org/x/sys/unix"
 )
@@ -51,6 +52,11 @@ type service struct {
 	shuttingDown bool
 
 	socket *listenSocket // removed when Shutdown decides to stop
+
+	// seccomp compiles each seccomp profile once for every shim on the
+	// host; libseccomp takes tens of milliseconds over containerd's
+	// default profile.
+	seccomp *security.SeccompCache
 }
 
 // backgroundWait bounds how long shutdown waits for background cleanup:
@@ -90,6 +96,7 @@ func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Servic
 		creating:   map[string]bool{},
 		joining:    map[string]*time.Timer{},
 		socket:     ownSocket(),
+		seccomp:    security.NewSeccompCache(security.DefaultSeccompCacheDir),
 	}
 	sd.RegisterCallback(func(context.Context) error {
 		s.events.close(5 * time.Second)

@@ -85,16 +85,15 @@ type Config struct {
 }
 
 // Process is what every process of a container gets: the program, and the
-// container's seccomp profile, personality and LSM labels.
+// container's seccomp program (compiled by the parent), personality and
+// LSM labels.
 type Process struct {
 	Spec *specs.Process `json:"spec"`
-	// ID and Bundle name the container, for the state a seccomp listener
-	// gets.
-	ID          string                  `json:"id"`
-	Bundle      string                  `json:"bundle"`
-	Seccomp     *specs.LinuxSeccomp     `json:"seccomp,omitempty"`
-	Personality *specs.LinuxPersonality `json:"personality,omitempty"`
-	LSM         security.LSM            `json:"lsm"`
+	// ID names the container's session keyring.
+	ID          string                   `json:"id"`
+	Seccomp     *security.SeccompProgram `json:"seccomp,omitempty"`
+	Personality *specs.LinuxPersonality  `json:"personality,omitempty"`
+	LSM         security.LSM             `json:"lsm"`
 }
 
 // Init is what only a container's init builds.

@@ -1,0 +1,151 @@
+package security
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"unsafe"
+
+	libseccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// A profile is compiled once, by the shim, into the classic BPF program the
+// kernel runs; each helper then installs that program with seccomp(2),
+// the way runc loads what libseccomp exports. libseccomp takes some 20 ms
+// of CPU to generate the program for containerd's default profile, so a
+// helper that generated its own would pay that on every start and exec.
+
+// sockFilterSize is the size of one struct sock_filter: code (u16), jt and
+// jf (u8), k (u32).
+const sockFilterSize = 8
+
+// maxSeccompInsns is the kernel's limit on a seccomp program's length
+// (BPF_MAXINSNS).
+const maxSeccompInsns = 4096
+
+// SeccompProgram is a compiled seccomp profile, ready to load.
+type SeccompProgram struct {
+	// Filter is the program: struct sock_filter entries in native byte
+	// order, as libseccomp generates them.
+	Filter []byte `json:"filter"`
+	// Flags are the SECCOMP_FILTER_FLAG_* bits to load it with.
+	Flags uint `json:"flags,omitempty"`
+}
+
+// exportProgram generates f's program and the flags libseccomp would
+// load it with: the profile's log, spec-allow and wait-killable bits, and
+// a listener when a rule notifies. Never TSYNC: the filter is for the
+// thread that execs, like libseccomp's default.
+func exportProgram(f *libseccomp.ScmpFilter, notifies bool) (*SeccompProgram, error) {
+	mem, err := unix.MemfdCreate("tupper-seccomp", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: memfd: %w", err)
+	}
+	file := os.NewFile(uintptr(mem), "tupper-seccomp")
+	defer file.Close()
+	if err := f.ExportBPF(file); err != nil {
+		return nil, fmt.Errorf("seccomp: generate the program: %w", err)
+	}
+	filter, err := io.ReadAll(io.NewSectionReader(file, 0, (maxSeccompInsns+1)*sockFilterSize))
+	if err != nil {
+		return nil, fmt.Errorf("seccomp: read the program: %w", err)
+	}
+	flags, err := filterFlags(f, notifies)
+	if err != nil {
+		return nil, err
+	}
+	p := &SeccompProgram{Filter: filter, Flags: flags}
+	return p, p.check()
+}
+
+// filterFlags reads the bits libseccomp keeps beside the rules. Each getter
+// exists only from some API level on, as the setters do.
+func filterFlags(f *libseccomp.ScmpFilter, notifies bool) (uint, error) {
+	api, _ := libseccomp.GetAPI()
+	var flags uint
+	bits := []struct {
+		minAPI uint
+		get    func() (bool, error)
+		flag   uint
+	}{
+		{3, f.GetLogBit, unix.SECCOMP_FILTER_FLAG_LOG},
+		{4, f.GetSSB, unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW},
+		{7, f.GetWaitKill, unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV},
+	}
+	for _, b := range bits {
+		if api < b.minAPI {
+			continue
+		}
+		on, err := b.get()
+		if err != nil {
+			return 0, fmt.Errorf("seccomp: filter flag %#x: %w", b.flag, err)
+		}
+		if on {
+			flags |= b.flag
+		}
+	}
+	if notifies {
+		flags |= unix.SECCOMP_FILTER_FLAG_NEW_LISTENER
+	}
+	return flags, nil
+}
+
+// check refuses a program the kernel could not take as it is: empty, cut
+// short, or too long.
+func (p *SeccompProgram) check() error {
+	n := len(p.Filter) / sockFilterSize
+	if n == 0 || n > maxSeccompInsns || len(p.Filter)%sockFilterSize != 0 {
+		return fmt.Errorf("seccomp: a program of %d bytes is not 1 to %d instructions", len(p.Filter), maxSeccompInsns)
+	}
+	return nil
+}
+
+// notifies reports whether loading the program returns a listener fd.
+func (p *SeccompProgram) notifies() bool {
+	return p.Flags&unix.SECCOMP_FILTER_FLAG_NEW_LISTENER != 0
+}
+
+// Load installs the program on the calling thread, which then execs the
+// container's process. Without no_new_privs it needs CAP_SYS_ADMIN, so
+// then it runs before the capabilities are dropped. When the profile
+// notifies, notify gets the listener fd, for the runtime to hand to
+// listenerPath from the host's side (SendListenerFd): dialled from inside
+// the container, the path would be the container's to answer.
+func (p *SeccompProgram) Load(notify func(fd int) error) error {
+	if p == nil {
+		return nil
+	}
+	if err := p.check(); err != nil {
+		return err
+	}
+	insns := make([]unix.SockFilter, len(p.Filter)/sockFilterSize)
+	for i := range insns {
+		b := p.Filter[i*sockFilterSize:]
+		insns[i] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
+	}
+	fd, err := seccompSetModeFilter(insns, p.Flags)
+	if err != nil {
+		return fmt.Errorf("loading seccomp filter: %w", err)
+	}
+	if !p.notifies() {
+		return nil
+	}
+	defer unix.Close(fd)
+	if notify == nil {
+		return fmt.Errorf("seccomp: the profile notifies, and nothing takes its listener")
+	}
+	return notify(fd)
+}
+
+// seccompSetModeFilter is seccomp(SECCOMP_SET_MODE_FILTER, flags, prog):
+// the listener fd when flags ask for one.
+func seccompSetModeFilter(insns []unix.SockFilter, flags uint) (int, error) {
+	prog := unix.SockFprog{Len: uint16(len(insns)), Filter: &insns[0]}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, uintptr(flags), uintptr(unsafe.Pointer(&prog)))
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(r), nil
+}
