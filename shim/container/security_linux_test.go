@@ -59,6 +59,36 @@ func TestSeccompAppliesToExecs(t *testing.T) {
 	}
 }
 
+// The init helper's spec goes without the seccomp profile, whose program
+// it gets instead, and without the cgroup resources; the container keeps
+// both.
+func TestInitConfigCarriesTheProgram(t *testing.T) {
+	needRoot(t)
+	spec := testSpec("true")
+	spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"mkdir"}, Action: specs.ActErrno}}}
+	pids := int64(10)
+	spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &pids}}
+	c, err := newContainer(Options{ID: "t", Bundle: newBundle(t), Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := initPlan(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plan.close()
+	cfg := c.initConfig(&plan, false)
+	if l := cfg.Init.Spec.Linux; l.Seccomp != nil || l.Resources != nil {
+		t.Errorf("the helper's spec has seccomp %v, resources %v", l.Seccomp, l.Resources)
+	}
+	if p := cfg.Process.Seccomp; p == nil || len(p.Filter) == 0 {
+		t.Errorf("the helper gets no seccomp program: %+v", p)
+	}
+	if c.spec.Linux.Seccomp == nil || c.spec.Linux.Resources == nil {
+		t.Error("the container's own spec lost its profile or resources")
+	}
+}
+
 func TestPersonality(t *testing.T) {
 	needRoot(t)
 	spec := testSpec("uname", "-m")

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -44,6 +45,11 @@ func buildFilter(p *specs.LinuxSeccomp) (_ *libseccomp.ScmpFilter, notifies bool
 	if err != nil {
 		return nil, false, fmt.Errorf("linux.seccomp.defaultAction: %w", err)
 	}
+	if p.DefaultAction == specs.ActNotify {
+		// Every call would wait for an agent that gets the listener only
+		// through calls of the helper's own (runc refuses it too).
+		return nil, false, fmt.Errorf("linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be the default action: %w", errdefs.ErrInvalidArgument)
+	}
 	f, err := libseccomp.NewFilter(def)
 	if err != nil {
 		return nil, false, fmt.Errorf("seccomp filter: %w", err)
@@ -66,6 +72,9 @@ func buildFilter(p *specs.LinuxSeccomp) (_ *libseccomp.ScmpFilter, notifies bool
 	for i, rule := range p.Syscalls {
 		if rule.Action == specs.ActNotify {
 			notifies = true
+			if err := notifiable(i, rule.Names); err != nil {
+				return fail(err)
+			}
 		}
 		if err := addRule(f, def, i, rule); err != nil {
 			return fail(err)
@@ -75,6 +84,21 @@ func buildFilter(p *specs.LinuxSeccomp) (_ *libseccomp.ScmpFilter, notifies bool
 		return fail(fmt.Errorf("linux.seccomp: SCMP_ACT_NOTIFY needs listenerPath: %w", errdefs.ErrInvalidArgument))
 	}
 	return f, notifies, nil
+}
+
+// helperCalls are what the helper itself calls once a notifying filter is
+// loaded: handing the listener to the parent, waiting for its answer,
+// telling it Start may return, and writing a failure to stderr. Were they
+// notified, the helper would wait for an agent that waits for it.
+var helperCalls = []string{"sendmsg", "recvmsg", "write"}
+
+func notifiable(i int, names []string) error {
+	for _, n := range names {
+		if slices.Contains(helperCalls, n) {
+			return fmt.Errorf("linux.seccomp.syscalls[%d]: SCMP_ACT_NOTIFY cannot be used for %s, which the runtime calls after loading the filter: %w", i, n, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }
 
 func addArchitectures(f *libseccomp.ScmpFilter, archs []specs.Arch) error {

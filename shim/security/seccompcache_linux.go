@@ -32,8 +32,9 @@ const DefaultSeccompCacheDir = "/run/tupper/seccomp"
 // container must not fill the host's memory.
 var maxSeccompCacheEntries = 64
 
-// seccompCacheMagic starts every program file; a new layout gets a new
-// magic.
+// seccompCacheMagic starts every program file and the key: a new layout,
+// or a change to how profiles compile that a rebuilt binary might not show
+// (see makeSalt), gets a new one.
 const seccompCacheMagic = "tupper seccomp program 1\n"
 
 // SeccompCache compiles each profile once: a program is kept in memory,
@@ -109,9 +110,11 @@ func (c *SeccompCache) key(p *specs.LinuxSeccomp) (string, error) {
 }
 
 // makeSalt fixes what a program depends on besides its profile: the
-// compile rules of this very executable (a rebuilt one is a new file),
-// the libseccomp it links, the architecture and the boot. Without a boot
-// id or the executable's identity, programs stay in memory.
+// compile rules of this very executable, the libseccomp it links
+// (statically, in the shim: so it is part of the executable too), the
+// architecture and the boot. An executable is its file's identity with
+// its ctime, which no copy or install can set back. Without a boot id or
+// the executable's identity, programs stay in memory.
 func (c *SeccompCache) makeSalt() {
 	major, minor, micro := libseccomp.GetLibraryVersion()
 	c.salt = fmt.Appendf(nil, "%s%d.%d.%d\n%s\n", seccompCacheMagic, major, minor, micro, runtime.GOARCH)
@@ -124,7 +127,7 @@ func (c *SeccompCache) makeSalt() {
 	if err := unix.Stat("/proc/self/exe", &exe); err != nil {
 		c.warn(fmt.Errorf("no executable to name: %w", err))
 	}
-	c.salt = fmt.Appendf(c.salt, "exe %d %d %d %d\n", exe.Dev, exe.Ino, exe.Size, exe.Mtim.Nano())
+	c.salt = fmt.Appendf(c.salt, "exe %d %d %d %d %d\n", exe.Dev, exe.Ino, exe.Size, exe.Mtim.Nano(), exe.Ctim.Nano())
 }
 
 // openDir opens the cache directory, made if missing, when it is safe to
@@ -167,16 +170,15 @@ func (c *SeccompCache) load(key string) *SeccompProgram {
 	}
 	f := os.NewFile(uintptr(fd), key)
 	defer f.Close()
-	st, err := f.Stat()
-	const most = int64(len(seccompCacheMagic)) + 16 + maxSeccompInsns*sockFilterSize
-	if err != nil || !st.Mode().IsRegular() || st.Size() > most {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || !soundEntry(&st) {
 		return nil
 	}
-	b, err := io.ReadAll(io.LimitReader(f, most))
+	b, err := io.ReadAll(io.LimitReader(f, int64(maxEntrySize)))
 	if err != nil {
 		return nil
 	}
-	prog, err := decodeProgram(b)
+	prog, err := decodeProgram(key, b)
 	if err != nil {
 		log.L.WithError(err).WithField("file", key).Warn("seccomp cache: entry ignored")
 		return nil
@@ -184,20 +186,34 @@ func (c *SeccompCache) load(key string) *SeccompProgram {
 	return prog
 }
 
-// encodeProgram lays a program out for the directory: the magic, then the
-// flags and the instruction count (little-endian u64s), then the program.
-// The count catches a file cut short by whole instructions.
-func encodeProgram(p *SeccompProgram) []byte {
-	b := []byte(seccompCacheMagic)
+// maxEntrySize bounds a program file: the header and the longest program.
+const maxEntrySize = len(seccompCacheMagic) + 2*sha256.Size + 16 + maxSeccompInsns*sockFilterSize
+
+// soundEntry: a program file is a regular file of this user's that only
+// it may write, with no other name (a hard link made elsewhere).
+func soundEntry(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Uid == uint32(os.Geteuid()) &&
+		st.Mode&0o022 == 0 && st.Nlink == 1 && st.Size <= int64(maxEntrySize)
+}
+
+// encodeProgram lays key's program out for the directory: the magic, the
+// key (so a file under another name is not taken for it), the flags and
+// the instruction count (little-endian u64s), then the program. The
+// count catches a file cut short by whole instructions.
+func encodeProgram(key string, p *SeccompProgram) []byte {
+	b := append([]byte(seccompCacheMagic), key...)
 	b = binary.LittleEndian.AppendUint64(b, uint64(p.Flags))
 	b = binary.LittleEndian.AppendUint64(b, uint64(len(p.Filter)/sockFilterSize))
 	return append(b, p.Filter...)
 }
 
-func decodeProgram(b []byte) (*SeccompProgram, error) {
+func decodeProgram(key string, b []byte) (*SeccompProgram, error) {
 	rest, ok := bytes.CutPrefix(b, []byte(seccompCacheMagic))
-	if !ok || len(rest) < 16 {
+	if !ok {
 		return nil, fmt.Errorf("not a program file")
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(key)); !ok || len(key) != 2*sha256.Size || len(rest) < 16 {
+		return nil, fmt.Errorf("not the program of %s", key)
 	}
 	p := &SeccompProgram{Flags: uint(binary.LittleEndian.Uint64(rest)), Filter: rest[16:]}
 	if n := binary.LittleEndian.Uint64(rest[8:]); n != uint64(len(p.Filter)/sockFilterSize) {
@@ -221,7 +237,7 @@ func (c *SeccompCache) store(key string, p *SeccompProgram) {
 	fd, err := unix.Openat(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err == nil {
 		f := os.NewFile(uintptr(fd), tmp)
-		_, err = f.Write(encodeProgram(p))
+		_, err = f.Write(encodeProgram(key, p))
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

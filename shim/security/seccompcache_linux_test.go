@@ -73,7 +73,7 @@ func TestSeccompCacheSharesPrograms(t *testing.T) {
 	if bytes.Equal(other.Filter, prog.Filter) {
 		t.Fatal("profiles with different errnos compiled to the same program")
 	}
-	if err := os.WriteFile(filepath.Join(dir, key), encodeProgram(other), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, key), encodeProgram(key, other), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustProgram(t, NewSeccompCache(dir), mkdir); !bytes.Equal(got.Filter, other.Filter) {
@@ -93,30 +93,54 @@ func TestSeccompCacheKey(t *testing.T) {
 }
 
 // An entry that is not a sound program file, or not a regular file of
-// the directory's own, is compiled again and replaced.
+// the directory's own with one name, is compiled again and replaced.
 func TestSeccompCacheIgnoresBadEntries(t *testing.T) {
 	mkdir := errnoProfile("mkdir", 1)
 	want := mustProgram(t, NewSeccompCache(""), mkdir)
+	key := mustKey(t, NewSeccompCache(""), mkdir)
+	other := mustProgram(t, NewSeccompCache(""), errnoProfile("mkdir", 2))
 	elsewhere := filepath.Join(t.TempDir(), "planted")
-	if err := os.WriteFile(elsewhere, encodeProgram(mustProgram(t, NewSeccompCache(""), errnoProfile("mkdir", 2))), 0o600); err != nil {
+	if err := os.WriteFile(elsewhere, encodeProgram(key, other), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	good := encodeProgram(want)
+	good := encodeProgram(key, want)
+	header := len(seccompCacheMagic) + len(key)
+	write := func(b []byte, mode os.FileMode) func(string) error {
+		return func(p string) error {
+			if err := os.WriteFile(p, b, mode); err != nil {
+				return err
+			}
+			return os.Chmod(p, mode) // past the umask
+		}
+	}
+	badFlags := encodeProgram(key, &SeccompProgram{Filter: want.Filter, Flags: unix.SECCOMP_FILTER_FLAG_TSYNC})
 	for name, plant := range map[string]func(path string) error{
-		"cut short":     func(p string) error { return os.WriteFile(p, good[:len(good)-3], 0o600) },
-		"one insn less": func(p string) error { return os.WriteFile(p, good[:len(good)-sockFilterSize], 0o600) },
-		"no magic":      func(p string) error { return os.WriteFile(p, good[1:], 0o600) },
-		"empty program": func(p string) error { return os.WriteFile(p, good[:len(seccompCacheMagic)+16], 0o600) },
-		"too long":      func(p string) error { return os.WriteFile(p, append(good, make([]byte, 8*maxSeccompInsns)...), 0o600) },
-		"symlink":       func(p string) error { return os.Symlink(elsewhere, p) },
-		"fifo":          func(p string) error { return unix.Mkfifo(p, 0o600) },
-		"directory":     func(p string) error { return os.Mkdir(p, 0o700) },
-		"empty file":    func(p string) error { return os.WriteFile(p, nil, 0o600) },
-		"another layout": func(p string) error {
-			return os.WriteFile(p, append([]byte("tupper seccomp program 0\n"), good[len(seccompCacheMagic):]...), 0o600)
+		"cut short":         write(good[:len(good)-3], 0o600),
+		"one insn less":     write(good[:len(good)-sockFilterSize], 0o600),
+		"no magic":          write(good[1:], 0o600),
+		"empty program":     write(good[:header+16], 0o600),
+		"too long":          write(append(good, make([]byte, 8*maxSeccompInsns)...), 0o600),
+		"another key":       write(encodeProgram(mustKey(t, NewSeccompCache(""), errnoProfile("mkdir", 2)), other), 0o600),
+		"TSYNC":             write(badFlags, 0o600),
+		"empty file":        write(nil, 0o600),
+		"another layout":    write(append([]byte("tupper seccomp program 0\n"), good[len(seccompCacheMagic):]...), 0o600),
+		"writable by all":   write(encodeProgram(key, other), 0o666),
+		"writable by group": write(encodeProgram(key, other), 0o620),
+		"another owner": func(p string) error {
+			if err := os.WriteFile(p, encodeProgram(key, other), 0o600); err != nil {
+				return err
+			}
+			return os.Chown(p, os.Geteuid()+1, -1)
 		},
+		"hard link": func(p string) error { return os.Link(elsewhere, p) },
+		"symlink":   func(p string) error { return os.Symlink(elsewhere, p) },
+		"fifo":      func(p string) error { return unix.Mkfifo(p, 0o600) },
+		"directory": func(p string) error { return os.Mkdir(p, 0o700) },
 	} {
 		t.Run(name, func(t *testing.T) {
+			if name == "another owner" && os.Geteuid() != 0 {
+				t.Skip("needs root to chown")
+			}
 			dir := t.TempDir()
 			c := NewSeccompCache(dir)
 			path := filepath.Join(dir, mustKey(t, c, mkdir))
@@ -165,7 +189,7 @@ func TestSeccompCacheRefusesUnsafeDirectories(t *testing.T) {
 			}
 			c := NewSeccompCache(dir)
 			// What an attacker planted under the key is not read...
-			planted := encodeProgram(mustProgram(t, NewSeccompCache(""), errnoProfile("mkdir", 2)))
+			planted := encodeProgram(mustKey(t, c, mkdir), mustProgram(t, NewSeccompCache(""), errnoProfile("mkdir", 2)))
 			if err := os.WriteFile(filepath.Join(dir, mustKey(t, c, mkdir)), planted, 0o600); err != nil {
 				t.Fatal(err)
 			}

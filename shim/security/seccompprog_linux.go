@@ -7,6 +7,7 @@ import (
 	"os"
 	"unsafe"
 
+	"github.com/containerd/errdefs"
 	libseccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 )
@@ -88,22 +89,32 @@ func filterFlags(f *libseccomp.ScmpFilter, notifies bool) (uint, error) {
 	}
 	if notifies {
 		flags |= unix.SECCOMP_FILTER_FLAG_NEW_LISTENER
+	} else if flags&unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV != 0 {
+		return 0, fmt.Errorf("linux.seccomp.flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs a rule with SCMP_ACT_NOTIFY: %w", errdefs.ErrInvalidArgument)
 	}
 	return flags, nil
 }
 
-// check refuses a program the kernel could not take as it is: empty, cut
-// short, or too long.
+// loadFlags are the flags a program may be loaded with: never TSYNC, which
+// would filter the helper's other threads too.
+const loadFlags = unix.SECCOMP_FILTER_FLAG_LOG | unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW |
+	unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+
+// check refuses a program the kernel could not take as it is (empty, cut
+// short, or too long), or flags a compiled profile never has.
 func (p *SeccompProgram) check() error {
 	n := len(p.Filter) / sockFilterSize
 	if n == 0 || n > maxSeccompInsns || len(p.Filter)%sockFilterSize != 0 {
 		return fmt.Errorf("seccomp: a program of %d bytes is not 1 to %d instructions", len(p.Filter), maxSeccompInsns)
 	}
+	if p.Flags&^loadFlags != 0 {
+		return fmt.Errorf("seccomp: filter flags %#x", p.Flags)
+	}
 	return nil
 }
 
-// notifies reports whether loading the program returns a listener fd.
-func (p *SeccompProgram) notifies() bool {
+// Notifies reports whether loading the program returns a listener fd.
+func (p *SeccompProgram) Notifies() bool {
 	return p.Flags&unix.SECCOMP_FILTER_FLAG_NEW_LISTENER != 0
 }
 
@@ -129,7 +140,7 @@ func (p *SeccompProgram) Load(notify func(fd int) error) error {
 	if err != nil {
 		return fmt.Errorf("loading seccomp filter: %w", err)
 	}
-	if !p.notifies() {
+	if !p.Notifies() {
 		return nil
 	}
 	defer unix.Close(fd)

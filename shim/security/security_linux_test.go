@@ -239,6 +239,9 @@ func TestBadProfilesAndCaps(t *testing.T) {
 		{"bad arch", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Architectures: []specs.Arch{"SCMP_ARCH_PDP11"}}, "PDP11"},
 		{"bad operator", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Op: "SCMP_CMP_ROUGHLY"}}}}}, "ROUGHLY"},
 		{"notify without listener", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActNotify}}}, "listenerPath"},
+		{"notify by default", &specs.LinuxSeccomp{DefaultAction: specs.ActNotify, ListenerPath: "/run/agent.sock"}, "cannot be the default action"},
+		{"notify the runtime's sendmsg", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, ListenerPath: "/run/agent.sock", Syscalls: []specs.LinuxSyscall{{Names: []string{"mkdir", "sendmsg"}, Action: specs.ActNotify}}}, "syscalls[0]: SCMP_ACT_NOTIFY cannot be used for sendmsg"},
+		{"notify the runtime's write", &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, ListenerPath: "/run/agent.sock", Syscalls: []specs.LinuxSyscall{{Names: []string{"write"}, Action: specs.ActNotify}}}, "for write"},
 	} {
 		if _, err := CompileSeccomp(tc.p); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: got %v, want an invalid-argument error naming %s", tc.name, err, tc.msg)
