@@ -26,6 +26,7 @@ func TestShim(t *testing.T) {
 		{"group", testGroup},
 		{"invalid", testInvalid},
 		{"differential-runc", testDifferentialRunc},
+		{"execve-failure-like-runc", testExecveFailureLikeRunc},
 		{"hardening-like-runc", testHardeningLikeRunc},
 		{"hardening-refusals", testHardeningRefusals},
 		{"containerd-restart", testContainerdRestart},
@@ -206,6 +207,33 @@ func testDifferentialRunc(t *testing.T, e *env) {
 	}
 	if outs["tupper"] != outs["runc"] {
 		t.Fatalf("tupper and runc differ\ntupper:\n%s\nrunc:\n%s", outs["tupper"], outs["runc"])
+	}
+}
+
+// A program that fails in execve after the executable check (a script
+// whose interpreter is missing) fails as under runc: the task starts, and
+// the process prints runc's line and exits with 255, for a run and for an
+// exec.
+func testExecveFailureLikeRunc(t *testing.T, e *env) {
+	haveRunc(t)
+	script := filepath.Join(t.TempDir(), "s.sh")
+	if err := os.WriteFile(script, []byte("#!/nonexistent/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mount := "type=bind,src=" + script + ",dst=/s.sh,options=rbind:ro"
+	results := map[string]string{}
+	for _, rt := range []string{"tupper", "runc"} {
+		runtime := "io.containerd." + rt + ".v2"
+		out, err := e.ctr("run", "--rm", "--runtime", runtime, "--mount", mount, image, "execve-"+rt, "/s.sh")
+		results[rt] = fmt.Sprintf("run: %d %q", exitCode(t, err), out)
+		e.mustCtr("run", "-d", "--runtime", runtime, "--mount", mount, image, "execve-x-"+rt, "sleep", "1000")
+		e.removeAtEnd(t, "execve-x-"+rt)
+		out, err = e.ctr("task", "exec", "--exec-id", "e1", "execve-x-"+rt, "/s.sh")
+		results[rt] += fmt.Sprintf("; exec: %d %q", exitCode(t, err), out)
+	}
+	want := `run: 255 "exec /s.sh: no such file or directory\n"; exec: 255 "exec /s.sh: no such file or directory\n"`
+	if results["tupper"] != results["runc"] || results["tupper"] != want {
+		t.Fatalf("tupper: %s\nrunc:   %s\nwant:   %s", results["tupper"], results["runc"], want)
 	}
 }
 

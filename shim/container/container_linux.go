@@ -258,11 +258,15 @@ func (c *Container) Pid() int { return c.init.pid }
 // Spec returns the spec the container was created from.
 func (c *Container) Spec() *specs.Spec { return c.spec }
 
-// Start execs the container's program.
+// Start execs the container's program. Like runc's start, it does not
+// wait for the execve: it returns once the helper is about to load the
+// seccomp filter, or to execve when there is none (protocol.Exec). What
+// fails after that, the process reports on its stderr, and exits with
+// 255, as runc's init does.
 func (c *Container) Start() error { return c.init.start() }
 
 // Exec runs proc inside the running container, joining all of its
-// namespaces, and returns once the program has been exec'd.
+// namespaces, and returns as Start does, before the execve itself.
 func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 	if err := validateProcess(proc); err != nil {
 		return nil, err

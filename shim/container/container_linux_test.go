@@ -313,6 +313,28 @@ func TestCreateBlocksUntilStart(t *testing.T) {
 	}
 }
 
+// An execve that fails after Start is the process' own failure, as under
+// runc (whose start does not wait for the execve either): Start and Exec
+// succeed, and the process writes runc's line to its stderr and exits
+// with 255. A script whose interpreter is missing passes the executable
+// check of Create, and fails only there.
+func TestExecveFailureAfterStart(t *testing.T) {
+	needRoot(t)
+	bundle := newBundle(t)
+	if err := os.WriteFile(filepath.Join(bundle, "rootfs/s.sh"), []byte("#!/nonexistent/sh\necho hi\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const want = "exec /s.sh: no such file or directory\n"
+	r := started(t, bundle, testSpec("/s.sh"))
+	if st, out := r.wait(t); st != 255 || out != want {
+		t.Errorf("init: status %d output %q, want 255 %q", st, out, want)
+	}
+	r = started(t, bundle, testSpec("sleep", "100"))
+	if out, st := execOut(t, r.c, "/s.sh"); st != 255 || out != want {
+		t.Errorf("exec: status %d output %q, want 255 %q", st, out, want)
+	}
+}
+
 func TestExecJoinsEverything(t *testing.T) {
 	needRoot(t)
 	r := started(t, newBundle(t), testSpec("sleep", "100"))

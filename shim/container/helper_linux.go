@@ -54,8 +54,12 @@ type helper struct {
 // its user namespace (idmap_linux.go).
 var errParentGone = errors.New("the parent closed the channel")
 
-// errExec marks a failure at or after the point of no return, execve.
+// errExec marks a failure after Start, reported to the parent.
 type errExec struct{ error }
+
+// errStarted marks a failure after the helper told the parent that Start
+// may return (protocol.Exec): the process' own, as under runc.
+type errStarted struct{ error }
 
 func helperMain() int {
 	h := &helper{ch: protocol.HelperChannel()}
@@ -83,6 +87,12 @@ func helperMain() int {
 func (h *helper) report(err error) int {
 	if errors.Is(err, errParentGone) {
 		return 1
+	}
+	var started errStarted
+	if errors.As(err, &started) {
+		// runc's init writes the same line, and exits with 255.
+		fmt.Fprintln(os.Stderr, started.error)
+		return 255
 	}
 	msg := &protocol.Error{Msg: err.Error()}
 	var v *ValidationError
@@ -182,7 +192,20 @@ func (h *helper) finish(create bool, beforeExec func() error) error {
 			return err
 		}
 	}
-	return errExec{p.exec(h.seccompListener)}
+	// An init that unshared a time namespace enters it only by its execve,
+	// and an exec joins the init's: the parent must see the execve done.
+	early, committed := !h.cfg.NewTimeNs, false
+	commit := func() {
+		if early && !committed {
+			committed = true
+			h.ch.Send(&protocol.Exec{}) // the parent reads EOF if this fails
+		}
+	}
+	err = p.exec(h.seccompListener, commit)
+	if committed {
+		return errStarted{err}
+	}
+	return errExec{err}
 }
 
 // seccompListener hands the listener fd of a notifying seccomp profile to

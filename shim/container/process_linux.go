@@ -221,14 +221,17 @@ func lookPath(file, cwd, pathEnv string) (string, error) {
 }
 
 // exec applies the process attributes and execve's. notify hands a
-// seccomp listener fd to the parent. It returns only on failure.
+// seccomp listener fd to the parent; commit tells the parent that Start
+// may return (protocol.Exec), once, before a filter that does not notify
+// is loaded (so that no call of the helper's own runs under it), else
+// right before the execve. It returns only on failure.
 //
 // The order is runc's: without no_new_privs, loading a seccomp filter
 // needs CAP_SYS_ADMIN, so it goes before the capabilities are dropped (the
 // profile must then allow the remaining setup calls, as containerd's
 // default does); with no_new_privs it goes last, so the filter sees
 // nothing but the exec.
-func (p *preparedProcess) exec(notify func(fd int) error) error {
+func (p *preparedProcess) exec(notify func(fd int) error, commit func()) error {
 	s := p.spec
 	if err := p.applyLimits(); err != nil {
 		return err
@@ -236,9 +239,14 @@ func (p *preparedProcess) exec(notify func(fd int) error) error {
 	if err := security.ApplyAttrs(p.cfg.Personality, s); err != nil {
 		return err
 	}
-	filter := p.cfg.Seccomp
+	load := func() error {
+		if f := p.cfg.Seccomp; f != nil && !f.Notifies() {
+			commit()
+		}
+		return p.cfg.Seccomp.Load(notify)
+	}
 	if !s.NoNewPrivileges {
-		if err := filter.Load(notify); err != nil {
+		if err := load(); err != nil {
 			return err
 		}
 	}
@@ -249,13 +257,14 @@ func (p *preparedProcess) exec(notify func(fd int) error) error {
 		if err := security.SetNoNewPrivileges(); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
-		if err := filter.Load(notify); err != nil {
+		if err := load(); err != nil {
 			return err
 		}
 	}
 	if err := p.cfg.LSM.ApplyOnExec(); err != nil {
 		return err
 	}
+	commit()
 	if err := unix.Exec(p.path, s.Args, p.env); err != nil {
 		return fmt.Errorf("exec %s: %w", p.path, err)
 	}
