@@ -1,6 +1,8 @@
 package security
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/containerd/containerd/v2/contrib/seccomp"
 	"github.com/containerd/errdefs"
@@ -29,6 +32,9 @@ type childConfig struct {
 	Seccomp *specs.LinuxSeccomp
 	UID     int
 	Script  string
+	// Libseccomp loads the profile with libseccomp's own seccomp_load,
+	// not the exported program (only with NNP).
+	Libseccomp bool
 }
 
 const envChild = "TUPPER_SECURITY_CHILD"
@@ -89,7 +95,15 @@ func child(raw string) error {
 		if err := SetNoNewPrivileges(); err != nil {
 			return err
 		}
-		if err := filter.Load(nil); err != nil {
+		if c.Libseccomp {
+			f, _, err := buildFilter(c.Seccomp)
+			if err != nil {
+				return err
+			}
+			if err := f.Load(); err != nil {
+				return err
+			}
+		} else if err := filter.Load(nil); err != nil {
 			return err
 		}
 	}
@@ -304,4 +318,70 @@ func TestLSMOnHostWithout(t *testing.T) {
 	if _, err := PlanLSM(context.Background(), spec); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "SELinux") {
 		t.Fatalf("SELinux label on a host without SELinux: %v", err)
 	}
+}
+
+// The program a helper loads is, instruction for instruction, what
+// libseccomp's own seccomp_load installs for the same profile (read back
+// from the kernel with PTRACE_SECCOMP_GET_FILTER): loading the exported
+// program changes nothing about what a container may call.
+func TestProgramIsWhatLibseccompLoads(t *testing.T) {
+	profiles := map[string]*specs.LinuxSeccomp{
+		"containerd's default": seccomp.DefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: defaultCaps}}}),
+		"one rule with arguments": {DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
+			{Names: []string{"kill"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 1, Op: specs.OpEqualTo, Value: 10}}}}},
+	}
+	for name, p := range profiles {
+		t.Run(name, func(t *testing.T) {
+			ours := loadedFilter(t, childConfig{NNP: true, Seccomp: p})
+			theirs := loadedFilter(t, childConfig{NNP: true, Seccomp: p, Libseccomp: true})
+			if len(ours) == 0 || !bytes.Equal(ours, theirs) {
+				t.Errorf("loaded program: %d bytes from the exported program, %d from libseccomp's load, equal %v",
+					len(ours), len(theirs), bytes.Equal(ours, theirs))
+			}
+		})
+	}
+}
+
+// loadedFilter runs a child with c and returns the seccomp program the
+// kernel holds for it, read through ptrace.
+func loadedFilter(t *testing.T, c childConfig) []byte {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testutil.Require(t, "needs root to load seccomp filters and read them back")
+	}
+	c.Script = "echo ready; read x"
+	b, _ := json.Marshal(c)
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), envChild+"="+string(b))
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("child: %q %v", line, err)
+	}
+	// ptrace requests come from the thread that attached.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	pid := cmd.Process.Pid
+	if err := unix.PtraceAttach(pid); err != nil {
+		t.Fatalf("attach: %v", err)
+	}
+	defer unix.PtraceDetach(pid)
+	var ws unix.WaitStatus
+	if _, err := unix.Wait4(pid, &ws, unix.WALL, nil); err != nil || !ws.Stopped() {
+		t.Fatalf("wait for the stop: %v %v", ws, err)
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(pid), 0, 0, 0, 0)
+	if errno != 0 {
+		t.Fatalf("PTRACE_SECCOMP_GET_FILTER: %v", errno)
+	}
+	prog := make([]byte, n*sockFilterSize)
+	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(pid), 0, uintptr(unsafe.Pointer(&prog[0])), 0, 0); errno != 0 {
+		t.Fatalf("PTRACE_SECCOMP_GET_FILTER: %v", errno)
+	}
+	return prog
 }
