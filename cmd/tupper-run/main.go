@@ -25,6 +25,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/shim/cgroups"
 	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/seccomp"
 	// Joins of user and time namespaces, before the Go runtime starts.
 	_ "github.com/tupper/tupper/shim/nsenter"
 	"golang.org/x/sys/unix"
@@ -76,8 +77,9 @@ func run(id, bundle string, noPivot, systemd bool) (int, error) {
 	}()
 	c, err := container.Create(container.Options{
 		ID: id, Bundle: bundle, Spec: &spec, NoPivotRoot: noPivot,
-		Stdio:  container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
-		Cgroup: cg,
+		Stdio:   container.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr},
+		Cgroup:  cg,
+		Seccomp: seccomp.NewCache(seccomp.DefaultCacheDir),
 	})
 	if err != nil {
 		return 0, err

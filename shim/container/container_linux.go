@@ -98,9 +98,17 @@ type Options struct {
 	// safe (see alongside), else once the helper is Ready. Create returns
 	// after it, and fails with its error.
 	Alongside func(netns string) error
-	// Seccomp compiles the spec's seccomp profile, or returns the program
-	// it compiled before; nil compiles it for this container alone.
-	Seccomp *security.SeccompCache
+	// Seccomp compiles the spec's seccomp profile; a spec with a profile
+	// needs one.
+	Seccomp SeccompCompiler
+}
+
+// SeccompCompiler turns a seccomp profile into the program every process
+// of the container loads: shim/seccomp's Cache, for the shim and
+// tupper-run. This package does not compile profiles itself, so that the
+// helper binary built from it does not link libseccomp.
+type SeccompCompiler interface {
+	Program(*specs.LinuxSeccomp) (*security.SeccompProgram, error)
 }
 
 // Container is a created (and possibly started) container.
@@ -184,11 +192,14 @@ func newContainer(opts Options) (*Container, error) {
 // the container's to set, a bad personality/ioPriority/scheduler, or an
 // LSM label the host cannot apply (unless the spec allows that). It
 // returns the labels and the compiled seccomp profile.
-func checkSecurity(spec *specs.Spec, cache *security.SeccompCache) (security.LSM, *security.SeccompProgram, error) {
+func checkSecurity(spec *specs.Spec, compiler SeccompCompiler) (security.LSM, *security.SeccompProgram, error) {
 	var seccomp *security.SeccompProgram
 	if spec.Linux != nil && spec.Linux.Seccomp != nil {
+		if compiler == nil {
+			return security.LSM{}, nil, errors.New("linux.seccomp: no seccomp compiler (container.Options.Seccomp)")
+		}
 		var err error
-		if seccomp, err = cache.Program(spec.Linux.Seccomp); err != nil {
+		if seccomp, err = compiler.Program(spec.Linux.Seccomp); err != nil {
 			return security.LSM{}, nil, invalid("%v", err)
 		}
 	}

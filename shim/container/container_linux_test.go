@@ -15,6 +15,7 @@ import (
 	"github.com/moby/sys/capability"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/tupper/tupper/internal/testutil"
+	"github.com/tupper/tupper/shim/seccomp"
 	"golang.org/x/sys/unix"
 )
 
@@ -167,13 +168,17 @@ func started(t *testing.T, bundle string, spec *specs.Spec) *run {
 	return r
 }
 
+// testSeccomp compiles the tests' seccomp profiles, as the shim's cache
+// does, without sharing them.
+var testSeccomp = seccomp.NewCache("")
+
 func create(t *testing.T, bundle string, spec *specs.Spec) (*run, error) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Create(Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w}})
+	c, err := Create(Options{ID: "t", Bundle: bundle, Spec: spec, Stdio: Stdio{Stdout: w, Stderr: w}, Seccomp: testSeccomp})
 	w.Close()
 	if err != nil {
 		r.Close()

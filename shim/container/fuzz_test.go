@@ -61,7 +61,7 @@ func FuzzValidateSpec(f *testing.F) {
 		if validate(&spec) != nil {
 			return
 		}
-		checkSecurity(&spec, nil)
+		checkSecurity(&spec, testSeccomp)
 		rootfsPath(t.TempDir(), &spec)
 	})
 }

@@ -68,7 +68,7 @@ func TestInitConfigCarriesTheProgram(t *testing.T) {
 	spec.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"mkdir"}, Action: specs.ActErrno}}}
 	pids := int64(10)
 	spec.Linux.Resources = &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &pids}}
-	c, err := newContainer(Options{ID: "t", Bundle: newBundle(t), Spec: spec})
+	c, err := newContainer(Options{ID: "t", Bundle: newBundle(t), Spec: spec, Seccomp: testSeccomp})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"github.com/tupper/tupper/shim/container"
+	"github.com/tupper/tupper/shim/seccomp"
 	"github.com/tupper/tupper/shim/security"
 )
 
@@ -36,7 +37,7 @@ func Features() *features.Features {
 				string(specs.UserNamespace), string(specs.TimeNamespace),
 			},
 			Capabilities: caps,
-			Seccomp:      security.SeccompFeatures(),
+			Seccomp:      seccomp.Features(),
 			Apparmor:     &features.Apparmor{Enabled: ptr(security.AppArmorEnabled())},
 			Selinux:      &features.Selinux{Enabled: ptr(security.SELinuxEnabled())},
 			// cgroup v1 and v2, cgroupfs and systemd drivers (shim/cgroups);

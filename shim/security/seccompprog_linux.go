@@ -3,28 +3,29 @@ package security
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
-	"os"
 	"unsafe"
 
-	"github.com/containerd/errdefs"
-	libseccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 )
 
-// A profile is compiled once, by the shim, into the classic BPF program the
-// kernel runs; each helper then installs that program with seccomp(2),
-// the way runc loads what libseccomp exports. libseccomp takes some 20 ms
-// of CPU to generate the program for containerd's default profile, so a
-// helper that generated its own would pay that on every start and exec.
+// A profile is compiled once, by the shim (shim/seccomp), into the classic
+// BPF program the kernel runs; each helper then installs that program with
+// seccomp(2), the way runc loads what libseccomp exports. libseccomp takes
+// some 20 ms of CPU to generate the program for containerd's default
+// profile, so a helper that generated its own would pay that on every
+// start and exec; and the helper does not link libseccomp at all.
 
-// sockFilterSize is the size of one struct sock_filter: code (u16), jt and
+// SockFilterSize is the size of one struct sock_filter: code (u16), jt and
 // jf (u8), k (u32).
-const sockFilterSize = 8
+const SockFilterSize = 8
 
 // maxSeccompInsns is the kernel's limit on a seccomp program's length
 // (BPF_MAXINSNS).
 const maxSeccompInsns = 4096
+
+// MaxSeccompProgramSize is the size of the longest program the kernel
+// takes.
+const MaxSeccompProgramSize = maxSeccompInsns * SockFilterSize
 
 // SeccompProgram is a compiled seccomp profile, ready to load.
 type SeccompProgram struct {
@@ -35,76 +36,16 @@ type SeccompProgram struct {
 	Flags uint `json:"flags,omitempty"`
 }
 
-// exportProgram generates f's program and the flags libseccomp would
-// load it with: the profile's log, spec-allow and wait-killable bits, and
-// a listener when a rule notifies. Never TSYNC: the filter is for the
-// thread that execs, like libseccomp's default.
-func exportProgram(f *libseccomp.ScmpFilter, notifies bool) (*SeccompProgram, error) {
-	mem, err := unix.MemfdCreate("tupper-seccomp", unix.MFD_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("seccomp: memfd: %w", err)
-	}
-	file := os.NewFile(uintptr(mem), "tupper-seccomp")
-	defer file.Close()
-	if err := f.ExportBPF(file); err != nil {
-		return nil, fmt.Errorf("seccomp: generate the program: %w", err)
-	}
-	filter, err := io.ReadAll(io.NewSectionReader(file, 0, (maxSeccompInsns+1)*sockFilterSize))
-	if err != nil {
-		return nil, fmt.Errorf("seccomp: read the program: %w", err)
-	}
-	flags, err := filterFlags(f, notifies)
-	if err != nil {
-		return nil, err
-	}
-	p := &SeccompProgram{Filter: filter, Flags: flags}
-	return p, p.check()
-}
-
-// filterFlags reads the bits libseccomp keeps beside the rules. Each getter
-// exists only from some API level on, as the setters do.
-func filterFlags(f *libseccomp.ScmpFilter, notifies bool) (uint, error) {
-	api, _ := libseccomp.GetAPI()
-	var flags uint
-	bits := []struct {
-		minAPI uint
-		get    func() (bool, error)
-		flag   uint
-	}{
-		{3, f.GetLogBit, unix.SECCOMP_FILTER_FLAG_LOG},
-		{4, f.GetSSB, unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW},
-		{7, f.GetWaitKill, unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV},
-	}
-	for _, b := range bits {
-		if api < b.minAPI {
-			continue
-		}
-		on, err := b.get()
-		if err != nil {
-			return 0, fmt.Errorf("seccomp: filter flag %#x: %w", b.flag, err)
-		}
-		if on {
-			flags |= b.flag
-		}
-	}
-	if notifies {
-		flags |= unix.SECCOMP_FILTER_FLAG_NEW_LISTENER
-	} else if flags&unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV != 0 {
-		return 0, fmt.Errorf("linux.seccomp.flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs a rule with SCMP_ACT_NOTIFY: %w", errdefs.ErrInvalidArgument)
-	}
-	return flags, nil
-}
-
 // loadFlags are the flags a program may be loaded with: never TSYNC, which
 // would filter the helper's other threads too.
 const loadFlags = unix.SECCOMP_FILTER_FLAG_LOG | unix.SECCOMP_FILTER_FLAG_SPEC_ALLOW |
 	unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
 
-// check refuses a program the kernel could not take as it is (empty, cut
+// Check refuses a program the kernel could not take as it is (empty, cut
 // short, or too long), or flags a compiled profile never has.
-func (p *SeccompProgram) check() error {
-	n := len(p.Filter) / sockFilterSize
-	if n == 0 || n > maxSeccompInsns || len(p.Filter)%sockFilterSize != 0 {
+func (p *SeccompProgram) Check() error {
+	n := len(p.Filter) / SockFilterSize
+	if n == 0 || n > maxSeccompInsns || len(p.Filter)%SockFilterSize != 0 {
 		return fmt.Errorf("seccomp: a program of %d bytes is not 1 to %d instructions", len(p.Filter), maxSeccompInsns)
 	}
 	if p.Flags&^loadFlags != 0 {
@@ -128,12 +69,12 @@ func (p *SeccompProgram) Load(notify func(fd int) error) error {
 	if p == nil {
 		return nil
 	}
-	if err := p.check(); err != nil {
+	if err := p.Check(); err != nil {
 		return err
 	}
-	insns := make([]unix.SockFilter, len(p.Filter)/sockFilterSize)
+	insns := make([]unix.SockFilter, len(p.Filter)/SockFilterSize)
 	for i := range insns {
-		b := p.Filter[i*sockFilterSize:]
+		b := p.Filter[i*SockFilterSize:]
 		insns[i] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
 	}
 	fd, err := seccompSetModeFilter(insns, p.Flags)

@@ -17,7 +17,7 @@ import (
 	"github.com/tupper/tupper/shim/container"
 	"github.com/tupper/tupper/shim/container/protocol"
 	"github.com/tupper/tupper/shim/process"
-	"github.com/tupper/tupper/shim/security"
+	"github.com/tupper/tupper/shim/seccomp"
 	"github.com/tupper/tupper/shim/serve"
 	"golang.org/x/sys/unix"
 )
@@ -56,7 +56,7 @@ type service struct {
 	// seccomp compiles each seccomp profile once for every shim on the
 	// host; libseccomp takes tens of milliseconds over containerd's
 	// default profile.
-	seccomp *security.SeccompCache
+	seccomp *seccomp.Cache
 }
 
 // backgroundWait bounds how long shutdown waits for background cleanup:
@@ -96,7 +96,7 @@ func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Servic
 		creating:   map[string]bool{},
 		joining:    map[string]*time.Timer{},
 		socket:     ownSocket(),
-		seccomp:    security.NewSeccompCache(security.DefaultSeccompCacheDir),
+		seccomp:    seccomp.NewCache(seccomp.DefaultCacheDir),
 	}
 	sd.RegisterCallback(func(context.Context) error {
 		s.events.close(5 * time.Second)

@@ -1,4 +1,4 @@
-package security
+package seccomp
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/tupper/tupper/shim/security"
 )
 
 // errnoProfile allows everything but the named syscall, which fails with
@@ -33,7 +35,7 @@ func cacheFiles(t *testing.T, dir string) []string {
 	return names
 }
 
-func mustProgram(t *testing.T, c *SeccompCache, p *specs.LinuxSeccomp) *SeccompProgram {
+func mustProgram(t *testing.T, c *Cache, p *specs.LinuxSeccomp) *security.SeccompProgram {
 	t.Helper()
 	prog, err := c.Program(p)
 	if err != nil {
@@ -42,7 +44,7 @@ func mustProgram(t *testing.T, c *SeccompCache, p *specs.LinuxSeccomp) *SeccompP
 	return prog
 }
 
-func mustKey(t *testing.T, c *SeccompCache, p *specs.LinuxSeccomp) string {
+func mustKey(t *testing.T, c *Cache, p *specs.LinuxSeccomp) string {
 	t.Helper()
 	key, err := c.key(p)
 	if err != nil {
@@ -54,7 +56,7 @@ func mustKey(t *testing.T, c *SeccompCache, p *specs.LinuxSeccomp) string {
 func TestSeccompCacheSharesPrograms(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "seccomp")
 	mkdir := errnoProfile("mkdir", 1)
-	first := NewSeccompCache(dir)
+	first := NewCache(dir)
 	prog := mustProgram(t, first, mkdir)
 	if again := mustProgram(t, first, mkdir); again != prog {
 		t.Error("the same cache compiled the same profile twice")
@@ -69,20 +71,20 @@ func TestSeccompCacheSharesPrograms(t *testing.T) {
 
 	// A second shim reads the file rather than compiling: give it another
 	// program under mkdir's key, and that is what it must return.
-	other := mustProgram(t, NewSeccompCache(""), errnoProfile("mkdir", 2))
+	other := mustProgram(t, NewCache(""), errnoProfile("mkdir", 2))
 	if bytes.Equal(other.Filter, prog.Filter) {
 		t.Fatal("profiles with different errnos compiled to the same program")
 	}
 	if err := os.WriteFile(filepath.Join(dir, key), encodeProgram(key, other), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got := mustProgram(t, NewSeccompCache(dir), mkdir); !bytes.Equal(got.Filter, other.Filter) {
+	if got := mustProgram(t, NewCache(dir), mkdir); !bytes.Equal(got.Filter, other.Filter) {
 		t.Error("a new cache compiled the profile instead of reading its program")
 	}
 }
 
 func TestSeccompCacheKey(t *testing.T) {
-	c := NewSeccompCache("")
+	c := NewCache("")
 	a, b := mustKey(t, c, errnoProfile("mkdir", 1)), mustKey(t, c, errnoProfile("mkdir", 2))
 	if a == b || a != mustKey(t, c, errnoProfile("mkdir", 1)) {
 		t.Errorf("keys: %s for errno 1 (twice: %s), %s for errno 2", a, mustKey(t, c, errnoProfile("mkdir", 1)), b)
@@ -96,15 +98,15 @@ func TestSeccompCacheKey(t *testing.T) {
 // the directory's own with one name, is compiled again and replaced.
 func TestSeccompCacheIgnoresBadEntries(t *testing.T) {
 	mkdir := errnoProfile("mkdir", 1)
-	want := mustProgram(t, NewSeccompCache(""), mkdir)
-	key := mustKey(t, NewSeccompCache(""), mkdir)
-	other := mustProgram(t, NewSeccompCache(""), errnoProfile("mkdir", 2))
+	want := mustProgram(t, NewCache(""), mkdir)
+	key := mustKey(t, NewCache(""), mkdir)
+	other := mustProgram(t, NewCache(""), errnoProfile("mkdir", 2))
 	elsewhere := filepath.Join(t.TempDir(), "planted")
 	if err := os.WriteFile(elsewhere, encodeProgram(key, other), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	good := encodeProgram(key, want)
-	header := len(seccompCacheMagic) + len(key)
+	header := len(cacheMagic) + len(key)
 	write := func(b []byte, mode os.FileMode) func(string) error {
 		return func(p string) error {
 			if err := os.WriteFile(p, b, mode); err != nil {
@@ -113,17 +115,17 @@ func TestSeccompCacheIgnoresBadEntries(t *testing.T) {
 			return os.Chmod(p, mode) // past the umask
 		}
 	}
-	badFlags := encodeProgram(key, &SeccompProgram{Filter: want.Filter, Flags: unix.SECCOMP_FILTER_FLAG_TSYNC})
+	badFlags := encodeProgram(key, &security.SeccompProgram{Filter: want.Filter, Flags: unix.SECCOMP_FILTER_FLAG_TSYNC})
 	for name, plant := range map[string]func(path string) error{
 		"cut short":         write(good[:len(good)-3], 0o600),
-		"one insn less":     write(good[:len(good)-sockFilterSize], 0o600),
+		"one insn less":     write(good[:len(good)-security.SockFilterSize], 0o600),
 		"no magic":          write(good[1:], 0o600),
 		"empty program":     write(good[:header+16], 0o600),
-		"too long":          write(append(good, make([]byte, 8*maxSeccompInsns)...), 0o600),
-		"another key":       write(encodeProgram(mustKey(t, NewSeccompCache(""), errnoProfile("mkdir", 2)), other), 0o600),
+		"too long":          write(append(good, make([]byte, security.MaxSeccompProgramSize)...), 0o600),
+		"another key":       write(encodeProgram(mustKey(t, NewCache(""), errnoProfile("mkdir", 2)), other), 0o600),
 		"TSYNC":             write(badFlags, 0o600),
 		"empty file":        write(nil, 0o600),
-		"another layout":    write(append([]byte("tupper seccomp program 0\n"), good[len(seccompCacheMagic):]...), 0o600),
+		"another layout":    write(append([]byte("tupper seccomp program 0\n"), good[len(cacheMagic):]...), 0o600),
 		"writable by all":   write(encodeProgram(key, other), 0o666),
 		"writable by group": write(encodeProgram(key, other), 0o620),
 		"another owner": func(p string) error {
@@ -142,7 +144,7 @@ func TestSeccompCacheIgnoresBadEntries(t *testing.T) {
 				t.Skip("needs root to chown")
 			}
 			dir := t.TempDir()
-			c := NewSeccompCache(dir)
+			c := NewCache(dir)
 			path := filepath.Join(dir, mustKey(t, c, mkdir))
 			if err := plant(path); err != nil {
 				t.Fatal(err)
@@ -187,13 +189,13 @@ func TestSeccompCacheRefusesUnsafeDirectories(t *testing.T) {
 			if err := spoil(dir); err != nil {
 				t.Fatal(err)
 			}
-			c := NewSeccompCache(dir)
+			c := NewCache(dir)
 			// What an attacker planted under the key is not read...
-			planted := encodeProgram(mustKey(t, c, mkdir), mustProgram(t, NewSeccompCache(""), errnoProfile("mkdir", 2)))
+			planted := encodeProgram(mustKey(t, c, mkdir), mustProgram(t, NewCache(""), errnoProfile("mkdir", 2)))
 			if err := os.WriteFile(filepath.Join(dir, mustKey(t, c, mkdir)), planted, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			want := mustProgram(t, NewSeccompCache(""), mkdir)
+			want := mustProgram(t, NewCache(""), mkdir)
 			if got := mustProgram(t, c, mkdir); !bytes.Equal(got.Filter, want.Filter) {
 				t.Fatal("a program from an unsafe directory was used")
 			}
@@ -208,7 +210,7 @@ func TestSeccompCacheRefusesUnsafeDirectories(t *testing.T) {
 
 func TestSeccompCacheKeepsNoFailures(t *testing.T) {
 	dir := t.TempDir()
-	c := NewSeccompCache(dir)
+	c := NewCache(dir)
 	bad := &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_SOMETIMES"}
 	for range 2 {
 		if _, err := c.Program(bad); err == nil {
@@ -223,10 +225,10 @@ func TestSeccompCacheKeepsNoFailures(t *testing.T) {
 // A client that makes up a new profile per container fills neither the
 // directory nor the shim's memory.
 func TestSeccompCacheIsBounded(t *testing.T) {
-	defer func(n int) { maxSeccompCacheEntries = n }(maxSeccompCacheEntries)
-	maxSeccompCacheEntries = 3
+	defer func(n int) { maxCacheEntries = n }(maxCacheEntries)
+	maxCacheEntries = 3
 	dir := t.TempDir()
-	c := NewSeccompCache(dir)
+	c := NewCache(dir)
 	var last string
 	for i := range 7 {
 		p := errnoProfile("mkdir", uint(i+1))
@@ -261,7 +263,7 @@ func TestSeccompProgramFlags(t *testing.T) {
 				p.ListenerPath = listener
 				p.Syscalls = append(p.Syscalls, specs.LinuxSyscall{Names: []string{"rmdir"}, Action: specs.ActNotify})
 			}
-			prog, err := CompileSeccomp(p)
+			prog, err := Compile(p)
 			if err != nil {
 				t.Fatal(err)
 			}

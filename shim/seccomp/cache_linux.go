@@ -1,4 +1,4 @@
-package security
+package seccomp
 
 import (
 	"bytes"
@@ -19,31 +19,33 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	libseccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
+
+	"github.com/tupper/tupper/shim/security"
 )
 
-// DefaultSeccompCacheDir is where shims share compiled programs. It is on
+// DefaultCacheDir is where shims share compiled programs. It is on
 // tmpfs, so programs never outlive the boot whose kernel they were
 // compiled for (the key holds the boot id too, for a directory that
 // does).
-const DefaultSeccompCacheDir = "/run/tupper/seccomp"
+const DefaultCacheDir = "/run/tupper/seccomp"
 
-// maxSeccompCacheEntries bounds the programs kept, in memory and on disk:
+// maxCacheEntries bounds the programs kept, in memory and on disk:
 // profiles come from specs, and a client making up a new one per
 // container must not fill the host's memory.
-var maxSeccompCacheEntries = 64
+var maxCacheEntries = 64
 
-// seccompCacheMagic starts every program file and the key: a new layout,
+// cacheMagic starts every program file and the key: a new layout,
 // or a change to how profiles compile that a rebuilt binary might not show
 // (see makeSalt), gets a new one.
-const seccompCacheMagic = "tupper seccomp program 1\n"
+const cacheMagic = "tupper seccomp program 1\n"
 
-// SeccompCache compiles each profile once: a program is kept in memory,
+// Cache compiles each profile once: a program is kept in memory,
 // for a shim's execs and the containers of its group, and in a directory
 // that every shim on the host shares, so that a new shim loads what
 // another compiled. The key is a hash of the profile with everything
 // else the program depends on (see makeSalt): the kernel's features
 // too, which libseccomp checks actions against.
-type SeccompCache struct {
+type Cache struct {
 	dir      string
 	unshared atomic.Bool // the directory is not used (see warn)
 
@@ -51,25 +53,25 @@ type SeccompCache struct {
 	salt []byte
 
 	mu  sync.Mutex
-	mem map[string]*SeccompProgram
+	mem map[string]*security.SeccompProgram
 }
 
-// NewSeccompCache returns a cache sharing programs in dir; "" keeps them
+// NewCache returns a cache sharing programs in dir; "" keeps them
 // in this process only. A directory that is a symlink, not this user's,
 // or writable by others is not used.
-func NewSeccompCache(dir string) *SeccompCache {
-	return &SeccompCache{dir: dir, mem: map[string]*SeccompProgram{}}
+func NewCache(dir string) *Cache {
+	return &Cache{dir: dir, mem: map[string]*security.SeccompProgram{}}
 }
 
 // Program returns p's program, compiled now or before. A nil cache
-// compiles every time. Errors are CompileSeccomp's: only programs that
+// compiles every time. Errors are Compile's: only programs that
 // compiled are kept. Callers must not change the program.
-func (c *SeccompCache) Program(p *specs.LinuxSeccomp) (*SeccompProgram, error) {
+func (c *Cache) Program(p *specs.LinuxSeccomp) (*security.SeccompProgram, error) {
 	if p == nil {
 		return nil, nil
 	}
 	if c == nil {
-		return CompileSeccomp(p)
+		return Compile(p)
 	}
 	key, err := c.key(p)
 	if err != nil {
@@ -82,13 +84,13 @@ func (c *SeccompCache) Program(p *specs.LinuxSeccomp) (*SeccompProgram, error) {
 		return prog, nil
 	}
 	if prog = c.load(key); prog == nil {
-		if prog, err = CompileSeccomp(p); err != nil {
+		if prog, err = Compile(p); err != nil {
 			return nil, err
 		}
 		c.store(key, prog)
 	}
 	c.mu.Lock()
-	if len(c.mem) >= maxSeccompCacheEntries {
+	if len(c.mem) >= maxCacheEntries {
 		clear(c.mem)
 	}
 	c.mem[key] = prog
@@ -97,7 +99,7 @@ func (c *SeccompCache) Program(p *specs.LinuxSeccomp) (*SeccompProgram, error) {
 }
 
 // key is the hex SHA-256 of the salt and p's JSON.
-func (c *SeccompCache) key(p *specs.LinuxSeccomp) (string, error) {
+func (c *Cache) key(p *specs.LinuxSeccomp) (string, error) {
 	c.once.Do(c.makeSalt)
 	profile, err := json.Marshal(p)
 	if err != nil {
@@ -115,9 +117,9 @@ func (c *SeccompCache) key(p *specs.LinuxSeccomp) (string, error) {
 // architecture and the boot. An executable is its file's identity with
 // its ctime, which no copy or install can set back. Without a boot id or
 // the executable's identity, programs stay in memory.
-func (c *SeccompCache) makeSalt() {
+func (c *Cache) makeSalt() {
 	major, minor, micro := libseccomp.GetLibraryVersion()
-	c.salt = fmt.Appendf(nil, "%s%d.%d.%d\n%s\n", seccompCacheMagic, major, minor, micro, runtime.GOARCH)
+	c.salt = fmt.Appendf(nil, "%s%d.%d.%d\n%s\n", cacheMagic, major, minor, micro, runtime.GOARCH)
 	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
 		c.warn(fmt.Errorf("no boot id: %w", err))
@@ -132,7 +134,7 @@ func (c *SeccompCache) makeSalt() {
 
 // openDir opens the cache directory, made if missing, when it is safe to
 // share programs through it.
-func (c *SeccompCache) openDir() (int, error) {
+func (c *Cache) openDir() (int, error) {
 	if c.dir == "" || c.unshared.Load() {
 		return -1, os.ErrNotExist
 	}
@@ -157,7 +159,7 @@ func (c *SeccompCache) openDir() (int, error) {
 
 // load reads key's program from the directory; nil when there is none
 // that is sound.
-func (c *SeccompCache) load(key string) *SeccompProgram {
+func (c *Cache) load(key string) *security.SeccompProgram {
 	dir, err := c.openDir()
 	if err != nil {
 		c.warn(err)
@@ -187,7 +189,7 @@ func (c *SeccompCache) load(key string) *SeccompProgram {
 }
 
 // maxEntrySize bounds a program file: the header and the longest program.
-const maxEntrySize = len(seccompCacheMagic) + 2*sha256.Size + 16 + maxSeccompInsns*sockFilterSize
+const maxEntrySize = len(cacheMagic) + 2*sha256.Size + 16 + security.MaxSeccompProgramSize
 
 // soundEntry: a program file is a regular file of this user's that only
 // it may write, with no other name (a hard link made elsewhere).
@@ -200,32 +202,32 @@ func soundEntry(st *unix.Stat_t) bool {
 // key (so a file under another name is not taken for it), the flags and
 // the instruction count (little-endian u64s), then the program. The
 // count catches a file cut short by whole instructions.
-func encodeProgram(key string, p *SeccompProgram) []byte {
-	b := append([]byte(seccompCacheMagic), key...)
+func encodeProgram(key string, p *security.SeccompProgram) []byte {
+	b := append([]byte(cacheMagic), key...)
 	b = binary.LittleEndian.AppendUint64(b, uint64(p.Flags))
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(p.Filter)/sockFilterSize))
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(p.Filter)/security.SockFilterSize))
 	return append(b, p.Filter...)
 }
 
-func decodeProgram(key string, b []byte) (*SeccompProgram, error) {
-	rest, ok := bytes.CutPrefix(b, []byte(seccompCacheMagic))
+func decodeProgram(key string, b []byte) (*security.SeccompProgram, error) {
+	rest, ok := bytes.CutPrefix(b, []byte(cacheMagic))
 	if !ok {
 		return nil, fmt.Errorf("not a program file")
 	}
 	if rest, ok = bytes.CutPrefix(rest, []byte(key)); !ok || len(key) != 2*sha256.Size || len(rest) < 16 {
 		return nil, fmt.Errorf("not the program of %s", key)
 	}
-	p := &SeccompProgram{Flags: uint(binary.LittleEndian.Uint64(rest)), Filter: rest[16:]}
-	if n := binary.LittleEndian.Uint64(rest[8:]); n != uint64(len(p.Filter)/sockFilterSize) {
+	p := &security.SeccompProgram{Flags: uint(binary.LittleEndian.Uint64(rest)), Filter: rest[16:]}
+	if n := binary.LittleEndian.Uint64(rest[8:]); n != uint64(len(p.Filter)/security.SockFilterSize) {
 		return nil, fmt.Errorf("a program of %d instructions holds %d bytes", n, len(p.Filter))
 	}
-	return p, p.check()
+	return p, p.Check()
 }
 
 // store writes key's program for other shims: to a new file renamed into
 // place, so a reader sees all of it or none. Failing to share only costs
 // time, so it is logged, not returned.
-func (c *SeccompCache) store(key string, p *SeccompProgram) {
+func (c *Cache) store(key string, p *security.SeccompProgram) {
 	dir, err := c.openDir()
 	if err != nil {
 		c.warn(err)
@@ -262,7 +264,7 @@ func evictOldest(dir int) {
 	f := os.NewFile(uintptr(fd), "seccomp cache")
 	names, err := f.Readdirnames(-1)
 	f.Close()
-	if err != nil || len(names) < maxSeccompCacheEntries {
+	if err != nil || len(names) < maxCacheEntries {
 		return
 	}
 	type entry struct {
@@ -277,13 +279,13 @@ func evictOldest(dir int) {
 		}
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].when < entries[j].when })
-	for _, e := range entries[:max(0, len(entries)-maxSeccompCacheEntries+1)] {
+	for _, e := range entries[:max(0, len(entries)-maxCacheEntries+1)] {
 		unix.Unlinkat(dir, e.name, 0)
 	}
 }
 
 // warn logs why the directory is not used, and stops using it.
-func (c *SeccompCache) warn(err error) {
+func (c *Cache) warn(err error) {
 	if c.dir == "" || c.unshared.Swap(true) {
 		return
 	}
