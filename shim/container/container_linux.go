@@ -269,15 +269,14 @@ func (c *Container) Pid() int { return c.init.pid }
 // Spec returns the spec the container was created from.
 func (c *Container) Spec() *specs.Spec { return c.spec }
 
-// Start execs the container's program. Like runc's start, it does not
-// wait for the execve: it returns once the helper is about to load the
-// seccomp filter, or to execve when there is none (protocol.Exec). What
-// fails after that, the process reports on its stderr, and exits with
-// 255, as runc's init does.
+// Start execs the container's program, and returns once the execve is
+// done. A failure past the helper's commit point (its seccomp filter, the
+// execve itself) is the process' own, as under runc: it is written to
+// the process' stderr, the process exits with 255, and Start succeeds.
 func (c *Container) Start() error { return c.init.start() }
 
 // Exec runs proc inside the running container, joining all of its
-// namespaces, and returns as Start does, before the execve itself.
+// namespaces, and returns once the program has been exec'd (as Start).
 func (c *Container) Exec(proc *specs.Process, stdio Stdio) (*Process, error) {
 	if err := validateProcess(proc); err != nil {
 		return nil, err

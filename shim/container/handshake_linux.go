@@ -99,9 +99,8 @@ func (h *handshake) awaitReady(hooks func() (*specs.State, error), terminal bool
 	return os.NewFile(uintptr(fds[0]), "pty-master"), nil
 }
 
-// start sends Start and waits until the helper has done all Start may
-// fail for: its Exec, or EOF when it exec'd or died without one. On
-// failure the helper has reported why and exits; the caller reaps it.
+// start sends Start and waits for the execve, seen as EOF. On failure
+// the helper has reported why and exits; the caller reaps it.
 func (h *handshake) start() error {
 	if err := h.advance(stepReady, stepStarted); err != nil {
 		return err
@@ -118,12 +117,11 @@ func (h *handshake) start() error {
 		}
 	}
 	closeAll(fds)
-	_, committed := m.(*protocol.Exec)
 	switch {
-	case err == io.EOF, err == nil && committed:
+	case err == io.EOF:
 		return nil
 	case err == nil:
-		err = unexpected(m, "Exec")
+		err = unexpected(m, "EOF")
 	default:
 		err = fmt.Errorf("wait for exec: %w", err)
 	}

@@ -57,8 +57,8 @@ var errParentGone = errors.New("the parent closed the channel")
 // errExec marks a failure after Start, reported to the parent.
 type errExec struct{ error }
 
-// errStarted marks a failure after the helper told the parent that Start
-// may return (protocol.Exec): the process' own, as under runc.
+// errStarted marks a failure past the helper's commit point (see
+// protocol): the process' own, as under runc.
 type errStarted struct{ error }
 
 func helperMain() int {
@@ -192,15 +192,9 @@ func (h *helper) finish(create bool, beforeExec func() error) error {
 			return err
 		}
 	}
-	// An init that unshared a time namespace enters it only by its execve,
-	// and an exec joins the init's: the parent must see the execve done.
-	early, committed := !h.cfg.NewTimeNs, false
-	commit := func() {
-		if early && !committed {
-			committed = true
-			h.ch.Send(&protocol.Exec{}) // the parent reads EOF if this fails
-		}
-	}
+	// Past the commit, failures are the process' own (see protocol).
+	committed := false
+	commit := func() { committed = true }
 	err = p.exec(h.seccompListener, commit)
 	if committed {
 		return errStarted{err}

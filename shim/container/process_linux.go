@@ -221,10 +221,10 @@ func lookPath(file, cwd, pathEnv string) (string, error) {
 }
 
 // exec applies the process attributes and execve's. notify hands a
-// seccomp listener fd to the parent; commit tells the parent that Start
-// may return (protocol.Exec), once, before a filter that does not notify
-// is loaded (so that no call of the helper's own runs under it), else
-// right before the execve. It returns only on failure.
+// seccomp listener fd to the parent. commit marks the point from which a
+// failure is the process' own (see protocol): before a filter that does
+// not notify is loaded, after which the helper reports nothing to the
+// parent; else right before the execve. It returns only on failure.
 //
 // The order is runc's: without no_new_privs, loading a seccomp filter
 // needs CAP_SYS_ADMIN, so it goes before the capabilities are dropped (the

@@ -30,20 +30,18 @@
 //	                                             credentials, seccomp
 //	                           <--- Seccomp (+ listener fd; notify profiles only)
 //	send it to listenerPath
-//	SeccompOK                   -------------->
-//	                           <--- Exec         before the seccomp filter
-//	                                             is loaded, else before execve
-//	Start returns                                the rest, execve
-//	                           <--- EOF (execve done; nobody reads it)
+//	SeccompOK                   -------------->  execve
+//	                           <--- EOF
 //
-// Until Exec the helper may answer Error instead and exit; the parent
-// then kills and reaps it. After Exec, as after runc's start, a failure
-// is the process' own: the helper writes it to its stderr and exits with
-// 255, as runc's init does (and a parent that reads on sees EOF either
-// way). Exec is what lets Start return before the kernel has torn down
-// the helper for the exec. The parent's side is a small state machine
-// (shim/container's handshake); init and exec are two paths on the helper's
-// side. The C constructor speaks a subset of this protocol (Error and
+// Until then the helper may answer Error instead and exit; the parent
+// then kills and reaps it. From where the helper loads a seccomp filter
+// that does not notify (else from its execve), a failure is the process'
+// own, as after runc's start: the helper writes it to its stderr and exits
+// with 255, as runc's init does, and the parent sees EOF. (After the
+// filter, a call of the helper's own to the parent could be refused.)
+//
+// The parent's side is a small state machine (shim/container's
+// handshake); init and exec are two paths on the helper's side. The C constructor speaks a subset of this protocol (Error and
 // Forked, and the environment names in names.go); shim/nsenter's header is
 // generated from this package, so the two cannot drift.
 package protocol
@@ -68,7 +66,6 @@ const (
 	KindForked    Kind = "pid"      // helper (C) -> parent
 	KindSeccomp   Kind = "seccomp"  // helper -> parent
 	KindSeccompOK Kind = "seccomp-ok"
-	KindExec      Kind = "exec" // helper -> parent
 )
 
 // Message is one of the types below.
@@ -159,10 +156,6 @@ type Seccomp struct{}
 // SeccompOK says the listener fd reached its agent.
 type SeccompOK struct{}
 
-// Exec says the helper has done all that Start may fail for: what is
-// left, it reports on the process' stderr (see the package comment).
-type Exec struct{}
-
 // Forked is the pid of the helper that the constructor forked into a new
 // pid namespace (EnvFork), in the parent's pid namespace.
 type Forked struct {
@@ -178,7 +171,6 @@ func (*Error) kind() Kind        { return KindError }
 func (*Forked) kind() Kind       { return KindForked }
 func (*Seccomp) kind() Kind      { return KindSeccomp }
 func (*SeccompOK) kind() Kind    { return KindSeccompOK }
-func (*Exec) kind() Kind         { return KindExec }
 
 // envelope is the wire form: the kind, and the fields of exactly one
 // message. Error's and Forked's fields sit at the top level, where the C
@@ -231,8 +223,6 @@ func (e envelope) unwrap() (Message, error) {
 		return &Seccomp{}, nil
 	case KindSeccompOK:
 		return &SeccompOK{}, nil
-	case KindExec:
-		return &Exec{}, nil
 	case KindForked:
 		if e.Pid <= 0 {
 			return nil, fmt.Errorf("forked message with pid %d", e.Pid)
