@@ -205,7 +205,7 @@ func soundEntry(st *unix.Stat_t) bool {
 func encodeProgram(key string, p *security.SeccompProgram) []byte {
 	b := append([]byte(cacheMagic), key...)
 	b = binary.LittleEndian.AppendUint64(b, uint64(p.Flags))
-	b = binary.LittleEndian.AppendUint64(b, uint64(len(p.Filter)/security.SockFilterSize))
+	b = binary.LittleEndian.AppendUint64(b, uint64(len(p.Filter)/unix.SizeofSockFilter))
 	return append(b, p.Filter...)
 }
 
@@ -218,7 +218,7 @@ func decodeProgram(key string, b []byte) (*security.SeccompProgram, error) {
 		return nil, fmt.Errorf("not the program of %s", key)
 	}
 	p := &security.SeccompProgram{Flags: uint(binary.LittleEndian.Uint64(rest)), Filter: rest[16:]}
-	if n := binary.LittleEndian.Uint64(rest[8:]); n != uint64(len(p.Filter)/security.SockFilterSize) {
+	if n := binary.LittleEndian.Uint64(rest[8:]); n != uint64(len(p.Filter)/unix.SizeofSockFilter) {
 		return nil, fmt.Errorf("a program of %d instructions holds %d bytes", n, len(p.Filter))
 	}
 	return p, p.Check()

@@ -118,7 +118,7 @@ func TestSeccompCacheIgnoresBadEntries(t *testing.T) {
 	badFlags := encodeProgram(key, &security.SeccompProgram{Filter: want.Filter, Flags: unix.SECCOMP_FILTER_FLAG_TSYNC})
 	for name, plant := range map[string]func(path string) error{
 		"cut short":         write(good[:len(good)-3], 0o600),
-		"one insn less":     write(good[:len(good)-security.SockFilterSize], 0o600),
+		"one insn less":     write(good[:len(good)-unix.SizeofSockFilter], 0o600),
 		"no magic":          write(good[1:], 0o600),
 		"empty program":     write(good[:header+16], 0o600),
 		"too long":          write(append(good, make([]byte, security.MaxSeccompProgramSize)...), 0o600),

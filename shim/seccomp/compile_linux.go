@@ -266,7 +266,7 @@ func exportProgram(f *libseccomp.ScmpFilter, notifies bool) (*security.SeccompPr
 	if err := f.ExportBPF(file); err != nil {
 		return nil, fmt.Errorf("seccomp: generate the program: %w", err)
 	}
-	filter, err := io.ReadAll(io.NewSectionReader(file, 0, security.MaxSeccompProgramSize+security.SockFilterSize))
+	filter, err := io.ReadAll(io.NewSectionReader(file, 0, security.MaxSeccompProgramSize+unix.SizeofSockFilter))
 	if err != nil {
 		return nil, fmt.Errorf("seccomp: read the program: %w", err)
 	}

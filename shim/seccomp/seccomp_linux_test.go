@@ -230,7 +230,7 @@ func loadedFilter(t *testing.T, c childConfig) []byte {
 	if errno != 0 {
 		t.Fatalf("PTRACE_SECCOMP_GET_FILTER: %v", errno)
 	}
-	prog := make([]byte, n*security.SockFilterSize)
+	prog := make([]byte, n*unix.SizeofSockFilter)
 	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SECCOMP_GET_FILTER, uintptr(pid), 0, uintptr(unsafe.Pointer(&prog[0])), 0, 0); errno != 0 {
 		t.Fatalf("PTRACE_SECCOMP_GET_FILTER: %v", errno)
 	}

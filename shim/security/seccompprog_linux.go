@@ -15,17 +15,9 @@ import (
 // profile, so a helper that generated its own would pay that on every
 // start and exec; and the helper does not link libseccomp at all.
 
-// SockFilterSize is the size of one struct sock_filter: code (u16), jt and
-// jf (u8), k (u32).
-const SockFilterSize = 8
-
-// maxSeccompInsns is the kernel's limit on a seccomp program's length
-// (BPF_MAXINSNS).
-const maxSeccompInsns = 4096
-
 // MaxSeccompProgramSize is the size of the longest program the kernel
-// takes.
-const MaxSeccompProgramSize = maxSeccompInsns * SockFilterSize
+// takes: BPF_MAXINSNS struct sock_filter entries.
+const MaxSeccompProgramSize = unix.BPF_MAXINSNS * unix.SizeofSockFilter
 
 // SeccompProgram is a compiled seccomp profile, ready to load.
 type SeccompProgram struct {
@@ -44,9 +36,9 @@ const loadFlags = unix.SECCOMP_FILTER_FLAG_LOG | unix.SECCOMP_FILTER_FLAG_SPEC_A
 // Check refuses a program the kernel could not take as it is (empty, cut
 // short, or too long), or flags a compiled profile never has.
 func (p *SeccompProgram) Check() error {
-	n := len(p.Filter) / SockFilterSize
-	if n == 0 || n > maxSeccompInsns || len(p.Filter)%SockFilterSize != 0 {
-		return fmt.Errorf("seccomp: a program of %d bytes is not 1 to %d instructions", len(p.Filter), maxSeccompInsns)
+	n := len(p.Filter) / unix.SizeofSockFilter
+	if n == 0 || n > unix.BPF_MAXINSNS || len(p.Filter)%unix.SizeofSockFilter != 0 {
+		return fmt.Errorf("seccomp: a program of %d bytes is not 1 to %d instructions", len(p.Filter), unix.BPF_MAXINSNS)
 	}
 	if p.Flags&^loadFlags != 0 {
 		return fmt.Errorf("seccomp: filter flags %#x", p.Flags)
@@ -72,9 +64,9 @@ func (p *SeccompProgram) Load(notify func(fd int) error) error {
 	if err := p.Check(); err != nil {
 		return err
 	}
-	insns := make([]unix.SockFilter, len(p.Filter)/SockFilterSize)
+	insns := make([]unix.SockFilter, len(p.Filter)/unix.SizeofSockFilter)
 	for i := range insns {
-		b := p.Filter[i*SockFilterSize:]
+		b := p.Filter[i*unix.SizeofSockFilter:]
 		insns[i] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
 	}
 	fd, err := seccompSetModeFilter(insns, p.Flags)
