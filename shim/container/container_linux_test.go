@@ -483,10 +483,6 @@ func TestInvalidSpecs(t *testing.T) {
 	}
 }
 
-// defaultCaps is containerd's default capability list (pkg/oci).
-var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
-
 // capMask is the /proc/self/status bit mask of the named capabilities.
 func capMask(names []string) (uint64, error) {
 	bits := map[string]capability.Cap{}
@@ -506,12 +502,12 @@ func capMask(names []string) (uint64, error) {
 
 func TestCapabilities(t *testing.T) {
 	needRoot(t)
-	want, err := capMask(defaultCaps)
+	want, err := capMask(testutil.DefaultCaps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	spec := testSpec("sh", "-c", "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' /proc/self/status | tr -d ' \\t'")
-	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps}
+	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: testutil.DefaultCaps, Effective: testutil.DefaultCaps, Permitted: testutil.DefaultCaps}
 	out := runOK(t, spec)
 	hex := fmt.Sprintf("%016x", want)
 	for _, line := range []string{"CapInh:0000000000000000", "CapPrm:" + hex, "CapEff:" + hex, "CapBnd:" + hex, "CapAmb:0000000000000000"} {
@@ -523,7 +519,7 @@ func TestCapabilities(t *testing.T) {
 	spec = testSpec("sh", "-c", "grep -E '^Cap(Eff|Amb)' /proc/self/status | tr -d ' \\t'")
 	spec.Process.User = specs.User{UID: 1000, GID: 1000}
 	amb := []string{"CAP_NET_BIND_SERVICE"}
-	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps, Inheritable: amb, Ambient: amb}
+	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: testutil.DefaultCaps, Effective: testutil.DefaultCaps, Permitted: testutil.DefaultCaps, Inheritable: amb, Ambient: amb}
 	out = runOK(t, spec)
 	if !strings.Contains(out, "CapEff:0000000000000400\n") || !strings.Contains(out, "CapAmb:0000000000000400\n") {
 		t.Errorf("non-root caps:\n%s", out)

@@ -9,6 +9,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 // With rootfsPropagation rshared and an rshared volume (what CRI asks for
@@ -32,7 +34,7 @@ func TestRootfsPropagationShared(t *testing.T) {
 [ -e /vol/fromhost/flag ] && echo host-to-container
 mount -t tmpfs none /vol/fromcontainer && touch /vol/fromcontainer/flag && echo mounted
 sleep 5`)
-	all := append([]string{"CAP_SYS_ADMIN"}, defaultCaps...)
+	all := append([]string{"CAP_SYS_ADMIN"}, testutil.DefaultCaps...)
 	spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 	spec.Linux.RootfsPropagation = "rshared"
 	spec.Mounts = append(spec.Mounts, specs.Mount{Destination: "/vol", Type: "bind", Source: vol, Options: []string{"rbind", "rshared"}})

@@ -21,11 +21,11 @@ func TestSeccompDefaultProfile(t *testing.T) {
 unshare -m true 2>/dev/null || echo unshare-blocked
 mkdir -p /mnt/x; mount -t tmpfs none /mnt/x 2>/dev/null || echo mount-blocked`)
 		spec.Process.NoNewPrivileges = nnp
-		all := append([]string{"CAP_SYS_ADMIN"}, defaultCaps...)
+		all := append([]string{"CAP_SYS_ADMIN"}, testutil.DefaultCaps...)
 		spec.Process.Capabilities = &specs.LinuxCapabilities{Bounding: all, Effective: all, Permitted: all}
 		// The profile is made for a spec without CAP_SYS_ADMIN, so it does
 		// not allow mount and unshare even though the process holds it.
-		spec.Linux.Seccomp = seccomp.DefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: defaultCaps}}})
+		spec.Linux.Seccomp = seccomp.DefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: testutil.DefaultCaps}}})
 		out := runOK(t, spec)
 		want := []string{"Seccomp:2", "unshare-blocked", "mount-blocked"}
 		if nnp {

@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"syscall"
@@ -37,19 +35,14 @@ type childConfig struct {
 const envChild = "TUPPER_SECCOMP_CHILD"
 
 func TestMain(m *testing.M) {
-	if cfg := os.Getenv(envChild); cfg != "" {
-		if err := child(cfg); err != nil {
-			fmt.Fprintln(os.Stderr, "child:", err)
-			os.Exit(120)
-		}
-	}
+	testutil.ChildMain(envChild, child)
 	os.Exit(m.Run())
 }
 
-func child(raw string) error {
+func child(raw []byte) error {
 	runtime.LockOSThread()
 	var c childConfig
-	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+	if err := json.Unmarshal(raw, &c); err != nil {
 		return err
 	}
 	if c.NNP {
@@ -74,7 +67,6 @@ func child(raw string) error {
 			return err
 		}
 	}
-	os.Unsetenv(envChild)
 	return syscall.Exec("/bin/busybox", []string{"sh", "-c", c.Script}, os.Environ())
 }
 
@@ -83,25 +75,14 @@ func runChild(t *testing.T, c childConfig) string {
 	if os.Geteuid() != 0 {
 		testutil.Require(t, "needs root to load seccomp filters")
 	}
-	b, _ := json.Marshal(c)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), envChild+"="+string(b))
-	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 120 {
-		t.Fatalf("child setup failed: %s", out)
-	}
-	return string(out)
+	return testutil.RunChild(t, envChild, c)
 }
-
-// defaultCaps is containerd's default capability set for a container.
-var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
 
 // containerd's default profile (what `ctr run --seccomp` uses) blocks these
 // even for a process that still holds every capability (the child is root
 // and keeps all of them).
 func TestDefaultProfileBlocks(t *testing.T) {
-	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: defaultCaps}}}
+	spec := &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: testutil.DefaultCaps}}}
 	profile := cseccomp.DefaultProfile(spec)
 	script := `grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status
 unshare -m true 2>&1 || echo unshare-blocked
@@ -177,7 +158,7 @@ func TestBadProfiles(t *testing.T) {
 // program changes nothing about what a container may call.
 func TestProgramIsWhatLibseccompLoads(t *testing.T) {
 	profiles := map[string]*specs.LinuxSeccomp{
-		"containerd's default": cseccomp.DefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: defaultCaps}}}),
+		"containerd's default": cseccomp.DefaultProfile(&specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: testutil.DefaultCaps}}}),
 		"one rule with arguments": {DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{
 			{Names: []string{"kill"}, Action: specs.ActErrno, Args: []specs.LinuxSeccompArg{{Index: 1, Op: specs.OpEqualTo, Value: 10}}}}},
 	}
@@ -201,9 +182,7 @@ func loadedFilter(t *testing.T, c childConfig) []byte {
 		testutil.Require(t, "needs root to load seccomp filters and read them back")
 	}
 	c.Script = "echo ready; read x"
-	b, _ := json.Marshal(c)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), envChild+"="+string(b))
+	cmd := testutil.ChildCommand(envChild, c)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr

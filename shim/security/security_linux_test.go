@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"syscall"
@@ -30,19 +29,14 @@ type childConfig struct {
 const envChild = "TUPPER_SECURITY_CHILD"
 
 func TestMain(m *testing.M) {
-	if cfg := os.Getenv(envChild); cfg != "" {
-		if err := child(cfg); err != nil {
-			fmt.Fprintln(os.Stderr, "child:", err)
-			os.Exit(120)
-		}
-	}
+	testutil.ChildMain(envChild, child)
 	os.Exit(m.Run())
 }
 
-func child(raw string) error {
+func child(raw []byte) error {
 	runtime.LockOSThread()
 	var c childConfig
-	if err := json.Unmarshal([]byte(raw), &c); err != nil {
+	if err := json.Unmarshal(raw, &c); err != nil {
 		return err
 	}
 	caps, err := ParseCapabilities(c.Caps)
@@ -77,7 +71,6 @@ func child(raw string) error {
 			return err
 		}
 	}
-	os.Unsetenv(envChild)
 	return syscall.Exec("/bin/busybox", []string{"sh", "-c", c.Script}, os.Environ())
 }
 
@@ -86,19 +79,8 @@ func runChild(t *testing.T, c childConfig) string {
 	if os.Geteuid() != 0 {
 		testutil.Require(t, "needs root to drop capabilities")
 	}
-	b, _ := json.Marshal(c)
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), envChild+"="+string(b))
-	out, err := cmd.CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 120 {
-		t.Fatalf("child setup failed: %s", out)
-	}
-	return string(out)
+	return testutil.RunChild(t, envChild, c)
 }
-
-// defaultCaps is containerd's default capability set for a container.
-var defaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-	"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
 
 func mask(names []string) string {
 	var m uint64
@@ -125,9 +107,9 @@ func TestCapabilitySetsAndNoNewPrivs(t *testing.T) {
 		uid  int
 		caps *specs.LinuxCapabilities
 	}{
-		{"root, containerd defaults", 0, &specs.LinuxCapabilities{Bounding: defaultCaps, Effective: defaultCaps, Permitted: defaultCaps}},
+		{"root, containerd defaults", 0, &specs.LinuxCapabilities{Bounding: testutil.DefaultCaps, Effective: testutil.DefaultCaps, Permitted: testutil.DefaultCaps}},
 		{"user 1000 with ambient", 1000, &specs.LinuxCapabilities{
-			Bounding: defaultCaps, Effective: []string{"CAP_NET_BIND_SERVICE"}, Permitted: []string{"CAP_NET_BIND_SERVICE"},
+			Bounding: testutil.DefaultCaps, Effective: []string{"CAP_NET_BIND_SERVICE"}, Permitted: []string{"CAP_NET_BIND_SERVICE"},
 			Inheritable: []string{"CAP_NET_BIND_SERVICE"}, Ambient: []string{"CAP_NET_BIND_SERVICE"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -143,7 +125,7 @@ func TestCapabilitySetsAndNoNewPrivs(t *testing.T) {
 			}
 		})
 	}
-	out := runChild(t, childConfig{Caps: &specs.LinuxCapabilities{Bounding: defaultCaps}, Script: "cat /proc/self/status"})
+	out := runChild(t, childConfig{Caps: &specs.LinuxCapabilities{Bounding: testutil.DefaultCaps}, Script: "cat /proc/self/status"})
 	if got := statusField(t, out, "NoNewPrivs"); got != "0" {
 		t.Errorf("NoNewPrivs = %s without noNewPrivileges", got)
 	}
