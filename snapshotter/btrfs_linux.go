@@ -32,7 +32,8 @@ import (
 // Snapshotter implements snapshots.Snapshotter and snapshots.Cleaner on btrfs.
 type Snapshotter struct {
 	root string
-	ms   *storage.MetaStore
+	meta *metastore
+	ms   *storage.MetaStore // meta's database, for reads
 	lock *os.File
 
 	quota     quotaSysfs
@@ -104,29 +105,23 @@ func NewSnapshotter(ctx context.Context, root string, opts ...Opt) (_ *Snapshott
 			return nil, err
 		}
 	}
-	dbPath := filepath.Join(root, "metadata.db")
-	if err := noCOWMetadata(dbPath); err != nil {
-		log.G(ctx).WithError(err).Warn("metadata stays a copy-on-write file: its commits cost more")
-	}
-	ms, err := storage.NewMetaStore(dbPath, func(o *bolt.Options) error {
-		o.Timeout = 5 * time.Second
-		return nil
-	})
+	meta, err := openMetastore(ctx, root)
 	if err != nil {
 		return nil, fmt.Errorf("opening snapshot metadata in %s: %w", root, err)
 	}
+	ms := meta.ms
 	sp, err := newSpares(root)
 	if err != nil {
-		ms.Close()
+		meta.close()
 		return nil, err
 	}
-	s := &Snapshotter{root: root, ms: ms, lock: lock, remapIDs: cfg.remapIDs, spares: sp}
+	s := &Snapshotter{root: root, meta: meta, ms: ms, lock: lock, remapIDs: cfg.remapIDs, spares: sp}
 	if err := s.setupQuota(ctx, cfg.quota); err != nil {
-		ms.Close()
+		meta.close()
 		return nil, err
 	}
 	if err := s.recover(ctx); err != nil {
-		ms.Close()
+		meta.close()
 		return nil, err
 	}
 	s.ensureReserve(ctx)
@@ -239,9 +234,12 @@ func (s *Snapshotter) Stat(ctx context.Context, key string) (info snapshots.Info
 
 // Update changes a snapshot's labels.
 func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (_ snapshots.Info, err error) {
-	err = s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+	err = s.write(ctx, func(ctx context.Context, tx *bolt.Tx) (*journalRecord, error) {
 		info, err = storage.UpdateInfo(ctx, info, fieldpaths...)
-		return err
+		if err != nil {
+			return nil, err
+		}
+		return &journalRecord{Op: opUpdate, Key: info.Name, Info: &info}, nil
 	})
 	return info, err
 }
@@ -311,7 +309,9 @@ func (s *Snapshotter) mounts(path string, kind snapshots.Kind, labels map[string
 func (s *Snapshotter) Close() error {
 	s.sealer.flush()
 	s.spares.close(context.Background())
-	err := s.ms.Close()
+	s.meta.mu.Lock()
+	err := s.meta.close()
+	s.meta.mu.Unlock()
 	if s.lock != nil {
 		s.lock.Close()
 		s.lock = nil

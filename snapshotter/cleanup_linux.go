@@ -23,7 +23,7 @@ func subvolumeDirs() []string {
 // that metadata does not know and that is not a free spare: leftovers of
 // crashes and of deletions that failed. It holds a write transaction so no
 // create or commit is half-way meanwhile, and rolls it back: it changes no
-// metadata, and a commit would cost two fdatasyncs. First it marks the
+// metadata, and a commit would cost a journal record. First it marks the
 // layers committed since the last quiet moment read-only (see sealer).
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	s.sealer.flush()

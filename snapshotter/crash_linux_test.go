@@ -113,6 +113,13 @@ func TestCrashRecovery(t *testing.T) {
 		{"remove:committed", 0}, // view gone from metadata
 		{"remove:committed", 1}, // container gone from metadata, subvolume still there
 		{"remove:committed", 3}, // container3 (in spare/) gone from metadata
+		// Committed to the working database, the journal record not
+		// written: the write is lost, as if it had never been done.
+		{"journal:committed", 0}, // Prepare of the layer
+		{"journal:committed", 1}, // Commit
+		{"journal:committed", 2}, // View
+		{"journal:committed", 6}, // Remove of the view
+		{"journal:committed", 7}, // Remove of a container, its subvolume kept
 	}
 	for i, p := range points {
 		t.Run(fmt.Sprintf("%s#%d", p.step, p.skip), func(t *testing.T) {

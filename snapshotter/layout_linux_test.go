@@ -130,17 +130,11 @@ func TestOlderLayout(t *testing.T) {
 	ctx := testContext(t)
 	ids := olderRoot(t, ctx, root)
 
-	if noCOW(t, filepath.Join(root, "metadata.db")) {
-		t.Fatal("the older root's metadata is already no-copy-on-write")
-	}
 	s, err := NewSnapshotter(ctx, root)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if !noCOW(t, filepath.Join(root, "metadata.db")) {
-		t.Fatal("the older root's metadata was not made no-copy-on-write")
-	}
 	if st := readState(t, s); !st.consistent() || len(st.known) != 3 {
 		t.Fatalf("older root: %+v, want its 3 subvolumes known", st)
 	}
@@ -262,29 +256,4 @@ func TestNewSubvolumeOnDisk(t *testing.T) {
 	if commits() == before {
 		t.Fatal("Prepare without parent committed no btrfs transaction")
 	}
-}
-
-// TestMetadataNoCOW: a new root's metadata file is no-copy-on-write.
-func TestMetadataNoCOW(t *testing.T) {
-	s := newTestSnapshotter(t)
-	if !noCOW(t, filepath.Join(s.root, "metadata.db")) {
-		t.Fatal("metadata.db is copy-on-write")
-	}
-	if _, err := os.Stat(filepath.Join(s.root, "metadata.db.nocow")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("a copy was left behind: %v", err)
-	}
-}
-
-func noCOW(t *testing.T, path string) bool {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	flags, err := unix.IoctlGetInt(int(f.Fd()), unix.FS_IOC_GETFLAGS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return flags&fsNoCOW != 0
 }

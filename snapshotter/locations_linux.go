@@ -13,7 +13,7 @@ import (
 
 // Where a snapshot's files are. A subvolume never moves once made, so that
 // no operation renames a subvolume: on btrfs that makes the next fsync in
-// the same transaction (bolt's, of the metadata) a full transaction commit.
+// the same transaction (the metadata journal's) a full transaction commit.
 // Commit marks the subvolume read-only where it is, a Prepare that takes a
 // spare leaves it in spare/, and a view of a committed snapshot has no
 // subvolume of its own (it is mounted read-only from its parent's, which

@@ -2,6 +2,7 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 
@@ -48,28 +49,32 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 
 	var snap storage.Snapshot
 	var path, parentPath string
-	err = s.subvolumeTx(ctx, "create", func(ctx context.Context, tx *bolt.Tx) (created string, err error) {
+	err = s.subvolumeTx(ctx, "create", func(ctx context.Context, tx *bolt.Tx) (rec *journalRecord, created string, err error) {
 		snap, err = storage.CreateSnapshot(ctx, kind, key, parent, opts...)
 		if err != nil {
-			return "", fmt.Errorf("creating %s snapshot %q: %w", kind, key, err)
+			return nil, "", fmt.Errorf("creating %s snapshot %q: %w", kind, key, err)
 		}
 		if len(snap.ParentIDs) > 0 {
 			if parentPath, err = s.subvolumePath(tx, snapshots.KindCommitted, snap.ParentIDs[0], nil); err != nil {
-				return "", err
+				return nil, "", err
 			}
 		}
 		var loc location
 		loc, path, created, err = s.makeSubvolume(ctx, kind, snap, parentPath)
 		if err != nil {
-			return created, fmt.Errorf("creating subvolume for snapshot %q: %w", key, err)
+			return nil, created, fmt.Errorf("creating subvolume for snapshot %q: %w", key, err)
 		}
 		s.crashPoint("create:subvolume")
 		if maxSize > 0 && kind == snapshots.KindActive {
 			if err := s.setLimit(path, maxSize); err != nil {
-				return created, fmt.Errorf("setting %s on snapshot %q: %w", LabelMaxSize, key, err)
+				return nil, created, fmt.Errorf("setting %s on snapshot %q: %w", LabelMaxSize, key, err)
 			}
 		}
-		return created, setLocation(tx, snap.ID, loc)
+		if err := setLocation(tx, snap.ID, loc); err != nil {
+			return nil, created, err
+		}
+		rec, err = s.createRecord(ctx, kind, key, parent, snap.ID, loc)
+		return rec, created, err
 	})
 	if err != nil {
 		return nil, err
@@ -110,7 +115,7 @@ func (s *Snapshotter) makeSubvolume(ctx context.Context, kind snapshots.Kind, sn
 	}
 	if parentPath == "" {
 		// A new subvolume is on disk only once a btrfs transaction
-		// commits, and bolt's fsync of the metadata that names it does
+		// commits, and the journal's fsync of the metadata that names it does
 		// not commit one (btrfs logs just the synced file). Commit it
 		// first, so that not even a power loss leaves metadata naming a
 		// subvolume that is not there. A snapshot commits by itself.
@@ -127,27 +132,34 @@ func (s *Snapshotter) makeSubvolume(ctx context.Context, kind snapshots.Kind, sn
 	return location{rel: rel}, target, target, nil
 }
 
-// subvolumeTx runs fn in a write transaction. fn returns the subvolume it
+// subvolumeTx runs fn as a write (see write). fn returns the subvolume it
 // made, also when it fails after making it; when fn or the commit fails,
 // that subvolume is deleted again, so outside of a crash no subvolume exists
 // that metadata does not name.
-func (s *Snapshotter) subvolumeTx(ctx context.Context, op string, fn func(context.Context, *bolt.Tx) (created string, err error)) error {
-	ctx, tx, err := s.transaction(ctx, true)
-	if err != nil {
-		return err
-	}
-	created, err := fn(ctx, tx)
-	if err == nil {
-		err = tx.Commit()
-	} else {
-		tx.Rollback()
-	}
-	if err != nil && created != "" {
+func (s *Snapshotter) subvolumeTx(ctx context.Context, op string, fn func(context.Context, *bolt.Tx) (*journalRecord, string, error)) error {
+	var created string
+	err := s.write(ctx, func(ctx context.Context, tx *bolt.Tx) (rec *journalRecord, err error) {
+		rec, created, err = fn(ctx, tx)
+		return rec, err
+	})
+	var notDurable errNotDurable
+	if err != nil && created != "" && !errors.As(err, &notDurable) {
 		if derr := s.deleteSubvolume(created); derr != nil {
 			log.G(ctx).WithError(derr).WithField("path", created).Warnf("could not remove subvolume of failed %s; Cleanup will", op)
 		}
 	}
 	return err
+}
+
+// createRecord is the journal record of a Prepare or View.
+func (s *Snapshotter) createRecord(ctx context.Context, kind snapshots.Kind, key, parent, id string, loc location) (*journalRecord, error) {
+	_, info, _, err := storage.GetInfo(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	rec := &journalRecord{Op: opCreate, Kind: kind, Key: key, Parent: parent, ID: id, Info: &info}
+	rec.setLocation(loc)
+	return rec, nil
 }
 
 func (s *Snapshotter) setLimit(path string, bytes uint64) error {
@@ -167,38 +179,42 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		return err
 	}
 	var path string
-	err := s.withTx(ctx, true, func(ctx context.Context, tx *bolt.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *bolt.Tx) (*journalRecord, error) {
 		active, err := storage.GetSnapshot(ctx, key)
 		if err != nil {
-			return fmt.Errorf("committing %q: %w", key, err)
+			return nil, fmt.Errorf("committing %q: %w", key, err)
 		}
 		if active.Kind != snapshots.KindActive {
-			return fmt.Errorf("committing %q: it is a %s snapshot, only active ones can be committed: %w", key, active.Kind, errdefs.ErrFailedPrecondition)
+			return nil, fmt.Errorf("committing %q: it is a %s snapshot, only active ones can be committed: %w", key, active.Kind, errdefs.ErrFailedPrecondition)
 		}
 		if path, err = s.ownPath(tx, active.Kind, active.ID); err != nil {
-			return err
+			return nil, err
 		}
 		parentPath := ""
 		if len(active.ParentIDs) > 0 {
 			if parentPath, err = s.subvolumePath(tx, snapshots.KindCommitted, active.ParentIDs[0], nil); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		// Measured now, while no child shares the layer's extents.
 		usage, err := s.activeUsage(ctx, active.ID, path, parentPath)
 		if err != nil {
-			return fmt.Errorf("measuring %q before commit: %w", key, err)
+			return nil, fmt.Errorf("measuring %q before commit: %w", key, err)
 		}
 		id, err := storage.CommitActive(ctx, key, name, usage, opts...)
 		if err != nil {
-			return fmt.Errorf("committing %q as %q: %w", key, name, err)
+			return nil, fmt.Errorf("committing %q as %q: %w", key, name, err)
 		}
 		rel, err := s.rel(path)
 		if err == nil {
 			err = setLocation(tx, id, location{rel: rel})
 		}
 		s.crashPoint("commit:metadata")
-		return err
+		if err != nil {
+			return nil, err
+		}
+		_, info, _, err := storage.GetInfo(ctx, name)
+		return &journalRecord{Op: opCommit, Key: key, Name: name, ID: id, Info: &info, Usage: usage, Rel: rel}, err
 	})
 	if err != nil {
 		return err
@@ -217,7 +233,7 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 		kind     snapshots.Kind
 	)
 	remove := func() error {
-		return s.withTx(ctx, true, func(ctx context.Context, tx *bolt.Tx) error {
+		return s.write(ctx, func(ctx context.Context, tx *bolt.Tx) (*journalRecord, error) {
 			var (
 				info snapshots.Info
 				err  error
@@ -229,10 +245,13 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 			if err == nil {
 				_, _, err = storage.Remove(ctx, key)
 			}
-			if err != nil {
-				return fmt.Errorf("removing snapshot %q: %w", key, err)
+			if err == nil {
+				err = forgetLocation(tx, id)
 			}
-			return forgetLocation(tx, id)
+			if err != nil {
+				return nil, fmt.Errorf("removing snapshot %q: %w", key, err)
+			}
+			return &journalRecord{Op: opRemove, Key: key, ID: id}, nil
 		})
 	}
 	err := remove()

@@ -1,0 +1,301 @@
+package snapshotter
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+)
+
+// journalScenario does one of every metadata write, with labels, and
+// leaves snapshots of every kind behind.
+func journalScenario(t *testing.T, ctx context.Context, s *Snapshotter) {
+	t.Helper()
+	labels := func(kv ...string) snapshots.Opt {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return snapshots.WithLabels(m)
+	}
+	mounts, err := s.Prepare(ctx, "l1-active", "", labels("a", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(mounts[0].Source, "f"), []byte("layer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	steps := []func() error{
+		func() error { return s.Commit(ctx, "l1", "l1-active", labels("layer", "yes")) },
+		func() error { _, err := s.View(ctx, "v1", "l1", labels("v", "1")); return err },
+		func() error { _, err := s.Prepare(ctx, "c1", "l1", labels("c", "1")); return err },
+		func() error { _, err := s.Prepare(ctx, "c2", "l1"); return err },
+		func() error { _, err := s.Prepare(ctx, "c3", "l1"); return err }, // takes a spare
+		func() error {
+			_, err := s.Update(ctx, snapshots.Info{Name: "c1", Labels: map[string]string{"new": "label"}}, "labels.new")
+			return err
+		},
+		func() error { return s.Commit(ctx, "l2", "c2") },
+		func() error { return s.Remove(ctx, "v1") },
+		func() error { _, err := s.View(ctx, "v2", "l2"); return err },
+		func() error { return s.Remove(ctx, "c3") },
+	}
+	for i, step := range steps {
+		// Distinct timestamps, so that a replay that stamped its own
+		// time would show.
+		time.Sleep(2 * time.Millisecond)
+		if err := step(); err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+	}
+}
+
+// describe lists every snapshot as one line: kind, parent, labels, times,
+// usage and mounts (whose source is its subvolume).
+func describe(t *testing.T, ctx context.Context, s *Snapshotter) []string {
+	t.Helper()
+	var out []string
+	err := s.Walk(ctx, func(ctx context.Context, info snapshots.Info) error {
+		usage, err := s.Usage(ctx, info.Name)
+		if err != nil {
+			return err
+		}
+		var mounts any = "-"
+		if info.Kind != snapshots.KindCommitted {
+			if mounts, err = s.Mounts(ctx, info.Name); err != nil {
+				return err
+			}
+		}
+		out = append(out, fmt.Sprintf("%s %s parent=%q labels=%v created=%s updated=%s usage=%+v mounts=%+v",
+			info.Name, info.Kind, info.Parent, info.Labels, info.Created.Format(time.RFC3339Nano),
+			info.Updated.Format(time.RFC3339Nano), usage, mounts))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// abandon stops s as a power loss would: without the checkpoint Close
+// takes, and with the working database left as it is.
+func abandon(s *Snapshotter) {
+	s.sealer.flush()
+	s.spares.close(context.Background())
+	s.meta.j.close()
+	s.meta.j = nil
+	s.meta.ms.Close()
+	s.lock.Close()
+	s.lock = nil
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Size()
+}
+
+// TestJournalReplay: after a power loss, the working database may be torn
+// anywhere; reopening the root rebuilds the metadata from the checkpoint
+// and the journal, exactly as it was: ids, subvolumes, labels, times, usage.
+func TestJournalReplay(t *testing.T) {
+	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalScenario(t, ctx, s)
+	before := describe(t, ctx, s)
+	if fileSize(t, filepath.Join(root, journalFile)) == 0 {
+		t.Fatal("the writes left no journal records")
+	}
+	abandon(s)
+	// What bolt had not synced is lost: the working copy is garbage.
+	if err := os.WriteFile(filepath.Join(root, workFile), []byte(strings.Repeat("torn", 4096)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatalf("reopen after power loss: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	after := describe(t, ctx, s)
+	if strings.Join(before, "\n") != strings.Join(after, "\n") {
+		t.Fatalf("metadata after replay differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+	}
+	if n := fileSize(t, filepath.Join(root, journalFile)); n != 0 {
+		t.Fatalf("the journal holds %d bytes after the replay's checkpoint", n)
+	}
+	if st := readState(t, s); !st.consistent() {
+		t.Fatalf("metadata and subvolumes disagree after replay: %+v", st)
+	}
+	// And it keeps working: the replayed layer has its file.
+	mounts, err := s.Prepare(ctx, "c4", "l1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(mounts[0].Source, "f")); err != nil || string(b) != "layer" {
+		t.Fatalf("a new snapshot of the replayed layer: %q %v", b, err)
+	}
+}
+
+// TestJournalTornTail: a record cut short by a crash, or one whose checksum
+// fails, ends the journal; the whole records before it are replayed and
+// the tail is cut off.
+func TestJournalTornTail(t *testing.T) {
+	for _, tail := range []struct {
+		name string
+		data []byte
+	}{
+		{"header cut short", []byte{0x40, 0, 0}},
+		{"payload cut short", []byte{0x40, 0, 0, 0, 1, 2, 3, 4, '{', '"'}},
+		{"bad checksum", append([]byte{2, 0, 0, 0, 1, 2, 3, 4}, "{}"...)},
+	} {
+		t.Run(tail.name, func(t *testing.T) {
+			root := filepath.Join(newBtrfs(t, 256<<20), "root")
+			ctx := testContext(t)
+			s, err := NewSnapshotter(ctx, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			journalScenario(t, ctx, s)
+			before := describe(t, ctx, s)
+			abandon(s)
+			jpath := filepath.Join(root, journalFile)
+			whole := fileSize(t, jpath)
+			f, err := os.OpenFile(jpath, os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write(tail.data); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			// Reading alone (no checkpoint) must cut the tail.
+			j, recs, err := openJournal(jpath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.close()
+			if len(recs) == 0 || fileSize(t, jpath) != whole {
+				t.Fatalf("%d records, journal of %d bytes; want the scenario's records and %d bytes", len(recs), fileSize(t, jpath), whole)
+			}
+			s, err = NewSnapshotter(ctx, root)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if after := describe(t, ctx, s); strings.Join(before, "\n") != strings.Join(after, "\n") {
+				t.Fatalf("metadata differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+			}
+		})
+	}
+}
+
+// TestJournalAfterCheckpoint: a crash between a checkpoint's rename and
+// the journal's reset leaves records the checkpoint already holds; they
+// are not done twice.
+func TestJournalAfterCheckpoint(t *testing.T) {
+	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalScenario(t, ctx, s)
+	before := describe(t, ctx, s)
+	jpath := filepath.Join(root, journalFile)
+	records, err := os.ReadFile(jpath)
+	if err != nil || len(records) == 0 {
+		t.Fatalf("journal: %d bytes, %v", len(records), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := fileSize(t, jpath); n != 0 {
+		t.Fatalf("Close left %d bytes in the journal", n)
+	}
+	if err := os.WriteFile(jpath, records, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatalf("reopen with records the checkpoint holds: %v", err)
+	}
+	defer s.Close()
+	if after := describe(t, ctx, s); strings.Join(before, "\n") != strings.Join(after, "\n") {
+		t.Fatalf("metadata differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
+	}
+}
+
+// TestJournalCheckpoints: the journal is folded into metadata.db every
+// checkpointRecords writes, so it stays bounded.
+func TestJournalCheckpoints(t *testing.T) {
+	s := newTestSnapshotter(t)
+	ctx := testContext(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < checkpointRecords; i++ {
+		if _, err := s.Update(ctx, snapshots.Info{Name: "a", Labels: map[string]string{"n": fmt.Sprint(i)}}, "labels.n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.meta.j.records; n >= checkpointRecords {
+		t.Fatalf("%d records in the journal after %d writes", n, checkpointRecords+1)
+	}
+	ms := s.meta
+	_, tx, err := s.transaction(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq := journalSeq(tx)
+	tx.Rollback()
+	if seq != ms.seq || seq != uint64(checkpointRecords+1) {
+		t.Fatalf("the database holds record %d, the journal is at %d; want %d", seq, ms.seq, checkpointRecords+1)
+	}
+}
+
+// TestJournalReplayFailureKeepsRecords: a journal that does not fit its
+// checkpoint (here, a record that skips a sequence number) stops the
+// snapshotter with an error naming the journal, and the records stay.
+func TestJournalReplayFailureKeepsRecords(t *testing.T) {
+	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalScenario(t, ctx, s)
+	abandon(s)
+	jpath := filepath.Join(root, journalFile)
+	j, recs, err := openJournal(jpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gap := *recs[len(recs)-1]
+	gap.Seq += 2
+	if err := j.append(&gap); err != nil {
+		t.Fatal(err)
+	}
+	j.close()
+	size := fileSize(t, jpath)
+	if _, err := NewSnapshotter(ctx, root); err == nil || !strings.Contains(err.Error(), "metadata journal") {
+		t.Fatalf("NewSnapshotter with a gap in the journal: %v, want an error naming the journal", err)
+	}
+	if got := fileSize(t, jpath); got != size {
+		t.Fatalf("the journal went from %d to %d bytes after the failed open", size, got)
+	}
+}
