@@ -234,6 +234,9 @@ func (s *Snapshotter) Stat(ctx context.Context, key string) (info snapshots.Info
 
 // Update changes a snapshot's labels.
 func (s *Snapshotter) Update(ctx context.Context, info snapshots.Info, fieldpaths ...string) (_ snapshots.Info, err error) {
+	if err := validateLabels(info.Labels); err != nil {
+		return snapshots.Info{}, err
+	}
 	err = s.write(ctx, func(ctx context.Context, tx *bolt.Tx) (*journalRecord, error) {
 		info, err = storage.UpdateInfo(ctx, info, fieldpaths...)
 		if err != nil {

@@ -27,6 +27,11 @@ func subvolumeDirs() []string {
 // layers committed since the last quiet moment read-only (see sealer).
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	s.sealer.flush()
+	// Also no write between its commit and its journal record: a Remove
+	// there is not durable yet, and a crash would bring back the snapshot
+	// whose subvolume Cleanup deleted.
+	s.meta.mu.Lock()
+	defer s.meta.mu.Unlock()
 	ctx, tx, err := s.transaction(ctx, true)
 	if err != nil {
 		return err

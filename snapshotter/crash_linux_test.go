@@ -97,29 +97,32 @@ func crashChild(root string) {
 
 func TestCrashRecovery(t *testing.T) {
 	fsRoot := newBtrfs(t, 512<<20)
+	// survives names a snapshot whose write returned before the crash,
+	// lost one whose write had not (both without the "-crashed" suffix).
 	points := []struct {
-		step string
-		skip int // crash at the (skip+1)th time the step is reached
+		step           string
+		skip           int // crash at the (skip+1)th time the step is reached
+		survives, lost string
 	}{
-		{"create:subvolume", 0}, // Prepare of the layer, before metadata commit
-		{"create:subvolume", 1}, // View (no subvolume of its own)
-		{"create:subvolume", 2}, // Prepare of the container
-		{"create:subvolume", 4}, // Prepare of container3, which took the spare
-		{"create:committed", 0},
-		{"create:committed", 1},
-		{"create:committed", 4},
-		{"commit:metadata", 0},  // metadata written, not committed
-		{"commit:committed", 0}, // metadata committed, subvolume not yet read-only
-		{"remove:committed", 0}, // view gone from metadata
-		{"remove:committed", 1}, // container gone from metadata, subvolume still there
-		{"remove:committed", 3}, // container3 (in spare/) gone from metadata
+		{"create:subvolume", 0, "", "layer-active"},         // Prepare of the layer, before metadata commit
+		{"create:subvolume", 1, "layer", "view"},            // View (no subvolume of its own)
+		{"create:subvolume", 2, "view", "container"},        // Prepare of the container
+		{"create:subvolume", 4, "container2", "container3"}, // Prepare of container3, which took the spare
+		{"create:committed", 0, "layer-active", ""},
+		{"create:committed", 1, "view", ""},
+		{"create:committed", 4, "container3", ""},
+		{"commit:metadata", 0, "layer-active", "layer"},    // metadata written, not committed
+		{"commit:committed", 0, "layer", "layer-active"},   // metadata committed, subvolume not yet read-only
+		{"remove:committed", 0, "container", "view"},       // view gone from metadata
+		{"remove:committed", 1, "container2", "container"}, // container gone from metadata, subvolume still there
+		{"remove:committed", 3, "layer", "container3"},     // container3 (in spare/) gone from metadata
 		// Committed to the working database, the journal record not
 		// written: the write is lost, as if it had never been done.
-		{"journal:committed", 0}, // Prepare of the layer
-		{"journal:committed", 1}, // Commit
-		{"journal:committed", 2}, // View
-		{"journal:committed", 6}, // Remove of the view
-		{"journal:committed", 7}, // Remove of a container, its subvolume kept
+		{"journal:committed", 0, "", "layer-active"},      // Prepare of the layer
+		{"journal:committed", 1, "layer-active", "layer"}, // Commit
+		{"journal:committed", 2, "layer", "view"},         // View
+		{"journal:committed", 6, "view", ""},              // Remove of the view: it is back
+		{"journal:committed", 7, "container", ""},         // Remove of a container, its subvolume kept
 	}
 	for i, p := range points {
 		t.Run(fmt.Sprintf("%s#%d", p.step, p.skip), func(t *testing.T) {
@@ -139,6 +142,16 @@ func TestCrashRecovery(t *testing.T) {
 			defer s.Close()
 			if st := readState(t, s); !subset(st.known, st.onDisk) {
 				t.Fatalf("metadata names a subvolume that does not exist: %+v", st)
+			}
+			if p.survives != "" {
+				if _, err := s.Stat(ctx, p.survives+"-crashed"); err != nil {
+					t.Fatalf("%s, whose write returned before the crash: %v", p.survives, err)
+				}
+			}
+			if p.lost != "" {
+				if _, err := s.Stat(ctx, p.lost+"-crashed"); !errdefs.IsNotFound(err) {
+					t.Fatalf("%s, whose write was cut by the crash, is there: %v", p.lost, err)
+				}
 			}
 			// An id whose creation was rolled back is handed out again; that
 			// must work even before Cleanup ran.

@@ -116,3 +116,40 @@ func workAfterFreeing(t *testing.T, s *Snapshotter, root string) {
 	}
 	t.Fatalf("no work possible after freeing space: %v", err)
 }
+
+// TestReopenOnFullDisk: a snapshotter stopped while the disk is full opens
+// again (its metadata copy and journal need room: the reserve gives it),
+// with what it had, and can then free space.
+func TestReopenOnFullDisk(t *testing.T) {
+	fs := newBtrfs(t, 160<<20)
+	root := filepath.Join(fs, "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseAndContainer(t, s)
+	mounts, err := s.Prepare(ctx, "filler", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := mountSnapshot(t, mounts)
+	fillDisk(t, dir)
+	s.Close() // its checkpoint may fail for want of space; the journal stays
+
+	s, err = NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatalf("reopening on a full disk: %v", err)
+	}
+	defer func() { s.Close() }()
+	for _, k := range []string{"base", "filler"} {
+		if _, err := s.Stat(ctx, k); err != nil {
+			t.Fatalf("%s after reopening on a full disk: %v", k, err)
+		}
+	}
+	unmountRetry(t, dir)
+	if err := s.Remove(ctx, "filler"); err != nil {
+		t.Fatalf("Remove after reopening on a full disk: %v", err)
+	}
+	workAfterFreeing(t, s, root)
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
@@ -29,6 +30,9 @@ func validateKey(what, key string) error {
 	if len(key) > maxKeyLen {
 		return fmt.Errorf("%s is %d bytes, longer than %d: %w", what, len(key), maxKeyLen, errdefs.ErrInvalidArgument)
 	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("%s %q is not UTF-8: %w", what, key, errdefs.ErrInvalidArgument)
+	}
 	for _, r := range key {
 		if r == 0 || r == '\n' || r == '\r' {
 			return fmt.Errorf("%s %q contains a control character: %w", what, key, errdefs.ErrInvalidArgument)
@@ -37,6 +41,18 @@ func validateKey(what, key string) error {
 	for _, elem := range strings.Split(key, "/") {
 		if elem == ".." || elem == "." {
 			return fmt.Errorf("%s %q contains a %q path element: %w", what, key, elem, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// validateLabels rejects labels that are not UTF-8, as containerd's API
+// (protobuf strings) does: the metadata journal records them as JSON
+// strings, which could not give them back byte for byte.
+func validateLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return fmt.Errorf("label %q=%q is not UTF-8: %w", k, v, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil

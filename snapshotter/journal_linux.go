@@ -1,6 +1,7 @@
 package snapshotter
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"golang.org/x/sys/unix"
@@ -20,10 +22,12 @@ import (
 // survives a power loss (see metastore_linux.go).
 //
 // On disk, a record is its length and the CRC-32C of its payload, both
-// 32-bit little-endian, then the payload: the journalRecord as JSON. A
-// record cut short or failing its checksum ends the journal: it is the
-// tail of a write that never returned, and is cut off when the journal is
-// opened.
+// 32-bit little-endian, then the payload: the journalRecord as JSON.
+// Records are appended one at a time, each synced before the next, so only
+// the last one can be torn: one cut short, or failing its checksum where
+// the file ends, is a write that never returned, and is cut off when the
+// journal is opened. Damage anywhere else is corruption, and opening fails
+// rather than drop the records after it.
 
 const (
 	journalHeaderSize = 8
@@ -74,13 +78,22 @@ type journal struct {
 	size int64 // the end of the last whole record
 	// records counts the records since the last checkpoint.
 	records int
+	// sync is unix.Fdatasync; tests make it fail.
+	sync func(fd int) error
 }
 
 // openJournal opens (or creates) the journal at path and returns its whole
 // records, in order. A torn tail is cut off.
 func openJournal(path string) (*journal, []*journalRecord, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err == nil {
+		// The name must last as long as the records (a new file).
+		err = syncDir(filepath.Dir(path))
+	}
 	if err != nil {
+		if f != nil {
+			f.Close()
+		}
 		return nil, nil, fmt.Errorf("opening the metadata journal: %w", err)
 	}
 	recs, size, err := readJournal(f)
@@ -91,11 +104,11 @@ func openJournal(path string) (*journal, []*journalRecord, error) {
 		f.Close()
 		return nil, nil, fmt.Errorf("reading the metadata journal %s: %w", path, err)
 	}
-	return &journal{f: f, size: size, records: len(recs)}, recs, nil
+	return &journal{f: f, size: size, records: len(recs), sync: unix.Fdatasync}, recs, nil
 }
 
 // readJournal reads the whole records from the start of f, and where they
-// end.
+// end: where the file ends, or where its torn last record starts.
 func readJournal(f *os.File) ([]*journalRecord, int64, error) {
 	st, err := f.Stat()
 	if err != nil {
@@ -104,31 +117,82 @@ func readJournal(f *os.File) ([]*journalRecord, int64, error) {
 	var (
 		recs []*journalRecord
 		off  int64
+		end  = st.Size()
 	)
-	hdr := make([]byte, journalHeaderSize)
-	for off+journalHeaderSize <= st.Size() {
-		if _, err := f.ReadAt(hdr, off); err != nil {
-			return nil, 0, err
-		}
-		n := int64(binary.LittleEndian.Uint32(hdr))
-		if n == 0 || n > maxJournalRecord || off+journalHeaderSize+n > st.Size() {
+	for off < end {
+		payload, err := readRecord(f, off, end)
+		if errors.Is(err, errTornTail) {
 			break
 		}
-		payload := make([]byte, n)
-		if _, err := f.ReadAt(payload, off+journalHeaderSize); err != nil && !errors.Is(err, io.EOF) {
-			return nil, 0, err
-		}
-		if crc32.Checksum(payload, crc32c) != binary.LittleEndian.Uint32(hdr[4:]) {
-			break
+		if err != nil {
+			return nil, 0, fmt.Errorf("record at offset %d (after %d whole records): %w", off, len(recs), err)
 		}
 		rec := new(journalRecord)
 		if err := json.Unmarshal(payload, rec); err != nil {
-			break
+			return nil, 0, fmt.Errorf("record at offset %d passes its checksum but does not decode: %w", off, err)
 		}
 		recs = append(recs, rec)
-		off += journalHeaderSize + n
+		off += journalHeaderSize + int64(len(payload))
 	}
 	return recs, off, nil
+}
+
+var errTornTail = errors.New("torn last record")
+
+// readRecord reads the payload of the record at off in a file of end
+// bytes: errTornTail if it is a torn last record, another error if it is
+// damaged with more behind it.
+func readRecord(f *os.File, off, end int64) ([]byte, error) {
+	if off+journalHeaderSize > end {
+		return nil, errTornTail
+	}
+	hdr := make([]byte, journalHeaderSize)
+	if _, err := f.ReadAt(hdr, off); err != nil {
+		return nil, err
+	}
+	n := int64(binary.LittleEndian.Uint32(hdr))
+	if n == 0 || n > maxJournalRecord {
+		// A tail of zeros is space a torn append left allocated.
+		if zero, err := zeroFrom(f, off, end); err != nil || zero {
+			return nil, cmp.Or(err, errTornTail)
+		}
+		return nil, fmt.Errorf("bad length %d", n)
+	}
+	if off+journalHeaderSize+n > end {
+		return nil, errTornTail
+	}
+	payload := make([]byte, n)
+	if _, err := f.ReadAt(payload, off+journalHeaderSize); err != nil {
+		return nil, err
+	}
+	if crc32.Checksum(payload, crc32c) != binary.LittleEndian.Uint32(hdr[4:]) {
+		if off+journalHeaderSize+n == end {
+			return nil, errTornTail
+		}
+		return nil, errors.New("bad checksum")
+	}
+	return payload, nil
+}
+
+// zeroFrom says whether f holds only zero bytes from off to end.
+func zeroFrom(f *os.File, off, end int64) (bool, error) {
+	buf := make([]byte, 64<<10)
+	for off < end {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
+		for _, b := range buf[:n] {
+			if b != 0 {
+				return false, nil
+			}
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, err
+		}
+		if n == 0 {
+			break
+		}
+		off += int64(n)
+	}
+	return true, nil
 }
 
 // cutTail drops what follows the last whole record, durably, so that new
@@ -160,7 +224,7 @@ func (j *journal) append(rec *journalRecord) error {
 	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(payload, crc32c))
 	copy(buf[journalHeaderSize:], payload)
 	if _, err = j.f.WriteAt(buf, j.size); err == nil {
-		err = unix.Fdatasync(int(j.f.Fd()))
+		err = j.sync(int(j.f.Fd()))
 	}
 	if err != nil {
 		if terr := j.f.Truncate(j.size); terr != nil {
@@ -173,16 +237,15 @@ func (j *journal) append(rec *journalRecord) error {
 	return nil
 }
 
-// reset empties the journal once a checkpoint holds all it had.
+// reset empties the journal once a checkpoint holds all it had. Once the
+// file is cut, new records go to its start even if the sync fails: the
+// records it had, should they come back, are all in the checkpoint.
 func (j *journal) reset() error {
 	if err := j.f.Truncate(0); err != nil {
 		return err
 	}
-	if err := unix.Fdatasync(int(j.f.Fd())); err != nil {
-		return err
-	}
 	j.size, j.records = 0, 0
-	return nil
+	return j.sync(int(j.f.Fd()))
 }
 
 func (j *journal) close() error { return j.f.Close() }

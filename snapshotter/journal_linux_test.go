@@ -2,6 +2,7 @@ package snapshotter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/errdefs"
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
 )
 
 // journalScenario does one of every metadata write, with labels, and
@@ -116,6 +120,22 @@ func TestJournalReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	journalScenario(t, ctx, s)
+	// Half the writes in the checkpoint, half in the journal.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = NewSnapshotter(ctx, root); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "c5", "l2", snapshots.WithLabels(map[string]string{"c": "5"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Update(ctx, snapshots.Info{Name: "l2", Labels: map[string]string{"l": "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
 	before := describe(t, ctx, s)
 	if fileSize(t, filepath.Join(root, journalFile)) == 0 {
 		t.Fatal("the writes left no journal records")
@@ -204,6 +224,34 @@ func TestJournalTornTail(t *testing.T) {
 	}
 }
 
+// TestJournalDamaged: damage before the last record is not a torn tail:
+// opening fails, naming the journal, and keeps it as it is.
+func TestJournalDamaged(t *testing.T) {
+	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	journalScenario(t, ctx, s)
+	abandon(s)
+	jpath := filepath.Join(root, journalFile)
+	b, err := os.ReadFile(jpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[journalHeaderSize+2] ^= 0xff // in the first record's payload
+	if err := os.WriteFile(jpath, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewSnapshotter(ctx, root); err == nil || !strings.Contains(err.Error(), "metadata journal") {
+		t.Fatalf("NewSnapshotter with a damaged first record: %v, want an error naming the journal", err)
+	}
+	if got, err := os.ReadFile(jpath); err != nil || string(got) != string(b) {
+		t.Fatalf("the journal changed after the failed open (%v)", err)
+	}
+}
+
 // TestJournalAfterCheckpoint: a crash between a checkpoint's rename and
 // the journal's reset leaves records the checkpoint already holds; they
 // are not done twice.
@@ -256,15 +304,168 @@ func TestJournalCheckpoints(t *testing.T) {
 	if n := s.meta.j.records; n >= checkpointRecords {
 		t.Fatalf("%d records in the journal after %d writes", n, checkpointRecords+1)
 	}
-	ms := s.meta
-	_, tx, err := s.transaction(ctx, false)
+	db, err := bolt.Open(filepath.Join(s.root, checkpointFile), 0o600, &bolt.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq := journalSeq(tx)
-	tx.Rollback()
-	if seq != ms.seq || seq != uint64(checkpointRecords+1) {
-		t.Fatalf("the database holds record %d, the journal is at %d; want %d", seq, ms.seq, checkpointRecords+1)
+	defer db.Close()
+	var seq uint64
+	db.View(func(tx *bolt.Tx) error { seq = journalSeq(tx); return nil })
+	// The checkpoint came with the checkpointRecords-th write.
+	if seq != uint64(checkpointRecords) || s.meta.seq != seq+1 || s.meta.j.records != 1 {
+		t.Fatalf("metadata.db holds record %d, the journal is at %d with %d records; want %d, %d, 1", seq, s.meta.seq, s.meta.j.records, checkpointRecords, checkpointRecords+1)
+	}
+}
+
+// failingSync fails the next n syncs of the journal.
+func failingSync(n int) func(int) error {
+	return func(fd int) error {
+		if n > 0 {
+			n--
+			return unix.EIO
+		}
+		return unix.Fdatasync(fd)
+	}
+}
+
+// reopenAfterPowerLoss abandons s, trashes its working copy and opens
+// its root again.
+func reopenAfterPowerLoss(t *testing.T, ctx context.Context, s *Snapshotter) *Snapshotter {
+	t.Helper()
+	root := s.root
+	abandon(s)
+	if err := os.WriteFile(filepath.Join(root, workFile), []byte("torn"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatalf("reopen after power loss: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestJournalAppendFails: when a record cannot be synced, the write is
+// made durable by a checkpoint instead, and returns.
+func TestJournalAppendFails(t *testing.T) {
+	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.meta.j.sync = failingSync(1)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatalf("Prepare with a failing journal: %v", err)
+	}
+	if s.meta.j.size != 0 {
+		t.Fatalf("the journal holds %d bytes after the checkpoint", s.meta.j.size)
+	}
+	if _, err := s.Prepare(ctx, "b", ""); err != nil {
+		t.Fatal(err)
+	}
+	s = reopenAfterPowerLoss(t, ctx, s)
+	for _, k := range []string{"a", "b"} {
+		if _, err := s.Stat(ctx, k); err != nil {
+			t.Fatalf("%s after the power loss: %v", k, err)
+		}
+	}
+}
+
+// TestJournalResetSyncFails: a checkpoint whose journal truncation is
+// not synced still starts the journal over at its beginning, so that the
+// writes after it are found again.
+func TestJournalResetSyncFails(t *testing.T) {
+	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	s.meta.j.sync = failingSync(1)
+	if err := s.meta.checkpoint(); err == nil {
+		t.Fatal("the checkpoint did not report the failed sync")
+	}
+	if _, err := s.Prepare(ctx, "b", ""); err != nil {
+		t.Fatal(err)
+	}
+	s = reopenAfterPowerLoss(t, ctx, s)
+	for _, k := range []string{"a", "b"} {
+		if _, err := s.Stat(ctx, k); err != nil {
+			t.Fatalf("%s after the power loss: %v", k, err)
+		}
+	}
+}
+
+// TestJournalNotDurable: when neither the record nor a checkpoint can be
+// written, the write fails, its subvolume stays for the working database
+// that names it, later writes are refused, and a restart is consistent.
+func TestJournalNotDurable(t *testing.T) {
+	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	ctx := testContext(t)
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "base", ""); err != nil {
+		t.Fatal(err)
+	}
+	s.meta.j.sync = failingSync(1 << 30)
+	// A directory where the checkpoint's new file goes, not empty, so
+	// that the failed checkpoint cannot remove it.
+	if err := os.MkdirAll(filepath.Join(root, checkpointFile+".tmp", "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Prepare(ctx, "a", "")
+	var notDurable errNotDurable
+	if !errors.As(err, &notDurable) {
+		t.Fatalf("Prepare with no way to make it durable: %v", err)
+	}
+	if st := readState(t, s); !subset(st.known, st.onDisk) {
+		t.Fatalf("the working metadata names a subvolume that is gone: %+v", st)
+	}
+	if _, err := s.Prepare(ctx, "b", ""); err == nil || !strings.Contains(err.Error(), "until the snapshotter restarts") {
+		t.Fatalf("a write after the failure: %v", err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, checkpointFile+".tmp")); err != nil {
+		t.Fatal(err)
+	}
+	s = reopenAfterPowerLoss(t, ctx, s)
+	if _, err := s.Stat(ctx, "base"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := readState(t, s); !st.consistent() {
+		t.Fatalf("not consistent after the restart: %+v", st)
+	}
+}
+
+// TestLabelsAndKeysAreUTF8: the journal records keys and labels as JSON
+// strings, so bytes that are not UTF-8 are refused, as containerd's API
+// refuses them, rather than come back changed after a replay.
+func TestLabelsAndKeysAreUTF8(t *testing.T) {
+	s := newTestSnapshotter(t)
+	ctx := testContext(t)
+	if _, err := s.Prepare(ctx, "a\xff", ""); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("Prepare of a key that is not UTF-8: %v", err)
+	}
+	bad := snapshots.WithLabels(map[string]string{"l": "\xfe"})
+	if _, err := s.Prepare(ctx, "b", "", bad); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("Prepare with a label that is not UTF-8: %v", err)
+	}
+	if _, err := s.Prepare(ctx, "c", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "c-layer", "c", bad); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("Commit with a label that is not UTF-8: %v", err)
+	}
+	if _, err := s.Update(ctx, snapshots.Info{Name: "c", Labels: map[string]string{"\xfe": "v"}}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("Update with a label that is not UTF-8: %v", err)
 	}
 }
 

@@ -67,13 +67,20 @@ type metastore struct {
 	// failed is set when a write could be made durable neither by its
 	// record nor by a checkpoint.
 	failed error
+	// checkpointAt is the journal length that calls for a checkpoint; a
+	// failed one is tried again checkpointRecords records later.
+	checkpointAt int
 }
 
 // openMetastore rebuilds root's working database from its checkpoint and
 // journal, and takes a checkpoint if the journal had records.
 func openMetastore(ctx context.Context, root string) (_ *metastore, retErr error) {
 	work := filepath.Join(root, workFile)
-	if err := copyCheckpoint(filepath.Join(root, checkpointFile), work); err != nil {
+	err := copyCheckpoint(filepath.Join(root, checkpointFile), work)
+	if isNoSpace(err) && releaseReserve(ctx, root) {
+		err = copyCheckpoint(filepath.Join(root, checkpointFile), work)
+	}
+	if err != nil {
 		return nil, err
 	}
 	ms, err := storage.NewMetaStore(work, func(o *bolt.Options) error {
@@ -85,7 +92,7 @@ func openMetastore(ctx context.Context, root string) (_ *metastore, retErr error
 	if err != nil {
 		return nil, err
 	}
-	m := &metastore{root: root, ms: ms}
+	m := &metastore{root: root, ms: ms, checkpointAt: checkpointRecords}
 	defer func() {
 		if retErr != nil {
 			// No checkpoint: it would drop the records not replayed.
@@ -102,7 +109,11 @@ func openMetastore(ctx context.Context, root string) (_ *metastore, retErr error
 		return nil, err
 	}
 	if j.records > 0 {
-		return m, m.checkpoint()
+		// Not needed to open: the journal holds what the checkpoint
+		// would, so a full disk does not keep the root closed.
+		if err := m.checkpoint(); err != nil {
+			log.G(ctx).WithError(err).Warn("could not fold the metadata journal into a checkpoint; it keeps the writes")
+		}
 	}
 	return m, nil
 }
@@ -110,18 +121,20 @@ func openMetastore(ctx context.Context, root string) (_ *metastore, retErr error
 // copyCheckpoint makes work a copy of the checkpoint, or removes it when
 // there is no checkpoint (a new root).
 func copyCheckpoint(checkpoint, work string) error {
+	// The old copy goes first: on a full disk its space is what the new
+	// one needs.
+	if err := os.Remove(work); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
 	src, err := os.OpenFile(checkpoint, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		if err := os.Remove(work); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("opening the metadata checkpoint: %w", err)
 	}
 	defer src.Close()
-	dst, err := os.OpenFile(work, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	dst, err := os.OpenFile(work, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -143,8 +156,8 @@ func (m *metastore) replay(ctx context.Context, recs []*journalRecord) error {
 	m.seq = journalSeq(tx)
 	replayed := 0
 	for _, rec := range recs {
-		if rec.Seq <= m.seq {
-			continue
+		if rec.Seq <= m.seq && replayed == 0 {
+			continue // in the checkpoint already
 		}
 		if rec.Seq != m.seq+1 {
 			return fmt.Errorf("metadata journal: record %d follows %d", rec.Seq, m.seq)
@@ -254,8 +267,23 @@ func putJournalSeq(tx *bolt.Tx, seq uint64) error {
 }
 
 // checkpoint copies the working database to metadata.db, durably, and
-// empties the journal. No write may run meanwhile.
+// empties the journal. No write may run meanwhile. An error after the copy
+// is in place (emptying the journal failed) leaves every write durable.
 func (m *metastore) checkpoint() error {
+	durable, err := m.copyToCheckpoint()
+	if durable {
+		err = m.j.reset()
+		m.checkpointAt = checkpointRecords
+	}
+	if err != nil {
+		return fmt.Errorf("metadata checkpoint: %w", err)
+	}
+	return nil
+}
+
+// copyToCheckpoint writes the working database to a new file and renames
+// it to metadata.db; durable says the new metadata.db is on disk.
+func (m *metastore) copyToCheckpoint() (durable bool, err error) {
 	tmp := filepath.Join(m.root, checkpointFile+".tmp")
 	_, t, err := m.ms.TransactionContext(context.Background(), false)
 	if err == nil {
@@ -265,17 +293,12 @@ func (m *metastore) checkpoint() error {
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(m.root, checkpointFile))
 	}
-	if err == nil {
-		err = syncDir(m.root)
-	}
-	if err == nil {
-		err = m.j.reset()
-	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("metadata checkpoint: %w", err)
+		return false, err
 	}
-	return nil
+	err = syncDir(m.root)
+	return err == nil, err
 }
 
 func writeCheckpoint(tx *bolt.Tx, path string) error {
@@ -307,8 +330,9 @@ func (m *metastore) close() error {
 }
 
 // errNotDurable marks a write that bolt committed to the working database
-// but that neither its record nor a checkpoint made durable: the working
-// database holds it until a restart, which drops it.
+// but that neither its record nor a checkpoint is known to have made
+// durable: the working database holds it until a restart, after which it
+// may or may not be there. Either way its subvolume must stay.
 type errNotDurable struct{ error }
 
 func (e errNotDurable) Unwrap() error { return e.error }
@@ -346,9 +370,10 @@ func (s *Snapshotter) write(ctx context.Context, fn func(context.Context, *bolt.
 	if err := s.appendRecord(ctx, rec); err != nil {
 		return err
 	}
-	if m.j.records >= checkpointRecords {
+	if m.j.records >= m.checkpointAt {
 		if err := m.checkpoint(); err != nil {
 			// The record is durable; the journal only grows.
+			m.checkpointAt = m.j.records + checkpointRecords
 			log.G(ctx).WithError(err).Warn("metadata checkpoint failed; the journal keeps the writes")
 		}
 	}
@@ -367,8 +392,11 @@ func (s *Snapshotter) appendRecord(ctx context.Context, rec *journalRecord) erro
 	if err == nil {
 		return nil
 	}
-	cerr := m.checkpoint()
-	if cerr == nil {
+	durable, cerr := m.copyToCheckpoint()
+	if durable {
+		if rerr := m.j.reset(); rerr != nil {
+			log.G(ctx).WithError(rerr).Warn("emptying the metadata journal after a checkpoint")
+		}
 		log.G(ctx).WithError(err).Warn("metadata journal write failed; took a checkpoint instead")
 		return nil
 	}

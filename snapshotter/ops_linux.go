@@ -43,6 +43,9 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 	if err := validateIDMapLabels(base.Labels); err != nil {
 		return nil, err
 	}
+	if err := validateLabels(base.Labels); err != nil {
+		return nil, err
+	}
 	if maxSize > 0 && kind == snapshots.KindActive && s.quotaMode == "" {
 		return nil, fmt.Errorf("label %s needs btrfs quotas, which are off on %s: %w", LabelMaxSize, s.root, errdefs.ErrFailedPrecondition)
 	}
@@ -176,6 +179,15 @@ func (s *Snapshotter) setLimit(path string, bytes uint64) error {
 // reply (see sealer).
 func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshots.Opt) error {
 	if err := validateKey("snapshot name", name); err != nil {
+		return err
+	}
+	var base snapshots.Info
+	for _, o := range opts {
+		if err := o(&base); err != nil {
+			return err
+		}
+	}
+	if err := validateLabels(base.Labels); err != nil {
 		return err
 	}
 	var path string

@@ -15,7 +15,9 @@ import (
 // that frees space, would be stuck; giving up the reserve lets it commit.
 const reserveSize = 16 << 20
 
-func (s *Snapshotter) reservePath() string { return filepath.Join(s.root, "reserve") }
+func (s *Snapshotter) reservePath() string { return filepath.Join(s.root, reserveName) }
+
+const reserveName = "reserve"
 
 // ensureReserve (re)creates the reserve when there is comfortably more free
 // space than it takes.
@@ -52,12 +54,16 @@ func (s *Snapshotter) ensureReserve(ctx context.Context) {
 
 // releaseReserve gives up the reserve and commits, so that the space is
 // free for the metadata write that just failed.
-func (s *Snapshotter) releaseReserve(ctx context.Context) bool {
-	if err := os.Remove(s.reservePath()); err != nil {
+func (s *Snapshotter) releaseReserve(ctx context.Context) bool { return releaseReserve(ctx, s.root) }
+
+// releaseReserve gives up root's reserve, also before a Snapshotter is
+// open (its metadata needs room to open).
+func releaseReserve(ctx context.Context, root string) bool {
+	if err := os.Remove(filepath.Join(root, reserveName)); err != nil {
 		return false
 	}
 	log.G(ctx).Warn("disk full: released the reserve so that snapshots can be removed")
-	syncFilesystem(s.root)
+	syncFilesystem(root)
 	return true
 }
 
