@@ -41,6 +41,10 @@ import (
 // committed, the checkpoint is taken at once; if that fails too, the
 // snapshotter refuses further writes until it is restarted (which starts
 // over from the last checkpoint and journal).
+//
+// A version of tupper from before the journal opens metadata.db as its
+// database and knows nothing of the journal, so the snapshotter must stop
+// cleanly before a downgrade: Close folds the journal into metadata.db.
 const (
 	checkpointFile = "metadata.db"
 	journalFile    = "metadata.journal"
