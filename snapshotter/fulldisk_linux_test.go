@@ -124,10 +124,7 @@ func TestReopenOnFullDisk(t *testing.T) {
 	fs := newBtrfs(t, 160<<20)
 	root := filepath.Join(fs, "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	baseAndContainer(t, s)
 	mounts, err := s.Prepare(ctx, "filler", "base")
 	if err != nil {
@@ -137,11 +134,7 @@ func TestReopenOnFullDisk(t *testing.T) {
 	fillDisk(t, dir)
 	s.Close() // its checkpoint may fail for want of space; the journal stays
 
-	s, err = NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatalf("reopening on a full disk: %v", err)
-	}
-	defer func() { s.Close() }()
+	s = openRoot(t, ctx, root)
 	for _, k := range []string{"base", "filler"} {
 		if _, err := s.Stat(ctx, k); err != nil {
 			t.Fatalf("%s after reopening on a full disk: %v", k, err)

@@ -88,6 +88,18 @@ func describe(t *testing.T, ctx context.Context, s *Snapshotter) []string {
 	return out
 }
 
+// openRoot opens root and closes it when the test ends, also when it
+// fails half-way (Close after abandon or Close is harmless).
+func openRoot(t *testing.T, ctx context.Context, root string) *Snapshotter {
+	t.Helper()
+	s, err := NewSnapshotter(ctx, root)
+	if err != nil {
+		t.Fatalf("opening %s: %v", root, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // abandon stops s as a power loss would: without the checkpoint Close
 // takes, and with the working database left as it is.
 func abandon(s *Snapshotter) {
@@ -115,18 +127,13 @@ func fileSize(t *testing.T, path string) int64 {
 func TestJournalReplay(t *testing.T) {
 	root := filepath.Join(newBtrfs(t, 256<<20), "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	journalScenario(t, ctx, s)
 	// Half the writes in the checkpoint, half in the journal.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = NewSnapshotter(ctx, root); err != nil {
-		t.Fatal(err)
-	}
+	s = openRoot(t, ctx, root)
 	if _, err := s.Prepare(ctx, "c5", "l2", snapshots.WithLabels(map[string]string{"c": "5"})); err != nil {
 		t.Fatal(err)
 	}
@@ -146,11 +153,7 @@ func TestJournalReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatalf("reopen after power loss: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s = openRoot(t, ctx, root)
 	after := describe(t, ctx, s)
 	if strings.Join(before, "\n") != strings.Join(after, "\n") {
 		t.Fatalf("metadata after replay differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
@@ -186,10 +189,7 @@ func TestJournalTornTail(t *testing.T) {
 		t.Run(tail.name, func(t *testing.T) {
 			root := filepath.Join(newBtrfs(t, 256<<20), "root")
 			ctx := testContext(t)
-			s, err := NewSnapshotter(ctx, root)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := openRoot(t, ctx, root)
 			journalScenario(t, ctx, s)
 			before := describe(t, ctx, s)
 			abandon(s)
@@ -212,11 +212,7 @@ func TestJournalTornTail(t *testing.T) {
 			if len(recs) == 0 || fileSize(t, jpath) != whole {
 				t.Fatalf("%d records, journal of %d bytes; want the scenario's records and %d bytes", len(recs), fileSize(t, jpath), whole)
 			}
-			s, err = NewSnapshotter(ctx, root)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s = openRoot(t, ctx, root)
 			if after := describe(t, ctx, s); strings.Join(before, "\n") != strings.Join(after, "\n") {
 				t.Fatalf("metadata differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
 			}
@@ -229,10 +225,7 @@ func TestJournalTornTail(t *testing.T) {
 func TestJournalDamaged(t *testing.T) {
 	root := filepath.Join(newBtrfs(t, 256<<20), "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	journalScenario(t, ctx, s)
 	abandon(s)
 	jpath := filepath.Join(root, journalFile)
@@ -258,10 +251,7 @@ func TestJournalDamaged(t *testing.T) {
 func TestJournalAfterCheckpoint(t *testing.T) {
 	root := filepath.Join(newBtrfs(t, 256<<20), "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	journalScenario(t, ctx, s)
 	before := describe(t, ctx, s)
 	jpath := filepath.Join(root, journalFile)
@@ -278,11 +268,7 @@ func TestJournalAfterCheckpoint(t *testing.T) {
 	if err := os.WriteFile(jpath, records, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err = NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatalf("reopen with records the checkpoint holds: %v", err)
-	}
-	defer s.Close()
+	s = openRoot(t, ctx, root)
 	if after := describe(t, ctx, s); strings.Join(before, "\n") != strings.Join(after, "\n") {
 		t.Fatalf("metadata differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
 	}
@@ -337,12 +323,7 @@ func reopenAfterPowerLoss(t *testing.T, ctx context.Context, s *Snapshotter) *Sn
 	if err := os.WriteFile(filepath.Join(root, workFile), []byte("torn"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatalf("reopen after power loss: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return openRoot(t, ctx, root)
 }
 
 // TestJournalAppendFails: when a record cannot be synced, the write is
@@ -350,10 +331,7 @@ func reopenAfterPowerLoss(t *testing.T, ctx context.Context, s *Snapshotter) *Sn
 func TestJournalAppendFails(t *testing.T) {
 	root := filepath.Join(newBtrfs(t, 256<<20), "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	s.meta.j.sync = failingSync(1)
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatalf("Prepare with a failing journal: %v", err)
@@ -378,10 +356,7 @@ func TestJournalAppendFails(t *testing.T) {
 func TestJournalResetSyncFails(t *testing.T) {
 	root := filepath.Join(newBtrfs(t, 256<<20), "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +381,7 @@ func TestJournalResetSyncFails(t *testing.T) {
 func TestJournalNotDurable(t *testing.T) {
 	root := filepath.Join(newBtrfs(t, 256<<20), "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	if _, err := s.Prepare(ctx, "base", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +391,7 @@ func TestJournalNotDurable(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, checkpointFile+".tmp", "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Prepare(ctx, "a", "")
+	_, err := s.Prepare(ctx, "a", "")
 	var notDurable errNotDurable
 	if !errors.As(err, &notDurable) {
 		t.Fatalf("Prepare with no way to make it durable: %v", err)
@@ -475,10 +447,7 @@ func TestLabelsAndKeysAreUTF8(t *testing.T) {
 func TestJournalReplayFailureKeepsRecords(t *testing.T) {
 	root := filepath.Join(newBtrfs(t, 256<<20), "root")
 	ctx := testContext(t)
-	s, err := NewSnapshotter(ctx, root)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openRoot(t, ctx, root)
 	journalScenario(t, ctx, s)
 	abandon(s)
 	jpath := filepath.Join(root, journalFile)
