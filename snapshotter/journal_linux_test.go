@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/errdefs"
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
@@ -402,6 +403,11 @@ func TestJournalNotDurable(t *testing.T) {
 	if _, err := s.Prepare(ctx, "b", ""); err == nil || !strings.Contains(err.Error(), "until the snapshotter restarts") {
 		t.Fatalf("a write after the failure: %v", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.MetadataCollectors()...)
+	if got := gauge(t, reg, "tupper_snapshotter_metadata_read_only"); got != 1 {
+		t.Fatalf("tupper_snapshotter_metadata_read_only is %v with writes refused", got)
+	}
 	if err := os.RemoveAll(filepath.Join(root, checkpointFile+".tmp")); err != nil {
 		t.Fatal(err)
 	}
@@ -468,4 +474,20 @@ func TestJournalReplayFailureKeepsRecords(t *testing.T) {
 	if got := fileSize(t, jpath); got != size {
 		t.Fatalf("the journal went from %d to %d bytes after the failed open", size, got)
 	}
+}
+
+// gauge reads the value of the gauge name from reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
 )
@@ -406,4 +407,35 @@ func (s *Snapshotter) appendRecord(ctx context.Context, rec *journalRecord) erro
 	}
 	m.failed = errors.Join(err, cerr)
 	return errNotDurable{m.failed}
+}
+
+// MetadataCollectors report the metadata journal on /metrics: whether
+// writes are refused (a journal and checkpoint failure, until a restart)
+// and how many records wait for the next checkpoint.
+func (s *Snapshotter) MetadataCollectors() []prometheus.Collector {
+	m := s.meta
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tupper_snapshotter_metadata_read_only",
+			Help: "1 when snapshot metadata writes are refused because neither the journal nor a checkpoint could make one durable; a restart clears it.",
+		}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.failed != nil {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tupper_snapshotter_metadata_journal_records",
+			Help: "Metadata journal records since the last checkpoint.",
+		}, func() float64 {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.j == nil {
+				return 0
+			}
+			return float64(m.j.records)
+		}),
+	}
 }

@@ -69,6 +69,7 @@ func run(ctx context.Context, c config) error {
 	reg := prometheus.NewRegistry()
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	reg.MustRegister(metrics, snapshotter.UsageWalksCollector())
+	reg.MustRegister(sn.MetadataCollectors()...)
 	rpc := grpc.NewServer(grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()))
 	snapshotsapi.RegisterSnapshotsServer(rpc, snapshotservice.FromSnapshotter(sn))
 	metrics.InitializeMetrics(rpc)

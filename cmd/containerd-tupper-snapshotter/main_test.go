@@ -157,6 +157,8 @@ func TestMetrics(t *testing.T) {
 	for _, want := range []string{
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="Prepare"`,
 		"tupper_snapshotter_usage_walks_total",
+		"tupper_snapshotter_metadata_read_only 0",
+		"tupper_snapshotter_metadata_journal_records 1",
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
