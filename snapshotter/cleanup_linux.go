@@ -32,6 +32,7 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	// whose subvolume Cleanup deleted.
 	s.meta.mu.Lock()
 	defer s.meta.mu.Unlock()
+	s.crashPoint("cleanup:locked")
 	ctx, tx, err := s.transaction(ctx, true)
 	if err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -420,6 +421,44 @@ func TestJournalNotDurable(t *testing.T) {
 	}
 	if st := readState(t, s); !st.consistent() {
 		t.Fatalf("not consistent after the restart: %+v", st)
+	}
+}
+
+// TestCleanupWaitsForTheRecord: a Cleanup that comes while a Remove is
+// between its bolt commit and its journal record waits for the record.
+// Had it run in that gap, it would delete the subvolume of a snapshot
+// that a crash before the record brings back.
+func TestCleanupWaitsForTheRecord(t *testing.T) {
+	s := newTestSnapshotter(t)
+	ctx := testContext(t)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		steps   []string
+		cleaned = make(chan error, 1)
+	)
+	s.step = func(name string) {
+		mu.Lock()
+		steps = append(steps, name)
+		mu.Unlock()
+		if name == "journal:committed" {
+			go func() { cleaned <- s.Cleanup(ctx) }()
+		}
+	}
+	if err := s.Remove(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-cleaned; err != nil {
+		t.Fatal(err)
+	}
+	s.step = nil
+	mu.Lock()
+	defer mu.Unlock()
+	order := strings.Join(steps, " ")
+	if strings.Index(order, "cleanup:locked") < strings.Index(order, "journal:appended") {
+		t.Fatalf("Cleanup ran before the Remove's record was written: %s", order)
 	}
 }
 

@@ -375,6 +375,7 @@ func (s *Snapshotter) write(ctx context.Context, fn func(context.Context, *bolt.
 	if err := s.appendRecord(ctx, rec); err != nil {
 		return err
 	}
+	s.crashPoint("journal:appended")
 	if m.j.records >= m.checkpointAt {
 		if err := m.checkpoint(); err != nil {
 			// The record is durable; the journal only grows.
