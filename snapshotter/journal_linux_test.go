@@ -102,6 +102,24 @@ func openRoot(t *testing.T, ctx context.Context, root string) *Snapshotter {
 	return s
 }
 
+// sameMetadata fails the test unless two describe listings are the same.
+func sameMetadata(t *testing.T, before, after []string) {
+	t.Helper()
+	if b, a := strings.Join(before, "\n"), strings.Join(after, "\n"); b != a {
+		t.Fatalf("metadata differs:\nbefore:\n%s\nafter:\n%s", b, a)
+	}
+}
+
+// requireSnapshots fails the test unless s has every one of keys.
+func requireSnapshots(t *testing.T, ctx context.Context, s *Snapshotter, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		if _, err := s.Stat(ctx, k); err != nil {
+			t.Fatalf("%s after the power loss: %v", k, err)
+		}
+	}
+}
+
 // abandon stops s as a power loss would: without the checkpoint Close
 // takes, and with the working database left as it is.
 func abandon(s *Snapshotter) {
@@ -127,9 +145,8 @@ func fileSize(t *testing.T, path string) int64 {
 // anywhere; reopening the root rebuilds the metadata from the checkpoint
 // and the journal, exactly as it was: ids, subvolumes, labels, times, usage.
 func TestJournalReplay(t *testing.T) {
-	root := filepath.Join(newBtrfs(t, 256<<20), "root")
-	ctx := testContext(t)
-	s := openRoot(t, ctx, root)
+	s := newTestSnapshotter(t)
+	root, ctx := s.root, testContext(t)
 	journalScenario(t, ctx, s)
 	// Half the writes in the checkpoint, half in the journal.
 	if err := s.Close(); err != nil {
@@ -157,9 +174,7 @@ func TestJournalReplay(t *testing.T) {
 
 	s = openRoot(t, ctx, root)
 	after := describe(t, ctx, s)
-	if strings.Join(before, "\n") != strings.Join(after, "\n") {
-		t.Fatalf("metadata after replay differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
-	}
+	sameMetadata(t, before, after)
 	if n := fileSize(t, filepath.Join(root, journalFile)); n != 0 {
 		t.Fatalf("the journal holds %d bytes after the replay's checkpoint", n)
 	}
@@ -189,9 +204,8 @@ func TestJournalTornTail(t *testing.T) {
 		{"bad checksum", append([]byte{2, 0, 0, 0, 1, 2, 3, 4}, "{}"...)},
 	} {
 		t.Run(tail.name, func(t *testing.T) {
-			root := filepath.Join(newBtrfs(t, 256<<20), "root")
-			ctx := testContext(t)
-			s := openRoot(t, ctx, root)
+			s := newTestSnapshotter(t)
+			root, ctx := s.root, testContext(t)
 			journalScenario(t, ctx, s)
 			before := describe(t, ctx, s)
 			abandon(s)
@@ -215,9 +229,7 @@ func TestJournalTornTail(t *testing.T) {
 				t.Fatalf("%d records, journal of %d bytes; want the scenario's records and %d bytes", len(recs), fileSize(t, jpath), whole)
 			}
 			s = openRoot(t, ctx, root)
-			if after := describe(t, ctx, s); strings.Join(before, "\n") != strings.Join(after, "\n") {
-				t.Fatalf("metadata differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
-			}
+			sameMetadata(t, before, describe(t, ctx, s))
 		})
 	}
 }
@@ -225,9 +237,8 @@ func TestJournalTornTail(t *testing.T) {
 // TestJournalDamaged: damage before the last record is not a torn tail:
 // opening fails, naming the journal, and keeps it as it is.
 func TestJournalDamaged(t *testing.T) {
-	root := filepath.Join(newBtrfs(t, 256<<20), "root")
-	ctx := testContext(t)
-	s := openRoot(t, ctx, root)
+	s := newTestSnapshotter(t)
+	root, ctx := s.root, testContext(t)
 	journalScenario(t, ctx, s)
 	abandon(s)
 	jpath := filepath.Join(root, journalFile)
@@ -251,9 +262,8 @@ func TestJournalDamaged(t *testing.T) {
 // the journal's reset leaves records the checkpoint already holds; they
 // are not done twice.
 func TestJournalAfterCheckpoint(t *testing.T) {
-	root := filepath.Join(newBtrfs(t, 256<<20), "root")
-	ctx := testContext(t)
-	s := openRoot(t, ctx, root)
+	s := newTestSnapshotter(t)
+	root, ctx := s.root, testContext(t)
 	journalScenario(t, ctx, s)
 	before := describe(t, ctx, s)
 	jpath := filepath.Join(root, journalFile)
@@ -271,9 +281,7 @@ func TestJournalAfterCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openRoot(t, ctx, root)
-	if after := describe(t, ctx, s); strings.Join(before, "\n") != strings.Join(after, "\n") {
-		t.Fatalf("metadata differs:\nbefore:\n%s\nafter:\n%s", strings.Join(before, "\n"), strings.Join(after, "\n"))
-	}
+	sameMetadata(t, before, describe(t, ctx, s))
 }
 
 // TestJournalCheckpoints: the journal is folded into metadata.db every
@@ -331,9 +339,8 @@ func reopenAfterPowerLoss(t *testing.T, ctx context.Context, s *Snapshotter) *Sn
 // TestJournalAppendFails: when a record cannot be synced, the write is
 // made durable by a checkpoint instead, and returns.
 func TestJournalAppendFails(t *testing.T) {
-	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	s := newTestSnapshotter(t)
 	ctx := testContext(t)
-	s := openRoot(t, ctx, root)
 	s.meta.j.sync = failingSync(1)
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatalf("Prepare with a failing journal: %v", err)
@@ -344,21 +351,15 @@ func TestJournalAppendFails(t *testing.T) {
 	if _, err := s.Prepare(ctx, "b", ""); err != nil {
 		t.Fatal(err)
 	}
-	s = reopenAfterPowerLoss(t, ctx, s)
-	for _, k := range []string{"a", "b"} {
-		if _, err := s.Stat(ctx, k); err != nil {
-			t.Fatalf("%s after the power loss: %v", k, err)
-		}
-	}
+	requireSnapshots(t, ctx, reopenAfterPowerLoss(t, ctx, s), "a", "b")
 }
 
 // TestJournalResetSyncFails: a checkpoint whose journal truncation is
 // not synced still starts the journal over at its beginning, so that the
 // writes after it are found again.
 func TestJournalResetSyncFails(t *testing.T) {
-	root := filepath.Join(newBtrfs(t, 256<<20), "root")
+	s := newTestSnapshotter(t)
 	ctx := testContext(t)
-	s := openRoot(t, ctx, root)
 	if _, err := s.Prepare(ctx, "a", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -369,21 +370,15 @@ func TestJournalResetSyncFails(t *testing.T) {
 	if _, err := s.Prepare(ctx, "b", ""); err != nil {
 		t.Fatal(err)
 	}
-	s = reopenAfterPowerLoss(t, ctx, s)
-	for _, k := range []string{"a", "b"} {
-		if _, err := s.Stat(ctx, k); err != nil {
-			t.Fatalf("%s after the power loss: %v", k, err)
-		}
-	}
+	requireSnapshots(t, ctx, reopenAfterPowerLoss(t, ctx, s), "a", "b")
 }
 
 // TestJournalNotDurable: when neither the record nor a checkpoint can be
 // written, the write fails, its subvolume stays for the working database
 // that names it, later writes are refused, and a restart is consistent.
 func TestJournalNotDurable(t *testing.T) {
-	root := filepath.Join(newBtrfs(t, 256<<20), "root")
-	ctx := testContext(t)
-	s := openRoot(t, ctx, root)
+	s := newTestSnapshotter(t)
+	root, ctx := s.root, testContext(t)
 	if _, err := s.Prepare(ctx, "base", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -490,9 +485,8 @@ func TestLabelsAndKeysAreUTF8(t *testing.T) {
 // checkpoint (here, a record that skips a sequence number) stops the
 // snapshotter with an error naming the journal, and the records stay.
 func TestJournalReplayFailureKeepsRecords(t *testing.T) {
-	root := filepath.Join(newBtrfs(t, 256<<20), "root")
-	ctx := testContext(t)
-	s := openRoot(t, ctx, root)
+	s := newTestSnapshotter(t)
+	root, ctx := s.root, testContext(t)
 	journalScenario(t, ctx, s)
 	abandon(s)
 	jpath := filepath.Join(root, journalFile)
