@@ -30,11 +30,9 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		return nil, err
 	}
 	s.sealer.busy()
-	var base snapshots.Info
-	for _, o := range opts {
-		if err := o(&base); err != nil {
-			return nil, err
-		}
+	base, err := requestedInfo(opts)
+	if err != nil {
+		return nil, err
 	}
 	maxSize, err := parseMaxSize(base.Labels)
 	if err != nil {
@@ -89,6 +87,18 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshots.Kind, key, pare
 		})
 	}
 	return s.mounts(path, kind, base.Labels), nil
+}
+
+// requestedInfo is what a call's options ask for (labels), applied to an
+// empty Info as the MetaStore applies them.
+func requestedInfo(opts []snapshots.Opt) (snapshots.Info, error) {
+	var info snapshots.Info
+	for _, o := range opts {
+		if err := o(&info); err != nil {
+			return snapshots.Info{}, err
+		}
+	}
+	return info, nil
 }
 
 // makeSubvolume gives a new snapshot its files and says where they are. A
@@ -181,17 +191,15 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	if err := validateKey("snapshot name", name); err != nil {
 		return err
 	}
-	var base snapshots.Info
-	for _, o := range opts {
-		if err := o(&base); err != nil {
-			return err
-		}
+	base, err := requestedInfo(opts)
+	if err != nil {
+		return err
 	}
 	if err := validateLabels(base.Labels); err != nil {
 		return err
 	}
 	var path string
-	err := s.write(ctx, func(ctx context.Context, tx *bolt.Tx) (*journalRecord, error) {
+	err = s.write(ctx, func(ctx context.Context, tx *bolt.Tx) (*journalRecord, error) {
 		active, err := storage.GetSnapshot(ctx, key)
 		if err != nil {
 			return nil, fmt.Errorf("committing %q: %w", key, err)
