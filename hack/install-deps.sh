@@ -44,7 +44,9 @@ APT_PACKAGES=(
 	iptables
 	pkg-config
 	gcc
-	libc6-dev # libc.a: the shim is linked statically (Makefile)
+	libc6-dev # cgo for the tests and runc
+	musl-tools # musl-gcc: the shim, its helper and tupper-run are linked statically against musl (Makefile)
+	autoconf automake libtool gperf # to build libseccomp for musl (below)
 	shellcheck # make test checks hack/*.sh
 	bsdutils # script(1): the shim's tests give ctr a terminal
 )
@@ -54,6 +56,52 @@ apt_install_missing "" "${APT_PACKAGES[@]}" || {
 	((rc == 1)) || exit "$rc"
 	log "apt: all ${#APT_PACKAGES[@]} packages present"
 }
+
+# ------------------------------------------------------- libseccomp for musl
+# The shim, its helper and tupper-run are linked statically against musl
+# (Makefile: glibc's static start-up issues ~55 CPUID instructions, each a
+# VM exit on a virtual machine). Debian builds libseccomp for glibc only,
+# so the release of Debian's libseccomp-dev is built here with musl-gcc,
+# from its source as the Go module proxy serves it (the GitHub repository,
+# as module version +incompatible), into $MUSL_PREFIX, with links to the
+# kernel headers musl's own include directory lacks.
+LIBSECCOMP_VERSION=v2.5.4
+MUSL_PREFIX=/usr/local/lib/tupper-musl # the Makefile's MUSL_PREFIX
+
+install_musl_libseccomp() {
+	local stamp="$MUSL_PREFIX/libseccomp.version" src tmp triplet
+	if [[ -f $MUSL_PREFIX/lib/libseccomp.a && $(cat "$stamp" 2>/dev/null) == "$LIBSECCOMP_VERSION" ]]; then
+		log "libseccomp: $MUSL_PREFIX has $LIBSECCOMP_VERSION built for musl"
+		return
+	fi
+	src=$(cd / && GOFLAGS='' "$GO" mod download -json "github.com/seccomp/libseccomp@$LIBSECCOMP_VERSION+incompatible" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	if [[ -z $src || ! -f $src/configure.ac ]]; then
+		echo "install-deps: libseccomp: the module proxy has no source for $LIBSECCOMP_VERSION" >&2
+		exit 1
+	fi
+	triplet=$(gcc -dumpmachine)
+	tmp=$(mktemp -d)
+	log "libseccomp: building $LIBSECCOMP_VERSION for musl in $tmp"
+	cp -r "$src/." "$tmp"
+	chmod -R u+w "$tmp"
+	chmod +x "$tmp/autogen.sh" "$tmp/src/arch-gperf-generate" # module zips keep no modes
+	if ! (cd "$tmp" && ./autogen.sh &&
+		CC=musl-gcc CFLAGS="-O2 -idirafter /usr/include -idirafter /usr/include/$triplet" \
+			./configure --enable-static --disable-shared --prefix="$MUSL_PREFIX" &&
+		make -C src -j"$(nproc)" && make -C src install && make -C include install) >"$tmp/build.log" 2>&1; then
+		tail -30 "$tmp/build.log" >&2
+		echo "install-deps: building libseccomp for musl failed (log above; tree left in $tmp)" >&2
+		exit 1
+	fi
+	ln -sfn /usr/include/linux "$MUSL_PREFIX/include/linux"
+	ln -sfn /usr/include/asm-generic "$MUSL_PREFIX/include/asm-generic"
+	ln -sfn "/usr/include/$triplet/asm" "$MUSL_PREFIX/include/asm"
+	echo "$LIBSECCOMP_VERSION" >"$stamp"
+	rm -rf "$tmp"
+	log "libseccomp: installed $LIBSECCOMP_VERSION for musl into $MUSL_PREFIX"
+}
+install_musl_libseccomp
 
 # ------------------------------------------------------------------ Go tools
 # go_has_module BIN MODULE VERSION [TAGS]: BIN was built from MODULE@VERSION

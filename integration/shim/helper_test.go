@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +23,8 @@ func TestHelperBinary(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.BinDir, "tupper-helper")); err != nil {
 		t.Fatalf("no tupper-helper next to the shim under test (make build): %v", err)
 	}
+	checkStaticMusl(t, e.Shim)
+	checkStaticMusl(t, filepath.Join(e.BinDir, "tupper-helper"))
 	ctx, tk := e.createSleeper("helper1")
 	defer tk.Delete(ctx, client.WithProcessKill)
 	// Created, not started: the init is still the helper.
@@ -48,6 +51,27 @@ func TestHelperBinary(t *testing.T) {
 	}
 	if st := <-exited; st.ExitCode() != 0 {
 		t.Fatalf("exec of true: exit status %d", st.ExitCode())
+	}
+}
+
+// checkStaticMusl: bin has no program interpreter and was not linked
+// against glibc, whose start files mark a binary with an ABI note (the
+// Makefile links the shim and its helper against musl: glibc's start-up
+// costs CPUID traps on a virtual machine at every exec).
+func checkStaticMusl(t *testing.T, bin string) {
+	t.Helper()
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s is dynamically linked, want static (make build)", bin)
+		}
+	}
+	if f.Section(".note.ABI-tag") != nil {
+		t.Errorf("%s has glibc's .note.ABI-tag: linked against glibc, want musl (make build)", bin)
 	}
 }
 
