@@ -313,11 +313,8 @@ func (p *preparedProcess) switchCredentials() error {
 	if err := unix.Setgroups(p.groups); err != nil {
 		return fmt.Errorf("setgroups %v: %w", p.groups, err)
 	}
-	if err := unix.Setresgid(p.gid, p.gid, p.gid); err != nil {
-		return fmt.Errorf("setgid %d: %w", p.gid, err)
-	}
-	if err := unix.Setresuid(p.uid, p.uid, p.uid); err != nil {
-		return fmt.Errorf("setuid %d: %w", p.uid, err)
+	if err := security.SetThreadIDs(p.uid, p.gid); err != nil {
+		return err
 	}
 	if r, e, s := unix.Getresuid(); r != p.uid || e != p.uid || s != p.uid {
 		return fmt.Errorf("setuid %d left uids %d/%d/%d", p.uid, r, e, s)

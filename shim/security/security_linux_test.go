@@ -13,6 +13,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/tupper/tupper/internal/testutil"
 )
@@ -53,10 +54,7 @@ func child(raw []byte) error {
 		if err := syscall.Setgroups(nil); err != nil {
 			return err
 		}
-		if err := syscall.Setresgid(c.UID, c.UID, c.UID); err != nil {
-			return err
-		}
-		if err := syscall.Setresuid(c.UID, c.UID, c.UID); err != nil {
+		if err := SetThreadIDs(c.UID, c.UID); err != nil {
 			return err
 		}
 		if err := KeepCapsAcrossSetuid(false); err != nil {
@@ -189,4 +187,58 @@ func TestLSMOnHostWithout(t *testing.T) {
 	if _, err := PlanLSM(context.Background(), spec); !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), "SELinux") {
 		t.Fatalf("SELinux label on a host without SELinux: %v", err)
 	}
+}
+
+// TestSetThreadIDsOnlyItsThread: the ids change on the calling thread and
+// on no other, so the helper does not stop every runtime thread twice on
+// its way to execve (which ends them and takes the calling thread's ids).
+func TestSetThreadIDsOnlyItsThread(t *testing.T) {
+	testutil.NeedRoot(t)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	type result struct {
+		tid int
+		err error
+	}
+	done, release := make(chan result), make(chan struct{})
+	go func() {
+		// Never unlocked: the thread ends with this goroutine.
+		runtime.LockOSThread()
+		done <- result{unix.Gettid(), SetThreadIDs(1234, 5678)}
+		<-release
+	}()
+	r := <-done
+	defer close(release)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got := threadIDs(t, r.tid); got != "1234 5678" {
+		t.Errorf("the calling thread has uid and gid %q, want 1234 5678", got)
+	}
+	if got := threadIDs(t, unix.Gettid()); got != "0 0" {
+		t.Errorf("another thread has uid and gid %q, want 0 0 (only the caller's must change)", got)
+	}
+}
+
+// threadIDs is "uid gid" of thread tid of this process, each checked to
+// be the same for the real, effective, saved and filesystem ids.
+func threadIDs(t *testing.T, tid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/status", tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k != "Uid" && k != "Gid" {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 4 || f[0] != f[1] || f[0] != f[2] || f[0] != f[3] {
+			t.Fatalf("thread %d: %s ids %q are not all the same", tid, k, v)
+		}
+		ids = append(ids, f[0])
+	}
+	return strings.Join(ids, " ")
 }
