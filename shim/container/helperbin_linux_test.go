@@ -1,7 +1,9 @@
 package container
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -65,5 +67,42 @@ func TestHelperFromAnotherBuild(t *testing.T) {
 		t.Fatal("Create succeeded with a helper of another build")
 	} else if !strings.Contains(err.Error(), "helper binary is version") || !strings.Contains(err.Error(), "another-build") {
 		t.Errorf("Create: %v, want the two versions named", err)
+	}
+}
+
+// TestWarmUpSealsTheHelper: WarmUp makes the sealed view of the helper
+// binary, so that a shim's first Create does not. Each mode runs in a new
+// process, where nothing else has made it yet.
+func TestWarmUpSealsTheHelper(t *testing.T) {
+	sealedFd := fmt.Sprintf("/proc/self/fd/%d", sealedExeFd)
+	if mode := os.Getenv("TUPPER_WARM_SEAL_TEST"); mode != "" {
+		if mode == "warm" {
+			WarmUp()
+		}
+		_, err := os.Lstat(sealedFd)
+		fmt.Printf("sealed %t\n", err == nil)
+		return
+	}
+	sealed := func(mode string) bool {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestWarmUpSealsTheHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "TUPPER_WARM_SEAL_TEST="+mode)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v: %s", mode, err, out)
+		}
+		_, v, ok := strings.Cut(string(out), "sealed ")
+		if !ok {
+			t.Fatalf("%s: no answer in %q", mode, out)
+		}
+		return strings.HasPrefix(v, "true")
+	}
+	if sealed("cold") {
+		t.Fatalf("a new process already has %s: the test cannot see what WarmUp does", sealedFd)
+	}
+	if !sealed("warm") {
+		t.Errorf("after WarmUp, no sealed helper binary at %s", sealedFd)
+	}
+	if got, err := sealedExe(); err != nil || got != sealedFd {
+		t.Errorf("sealedExe() = %q, %v; want %s", got, err, sealedFd)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/ttrpc"
 	taskAPI "github.com/tupper/tupper/proto/taskapi"
 	"github.com/tupper/tupper/shim/container"
-	"github.com/tupper/tupper/shim/container/protocol"
 	"github.com/tupper/tupper/shim/process"
 	"github.com/tupper/tupper/shim/seccomp"
 	"github.com/tupper/tupper/shim/serve"
@@ -84,9 +83,10 @@ func (s *service) inBackground(fn func()) {
 // serve several containers (a pod).
 func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Service) (Service, error) {
 	// While containerd connects and sends the first Create: that Create
-	// decodes a spec and sends the helper its Config, and a new process
-	// would analyse those types for encoding/json on its path.
-	go protocol.WarmUp()
+	// decodes a spec, starts the helper from its sealed binary and sends
+	// it its Config, and a new process would make the sealed view and
+	// analyse those types for encoding/json on its path.
+	go container.WarmUp()
 	s := &service{
 		ctx:        ctx,
 		publisher:  publisher,
