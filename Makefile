@@ -22,7 +22,7 @@ all: build
 # musl's is 128 KiB unless the binary names one, so it names glibc's 8 MiB
 # (address space only, touched as used).
 MUSL_PREFIX ?= /usr/local/lib/tupper-musl
-MUSL := CC=musl-gcc CGO_CFLAGS='-O2 -I$(MUSL_PREFIX)/include' CGO_LDFLAGS='-L$(MUSL_PREFIX)/lib'
+MUSL := CC=musl-gcc PKG_CONFIG_LIBDIR=$(MUSL_PREFIX)/lib/pkgconfig CGO_CFLAGS='-O2 -I$(MUSL_PREFIX)/include' CGO_LDFLAGS='-L$(MUSL_PREFIX)/lib'
 STATIC_LDFLAGS := -ldflags '$(LDFLAGS) -linkmode external -extldflags "-static -Wl,-z,stack-size=8388608"'
 STATIC := -tags osusergo,netgo $(STATIC_LDFLAGS)
 # tupper-helper also leaves out CRIU (tupper_nocriu, see shim/container's
@@ -32,7 +32,7 @@ HELPER_TAGS := osusergo,netgo,tupper_nocriu
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/containerd-tupper-snapshotter
-	@test -f $(MUSL_PREFIX)/lib/libseccomp.a || { echo "no libseccomp for musl in $(MUSL_PREFIX): run make deps" >&2; exit 1; }
+	@test -f $(MUSL_PREFIX)/lib/pkgconfig/libseccomp.pc || { echo "no libseccomp for musl in $(MUSL_PREFIX): run make deps" >&2; exit 1; }
 	$(MUSL) $(GO) build $(STATIC) -o $(BIN)/ ./cmd/containerd-shim-tupper-v2 ./cmd/tupper-run
 	$(MUSL) $(GO) build -tags $(HELPER_TAGS) $(STATIC_LDFLAGS) -o $(BIN)/ ./cmd/tupper-helper
 

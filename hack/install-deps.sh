@@ -61,44 +61,86 @@ apt_install_missing "" "${APT_PACKAGES[@]}" || {
 # The shim, its helper and tupper-run are linked statically against musl
 # (Makefile: glibc's static start-up issues ~55 CPUID instructions, each a
 # VM exit on a virtual machine). Debian builds libseccomp for glibc only,
-# so the release of Debian's libseccomp-dev is built here with musl-gcc,
-# from its source as the Go module proxy serves it (the GitHub repository,
-# as module version +incompatible), into $MUSL_PREFIX, with links to the
-# kernel headers musl's own include directory lacks.
-LIBSECCOMP_VERSION=v2.5.4
-MUSL_PREFIX=/usr/local/lib/tupper-musl # the Makefile's MUSL_PREFIX
+# so it is built here with musl-gcc, from its source as the Go module proxy
+# serves it (the GitHub repository, as module version +incompatible), into
+# $MUSL_PREFIX, with links to the kernel headers musl's own include
+# directory lacks and a pkg-config file the Makefile points cgo at.
+#
+# v2.5.5 knows the syscalls up to Linux 6.7, as Debian 12's libseccomp-dev
+# (2.5.4 with its table patched) does: containerd's default profile allows
+# fchmodat2, cachestat, futex_wait and others from that table, and a
+# libseccomp that cannot name them leaves them to the profile's default
+# action (EPERM), where runc on the same host allows them. The build is
+# checked for exactly that.
+LIBSECCOMP_VERSION=v2.5.5
+MUSL_PREFIX=${MUSL_PREFIX:-/usr/local/lib/tupper-musl} # the Makefile's MUSL_PREFIX
+
+# musl_libseccomp_ok: $MUSL_PREFIX has $LIBSECCOMP_VERSION, and a program
+# linked with it against musl names fchmodat2 (Linux 6.6).
+musl_libseccomp_ok() {
+	local tmp ok=1
+	[[ -f $MUSL_PREFIX/lib/libseccomp.a && -f $MUSL_PREFIX/lib/pkgconfig/libseccomp.pc &&
+		$(cat "$MUSL_PREFIX/libseccomp.version" 2>/dev/null) == "$LIBSECCOMP_VERSION" ]] || return 1
+	tmp=$(mktemp -d)
+	cat >"$tmp/check.c" <<'C'
+#include <seccomp.h>
+int main(void) { return seccomp_syscall_resolve_name("fchmodat2") == __NR_SCMP_ERROR; }
+C
+	musl-gcc -static -I"$MUSL_PREFIX/include" -o "$tmp/check" "$tmp/check.c" -L"$MUSL_PREFIX/lib" -lseccomp 2>/dev/null &&
+		"$tmp/check" && ok=0
+	rm -rf "$tmp"
+	return "$ok"
+}
+
+# musl_kernel_headers: the kernel's uapi headers, which musl-gcc does not
+# search, next to libseccomp's in $MUSL_PREFIX/include.
+musl_kernel_headers() {
+	local triplet
+	triplet=$(gcc -dumpmachine)
+	mkdir -p "$MUSL_PREFIX/include"
+	ln -sfn /usr/include/linux "$MUSL_PREFIX/include/linux"
+	ln -sfn /usr/include/asm-generic "$MUSL_PREFIX/include/asm-generic"
+	ln -sfn "/usr/include/$triplet/asm" "$MUSL_PREFIX/include/asm"
+}
 
 install_musl_libseccomp() {
-	local stamp="$MUSL_PREFIX/libseccomp.version" src tmp triplet
-	if [[ -f $MUSL_PREFIX/lib/libseccomp.a && $(cat "$stamp" 2>/dev/null) == "$LIBSECCOMP_VERSION" ]]; then
+	local out src tmp
+	musl_kernel_headers
+	if musl_libseccomp_ok; then
 		log "libseccomp: $MUSL_PREFIX has $LIBSECCOMP_VERSION built for musl"
 		return
 	fi
-	src=$(cd / && GOFLAGS='' "$GO" mod download -json "github.com/seccomp/libseccomp@$LIBSECCOMP_VERSION+incompatible" |
-		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-	if [[ -z $src || ! -f $src/configure.ac ]]; then
-		echo "install-deps: libseccomp: the module proxy has no source for $LIBSECCOMP_VERSION" >&2
+	if ! out=$(cd / && GOFLAGS='' "$GO" mod download -json "github.com/seccomp/libseccomp@$LIBSECCOMP_VERSION+incompatible" 2>&1); then
+		printf '%s\n' "$out" >&2
+		echo "install-deps: libseccomp: the module proxy did not give the source of $LIBSECCOMP_VERSION" >&2
 		exit 1
 	fi
-	triplet=$(gcc -dumpmachine)
+	src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$out")
+	if [[ -z $src || ! -f $src/configure.ac ]]; then
+		printf '%s\n' "$out" >&2
+		echo "install-deps: libseccomp: no source tree for $LIBSECCOMP_VERSION in the module cache" >&2
+		exit 1
+	fi
 	tmp=$(mktemp -d)
 	log "libseccomp: building $LIBSECCOMP_VERSION for musl in $tmp"
 	cp -r "$src/." "$tmp"
 	chmod -R u+w "$tmp"
 	chmod +x "$tmp/autogen.sh" "$tmp/src/arch-gperf-generate" # module zips keep no modes
 	if ! (cd "$tmp" && ./autogen.sh &&
-		CC=musl-gcc CFLAGS="-O2 -idirafter /usr/include -idirafter /usr/include/$triplet" \
+		CC=musl-gcc CFLAGS="-O2 -fstack-protector-strong -I$MUSL_PREFIX/include" \
 			./configure --enable-static --disable-shared --prefix="$MUSL_PREFIX" &&
-		make -C src -j"$(nproc)" && make -C src install && make -C include install) >"$tmp/build.log" 2>&1; then
+		make -C src -j"$(nproc)" && make -C src install && make -C include install &&
+		make install-pkgconfDATA) >"$tmp/build.log" 2>&1; then
 		tail -30 "$tmp/build.log" >&2
 		echo "install-deps: building libseccomp for musl failed (log above; tree left in $tmp)" >&2
 		exit 1
 	fi
-	ln -sfn /usr/include/linux "$MUSL_PREFIX/include/linux"
-	ln -sfn /usr/include/asm-generic "$MUSL_PREFIX/include/asm-generic"
-	ln -sfn "/usr/include/$triplet/asm" "$MUSL_PREFIX/include/asm"
-	echo "$LIBSECCOMP_VERSION" >"$stamp"
 	rm -rf "$tmp"
+	echo "$LIBSECCOMP_VERSION" >"$MUSL_PREFIX/libseccomp.version"
+	if ! musl_libseccomp_ok; then
+		echo "install-deps: libseccomp $LIBSECCOMP_VERSION for musl in $MUSL_PREFIX does not name fchmodat2" >&2
+		exit 1
+	fi
 	log "libseccomp: installed $LIBSECCOMP_VERSION for musl into $MUSL_PREFIX"
 }
 install_musl_libseccomp

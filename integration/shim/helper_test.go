@@ -54,10 +54,12 @@ func TestHelperBinary(t *testing.T) {
 	}
 }
 
-// checkStaticMusl: bin has no program interpreter and was not linked
+// checkStaticMusl: bin has no program interpreter, was not linked
 // against glibc, whose start files mark a binary with an ABI note (the
 // Makefile links the shim and its helper against musl: glibc's start-up
-// costs CPUID traps on a virtual machine at every exec).
+// costs CPUID traps on a virtual machine at every exec), and names the
+// 8 MiB thread stack that musl then gives Go's threads (its own default
+// is 128 KiB, and cgo calls run there).
 func checkStaticMusl(t *testing.T, bin string) {
 	t.Helper()
 	f, err := elf.Open(bin)
@@ -65,10 +67,17 @@ func checkStaticMusl(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	stack := uint64(0)
 	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
+		switch p.Type {
+		case elf.PT_INTERP:
 			t.Errorf("%s is dynamically linked, want static (make build)", bin)
+		case elf.PT_GNU_STACK:
+			stack = p.Memsz
 		}
+	}
+	if stack != 8<<20 {
+		t.Errorf("%s names a %d-byte thread stack (PT_GNU_STACK), want 8 MiB (make build)", bin, stack)
 	}
 	if f.Section(".note.ABI-tag") != nil {
 		t.Errorf("%s has glibc's .note.ABI-tag: linked against glibc, want musl (make build)", bin)

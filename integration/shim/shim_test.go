@@ -261,7 +261,7 @@ ls /dev | tr '\n' ' '`
 		t.Fatal(err)
 	}
 	defer func() { hostProc.Process.Kill(); hostProc.Wait() }()
-	probe += fmt.Sprintf("\necho\n/probe keyctl\n/probe ptrace %d", hostProc.Process.Pid)
+	probe += fmt.Sprintf("\necho\n/probe keyctl\n/probe ptrace %d\n/probe fchmodat2", hostProc.Process.Pid)
 	probeMount := "type=bind,src=" + probeBin + ",dst=/probe,options=rbind:ro"
 	// reboot(2) is refused without CAP_SYS_BOOT; with it (privileged) it
 	// would end the container's pid namespace, so only unprivileged

@@ -319,6 +319,9 @@ func (p *preparedProcess) switchCredentials() error {
 	if r, e, s := unix.Getresuid(); r != p.uid || e != p.uid || s != p.uid {
 		return fmt.Errorf("setuid %d left uids %d/%d/%d", p.uid, r, e, s)
 	}
+	if r, e, s := unix.Getresgid(); r != p.gid || e != p.gid || s != p.gid {
+		return fmt.Errorf("setgid %d left gids %d/%d/%d", p.gid, r, e, s)
+	}
 	if err := security.KeepCapsAcrossSetuid(false); err != nil {
 		return fmt.Errorf("clear keepcaps: %w", err)
 	}

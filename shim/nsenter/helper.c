@@ -172,10 +172,13 @@ static void unshare_namespaces(void)
 // only takes effect for children. Fork the helper into it as its PID 1, with
 // CLONE_PARENT so that it is the parent's (the shim's) own child to wait
 // for; send its pid as the protocol's Forked message and leave. The child
-// returns and starts Go as the helper. A raw clone leaves glibc's thread
-// descriptor with the intermediate's tid (runc's nsexec forks the same
-// way); nothing the helper does before its execve goes through it (Go asks
-// the kernel).
+// returns and starts Go as the helper. A raw clone leaves the libc's
+// thread descriptor with the intermediate's tid (runc's nsexec forks the
+// same way): musl reads it in gettid(), raise() and abort() and as the
+// owner of its thread-list lock. Go asks the kernel for its thread ids;
+// the lock would take another thread for its owner only if the new pid
+// namespace had reached the parent namespace's tid the descriptor still
+// holds, which the helper's few threads do not.
 static void fork_into_pid_namespace(void)
 {
 	const char *fork_env = getenv(TUPPER_ENV_FORK);

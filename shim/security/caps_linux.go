@@ -120,12 +120,21 @@ func KeepCapsAcrossSetuid(keep bool) error {
 // binary is the libc's broadcast: a signal to each runtime thread and a
 // wait for all of them, 0.3 to 1.5 ms per call under musl on a virtual
 // machine, for threads the exec is about to end.
+//
+// Until then the other threads are still root, in the memory this thread
+// shares with them, so the process must stay non-dumpable: a process of
+// the container's user could otherwise reach it through ptrace or
+// /proc/<pid>/mem. The kernel resets dumpable to fs.suid_dumpable when
+// the effective ids change, so it is set again here.
 func SetThreadIDs(uid, gid int) error {
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)); e != 0 {
 		return fmt.Errorf("setgid %d: %w", gid, e)
 	}
 	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
 		return fmt.Errorf("setuid %d: %w", uid, e)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("set non-dumpable after setuid: %w", err)
 	}
 	return nil
 }

@@ -218,6 +218,11 @@ func TestSetThreadIDsOnlyItsThread(t *testing.T) {
 	if got := threadIDs(t, unix.Gettid()); got != "0 0" {
 		t.Errorf("another thread has uid and gid %q, want 0 0 (only the caller's must change)", got)
 	}
+	// The root threads share memory with the caller: not dumpable, whatever
+	// fs.suid_dumpable the id change applied.
+	if d, err := unix.PrctlRetInt(unix.PR_GET_DUMPABLE, 0, 0, 0, 0); err != nil || d != 0 {
+		t.Errorf("dumpable is %d (%v) after SetThreadIDs, want 0", d, err)
+	}
 }
 
 // threadIDs is "uid gid" of thread tid of this process, each checked to
