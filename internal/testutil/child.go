@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"testing"
 )
 
@@ -55,6 +56,21 @@ func RunChild(t testing.TB, env string, cfg any) string {
 	out, err := ChildCommand(env, cfg).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == childSetupFailed {
 		t.Fatalf("child setup failed: %s", out)
+	}
+	return string(out)
+}
+
+// RerunTest runs the calling test again, alone, in a new process of the
+// test binary with env set to value, and returns its output. The test sees
+// value in env there and does the part that needs a process in which
+// nothing has run yet (a cache or a once-per-process value still cold).
+func RerunTest(t testing.TB, env, value string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+regexp.QuoteMeta(t.Name())+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env+"="+value)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s=%s: %v: %s", env, value, err, out)
 	}
 	return string(out)
 }

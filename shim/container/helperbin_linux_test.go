@@ -3,10 +3,11 @@ package container
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 // TestHelperBinaryChoice: helpers run tupper-helper from next to this
@@ -84,13 +85,8 @@ func TestWarmUpSealsTheHelper(t *testing.T) {
 		return
 	}
 	sealed := func(mode string) bool {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestWarmUpSealsTheHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "TUPPER_WARM_SEAL_TEST="+mode)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v: %s", mode, err, out)
-		}
-		_, v, ok := strings.Cut(string(out), "sealed ")
+		out := testutil.RerunTest(t, "TUPPER_WARM_SEAL_TEST", mode)
+		_, v, ok := strings.Cut(out, "sealed ")
 		if !ok {
 			t.Fatalf("%s: no answer in %q", mode, out)
 		}

@@ -4,12 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/tupper/tupper/internal/testutil"
 )
 
 // aSpec has an object of most of the spec's types, as containerd's and
@@ -61,13 +62,8 @@ func TestWarmUpPreparesSpecDecoding(t *testing.T) {
 		return
 	}
 	decodes := func(mode string) (first, second uint64) {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestWarmUpPreparesSpecDecoding$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "TUPPER_WARM_TEST="+mode)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v: %s", mode, err, out)
-		}
-		_, counts, _ := strings.Cut(string(out), "mallocs ")
+		out := testutil.RerunTest(t, "TUPPER_WARM_TEST", mode)
+		_, counts, _ := strings.Cut(out, "mallocs ")
 		if _, err := fmt.Sscan(counts, &first, &second); err != nil {
 			t.Fatalf("%s: no counts in %q", mode, out)
 		}
