@@ -118,5 +118,5 @@ func (s *service) stopIfIdle() bool {
 // that no later start finds it; s.mu is held.
 func (s *service) stopAcceptingLocked() {
 	s.stopping = true
-	s.socket.remove()
+	s.socket.Remove()
 }

@@ -50,7 +50,7 @@ type service struct {
 	background   sync.WaitGroup
 	shuttingDown bool
 
-	socket *listenSocket // removed when Shutdown decides to stop
+	socket *serve.ListenSocket // removed when Shutdown decides to stop
 
 	// seccomp compiles each seccomp profile once for every shim on the
 	// host; libseccomp takes tens of milliseconds over containerd's
@@ -95,7 +95,7 @@ func NewTaskService(ctx context.Context, publisher Publisher, sd shutdown.Servic
 		containers: map[string]*Container{},
 		creating:   map[string]bool{},
 		joining:    map[string]*time.Timer{},
-		socket:     ownSocket(),
+		socket:     serve.OwnSocket(),
 		seccomp:    seccomp.NewCache(seccomp.DefaultCacheDir),
 	}
 	sd.RegisterCallback(func(context.Context) error {

@@ -1,4 +1,4 @@
-package task
+package serve
 
 import (
 	"os"
@@ -6,20 +6,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listenSocket is the shim's listening socket file, which the manager's
-// `start` made and passed as fd 3 (shim/serve serves on that fd).
-type listenSocket struct {
+// ListenSocket is the shim's listening socket file, which `start` made and
+// passed as fd 3 (the daemon serves on that fd). It is not safe for
+// concurrent use: a service calls Remove under its own lock.
+type ListenSocket struct {
 	path     string
 	dev, ino uint64
-	removed  bool // callers hold the service's lock
+	removed  bool
 }
 
-// ownSocket identifies the socket on fd 3 while it is still there
-// (NewTaskService runs before the daemon serves on it): its path and the
+// OwnSocket identifies the socket on fd 3 while it is still there
+// (a NewService runs before the daemon serves on it): its path and the
 // file's identity, so that removing it later never removes a socket
 // another shim has since made at the same path. nil if fd 3 is no
 // listening unix socket with a path.
-func ownSocket() *listenSocket {
+func OwnSocket() *ListenSocket {
 	if v, err := unix.GetsockoptInt(3, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err != nil || v != 1 {
 		return nil
 	}
@@ -35,10 +36,10 @@ func ownSocket() *listenSocket {
 	if err := unix.Stat(un.Name, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return nil
 	}
-	return &listenSocket{path: un.Name, dev: st.Dev, ino: st.Ino}
+	return &ListenSocket{path: un.Name, dev: st.Dev, ino: st.Ino}
 }
 
-// remove deletes the socket file if it is still ours. The shim does this
+// Remove deletes the socket file if it is still ours. The shim does this
 // when it decides to shut down, before it answers Shutdown: containerd's
 // Delete returns right after that answer, and the socket must be gone by
 // then (containerd's TestShimDoesNotLeakSockets), and the shutdown
@@ -47,7 +48,7 @@ func ownSocket() *listenSocket {
 // shim stopped by SIGTERM.
 // It removes at most once: after that the path may be another shim's,
 // and a file system that reuses inode numbers could give its socket ours.
-func (l *listenSocket) remove() {
+func (l *ListenSocket) Remove() {
 	if l == nil || l.removed {
 		return
 	}
