@@ -30,6 +30,9 @@
 #                       leaves bench/results/latest.* alone
 #   BENCH_KEEP=1        keep the temp dir (logs, config) after the run
 #   TUPPER_BIN          snapshotter binary (default bin/containerd-tupper-snapshotter)
+#   BENCH_NOOP_SHIM     hack/noopshim's binary for the start latency floor rows
+#                       (default _output/bin/containerd-shim-noop-v2, which
+#                       `make bench` builds; without it, no floor rows)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,6 +59,11 @@ for v in RUNS MEM_RUNS DENSITY_RUNS; do
 done
 [[ -x $TUPPER_BIN ]] || die "no snapshotter binary $TUPPER_BIN: run \`make build\`"
 [[ -x $REPO/bin/containerd-shim-tupper-v2 ]] || die "no $REPO/bin/containerd-shim-tupper-v2: run \`make build\`"
+NOOP_SHIM="${BENCH_NOOP_SHIM:-$REPO/_output/bin/containerd-shim-noop-v2}"
+if [[ ! -x $NOOP_SHIM ]]; then
+	log "no $NOOP_SHIM (make bench builds it): no start latency floor rows"
+	NOOP_SHIM=""
+fi
 for bin in containerd ctr mkfs.btrfs losetup btrfs runc containerd-shim-runc-v2 ip; do
 	command -v "$bin" >/dev/null || die "$bin not on PATH: run \`make deps\`"
 done
@@ -317,6 +325,7 @@ log "running the driver: $RUNS paired runs per metric ($MEM_RUNS for shim memory
 	--runc-root "$RUNC_ROOT" \
 	--mem-runs "$MEM_RUNS" \
 	--density-runs "$DENSITY_RUNS" \
+	${NOOP_SHIM:+--noop-shim "$NOOP_SHIM"} \
 	--work "$TMP/work" \
 	--out "$OUT" \
 	--latest "$LATEST" \

@@ -97,6 +97,7 @@ func main() {
 	flag.StringVar(&sc.runcRoot, "runc-root", "", "runc state root for the runc shim")
 	flag.IntVar(&sc.memRuns, "mem-runs", 3, "paired rounds of the shim memory benchmark")
 	flag.IntVar(&sc.densityRuns, "density-runs", 2, "paired rounds of the density benchmark")
+	flag.StringVar(&sc.noopShim, "noop-shim", "", "hack/noopshim's binary: the start latency floor (none: no floor rows)")
 	flag.Var(&notes, "note", "a line for the header (repeatable)")
 	flag.Var(&storage, "storage", "subject=where the subject keeps its data, for the header (repeatable)")
 	flag.Parse()

@@ -52,6 +52,7 @@ type shimConfig struct {
 	runcRoot    string // runc's state root, ours alone
 	memRuns     int
 	densityRuns int
+	noopShim    string // hack/noopshim's binary, for the start latency floor
 }
 
 // tupperStack is tupper's runtime, with the runtime options file cfg, on
@@ -188,6 +189,11 @@ func (b *bench) startLatency() ([]*Result, error) {
 	defer b.removeContainers()
 	tup, none, ovl, btr := b.stacks()
 	all := []stack{tup, none, ovl, btr}
+	noop, haveNoop := b.noopStack()
+	if haveNoop {
+		all = append(all, noop)
+	}
+	var floor floorRows
 	rs := newStartRows([]string{"tupper", ovl.name, btr.name}, ovl.name)
 	record := func(s stack, rNet, rNone *Result, v float64) {
 		switch s.name {
@@ -212,6 +218,9 @@ func (b *bench) startLatency() ([]*Result, error) {
 		if _, err := b.ctrRun(s, img.Name()); err != nil {
 			return nil, fmt.Errorf("warm-up %s: %w", s.name, err)
 		}
+		if s.name == noopName {
+			continue
+		}
 		if _, err := b.ctrRun(s, img.Name(), "--seccomp"); err != nil {
 			return nil, fmt.Errorf("warm-up %s with seccomp: %w", s.name, err)
 		}
@@ -219,6 +228,9 @@ func (b *bench) startLatency() ([]*Result, error) {
 	before, metricsErr := b.daemonTimes()
 	err = interleave(b.runs, names, func(round int, name string) error {
 		s := byName[name]
+		if s.name == noopName {
+			return floor.round(b, s, img)
+		}
 		d, err := b.ctrRun(s, img.Name())
 		if err != nil {
 			return err
@@ -251,7 +263,15 @@ func (b *bench) startLatency() ([]*Result, error) {
 	if after, err := b.daemonTimes(); metricsErr == nil && err == nil {
 		rs.noteDaemonTimes(before, after)
 	}
-	return rs.results(), nil
+	res := rs.results()
+	if haveNoop {
+		fr, err := floor.results(rs, ovl.name)
+		if err != nil {
+			return nil, err
+		}
+		res = append(res, fr...)
+	}
+	return res, nil
 }
 
 // noteDaemonTimes says, under the phases that call tupper's snapshotter,
