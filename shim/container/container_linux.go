@@ -83,10 +83,10 @@ type Options struct {
 	// sealexe_linux.go).
 	InitPath string
 	// Adopt returns a function that waits for pid, a child this process
-	// did not start with os/exec: the init helper of a container with a
-	// new pid namespace in a joined user namespace, which shim/nsenter
-	// forks with CLONE_PARENT. It must not miss an exit that happens
-	// after it was called. nil means DefaultAdopt; a process that reaps
+	// did not start with os/exec: a helper that shim/nsenter forks into a
+	// pid namespace (an exec's; an init's in a joined user namespace),
+	// see forkMode. It must not miss an exit that happens after it was
+	// called. nil means DefaultAdopt; a process that reaps
 	// its children passes one backed by its reaper, like Starter.
 	Adopt func(pid int) (wait func() (int, error), err error)
 	// Cgroup places each helper (init, then every exec) in the

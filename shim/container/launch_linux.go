@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -61,7 +62,7 @@ func newLaunch(sync *os.File, plan *nsPlan, join protocol.CgroupJoin, cfg *proto
 		l.env = append(l.env, protocol.EnvUnshare+"="+strconv.Itoa(int(plan.unshare)))
 	}
 	if plan.fork {
-		l.env = append(l.env, protocol.EnvFork+"=1")
+		l.env = append(l.env, protocol.EnvFork+"="+forkMode())
 	}
 	l.env = append(l.env, protocol.EnvFds+"="+strconv.Itoa(len(l.files)))
 	return l
@@ -196,10 +197,23 @@ func (c *Container) seccompAgent(pid int) func(fd int) error {
 	}
 }
 
+// forkMode is how shim/nsenter's constructor forks a helper into its pid
+// namespace: with the libc's fork when this process is a child subreaper
+// (the shim), which then inherits the helper, else with CLONE_PARENT (see
+// protocol.ForkToSubreaper). Either way the helper is our child once the
+// intermediate has exited.
+func forkMode() string {
+	var on int32
+	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&on)), 0, 0, 0); err == nil && on != 0 {
+		return protocol.ForkToSubreaper
+	}
+	return protocol.ForkCloneParent
+}
+
 // adoptForked takes over the helper that shim/nsenter's constructor forked
-// (with CLONE_PARENT, so it is our child) into a new pid namespace: it
-// reads its pid, reaps the intermediate process and waits for the helper
-// through Options.Adopt.
+// into a pid namespace (our child: see forkMode): it reads its pid, reaps
+// the intermediate process and waits for the helper through
+// Options.Adopt.
 func (c *Container) adoptForked(ch *protocol.Channel, cmd *exec.Cmd, wait func() (int, error)) (int, *os.Process, func() (int, error), error) {
 	m, _, err := protocol.Expect[*protocol.Forked](ch)
 	st, _ := wait() // the intermediate exits once it has sent the pid

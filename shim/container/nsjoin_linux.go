@@ -22,7 +22,7 @@ import (
 // what that user namespace owns (a pod's network namespace, made by the
 // host, is not). It is not dumpable from its first instruction, and a
 // joined pid namespace (exec, a pod's shared one) only takes the helper's
-// children, so the constructor forks it there (CLONE_PARENT, see
+// children, so the constructor forks it there (see forkMode and
 // protocol.Forked) after every other join: the helper appears in the
 // container's pid namespace already in the container's mount namespace,
 // where nothing of the host is reachable through /proc/<pid>/root, and not

@@ -169,23 +169,30 @@ static void unshare_namespaces(void)
 }
 
 // fork_into_pid_namespace: a pid namespace was joined or unshared, which
-// only takes effect for children. Fork the helper into it as its PID 1, with
-// CLONE_PARENT so that it is the parent's (the shim's) own child to wait
-// for; send its pid as the protocol's Forked message and leave. The child
-// returns and starts Go as the helper. A raw clone leaves the libc's
-// thread descriptor with the intermediate's tid (runc's nsexec forks the
-// same way): musl reads it in gettid(), raise() and abort() and as the
-// owner of its thread-list lock. Go asks the kernel for its thread ids;
-// the lock would take another thread for its owner only if the new pid
-// namespace had reached the parent namespace's tid the descriptor still
-// holds, which the helper's few threads do not.
+// only takes effect for children. Fork the helper into it (its PID 1 when
+// unshared), send its pid as the protocol's Forked message and leave; the
+// child returns and starts Go as the helper. With TUPPER_FORK_TO_SUBREAPER
+// the fork is the libc's, so that the child's libc holds its own tid (musl
+// reads it in gettid(), raise() and abort() and as the owner of the lock
+// around the thread list that Go's thread creation takes), and the parent,
+// a child subreaper, inherits the child when this intermediate exits.
+// Otherwise (a parent that is no subreaper) a raw clone with CLONE_PARENT
+// makes the child the parent's at once, as runc's nsexec does, and leaves
+// the libc's descriptor with this intermediate's tid: a tid of the
+// parent's namespace, which another thread could hold only once the new
+// pid namespace reached that number. Single-threaded here, so fork() is
+// safe.
 static void fork_into_pid_namespace(void)
 {
 	const char *fork_env = getenv(TUPPER_ENV_FORK);
 	if (fork_env != NULL && *fork_env != '\0') {
-		long pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+		long pid;
+		if (strcmp(fork_env, TUPPER_FORK_TO_SUBREAPER) == 0)
+			pid = fork();
+		else
+			pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
 		if (pid < 0)
-			fail("clone", "CLONE_PARENT", errno);
+			fail("fork", fork_env, errno);
 		if (pid == 0) {
 			// A session of its own, as the parent gave the
 			// intermediate: a terminal needs a session leader.

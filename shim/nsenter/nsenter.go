@@ -22,11 +22,12 @@
 //     as it must be to build the container;
 //     3. unshare the namespaces in EnvUnshare (clone flags), which a
 //     joined user namespace then owns;
-//     4. with EnvFork, fork once more with CLONE_PARENT into the pid
-//     namespace step 3 made (unshare only moves children), send the
-//     child's pid as the protocol's Forked message and exit: the child,
-//     PID 1 there and a direct child of the parent, goes on as the
-//     helper. (The parent cannot fork into that namespace itself:
+//     4. with EnvFork, fork once more into the pid namespace joined or
+//     made in steps 2 and 3 (they only move children), send the child's
+//     pid as the protocol's Forked message and exit: the child goes on as
+//     the helper, the parent's child (protocol.ForkToSubreaper: libc's
+//     fork, and the parent, a child subreaper, inherits it; else
+//     CLONE_PARENT). (The parent cannot fork into that namespace itself:
 //     pid_for_children cannot be opened before the namespace has a PID 1.)
 //     On failure it sends the protocol's Error message on protocol.SyncFd
 //     and exits; the Go side of the helper checks every join again.

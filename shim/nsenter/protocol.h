@@ -10,6 +10,7 @@
 #define TUPPER_ENV_NSENTER "_TUPPER_NSENTER"
 #define TUPPER_ENV_UNSHARE "_TUPPER_NSENTER_UNSHARE"
 #define TUPPER_ENV_FORK "_TUPPER_NSENTER_FORK"
+#define TUPPER_FORK_TO_SUBREAPER "subreaper"
 #define TUPPER_MSG_ERROR_BEGIN "{\"type\":\"error\",\"error\":\""
 #define TUPPER_MSG_ERROR_END "\"}"
 #define TUPPER_MSG_FORKED_FMT "{\"type\":\"pid\",\"pid\":%ld}"

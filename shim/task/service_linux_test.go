@@ -33,8 +33,13 @@ import (
 
 func TestMain(m *testing.M) {
 	container.MaybeInit()
-	// What shim/serve does for a real shim: reap every child on SIGCHLD and
-	// hand the exits to the reaper's subscribers.
+	// What shim/serve does for a real shim: be a child subreaper (helpers
+	// forked into a pid namespace come to it), reap every child on SIGCHLD
+	// and hand the exits to the reaper's subscribers.
+	if err := reaper.SetSubreaper(1); err != nil {
+		fmt.Fprintln(os.Stderr, "child subreaper:", err)
+		os.Exit(1)
+	}
 	ch := make(chan os.Signal, 32)
 	signal.Notify(ch, syscall.SIGCHLD)
 	go func() {

@@ -39,7 +39,8 @@ func usernsBundle(t *testing.T, edit func(*specs.Spec), args ...string) string {
 
 // TestPodUserNamespace is CRI's shape: a sandbox in a new user namespace,
 // and a container that joins it by path with a pid namespace of its own.
-// The second container's helper is forked by shim/nsenter (CLONE_PARENT)
+// The second container's helper is forked by shim/nsenter with libc's
+// fork (the test process is a child subreaper, as the shim is), inherited
 // and adopted through the reaper: its pid, output and exit status come
 // back like any other.
 func TestPodUserNamespace(t *testing.T) {

@@ -26,8 +26,19 @@ const (
 	// makes after its joins, in decimal.
 	EnvUnshare = "_TUPPER_NSENTER_UNSHARE"
 	// EnvFork, when set, makes the constructor fork the helper into the
-	// pid namespace it unshared and send Forked.
+	// pid namespace it joined or unshared and send Forked: ForkToSubreaper
+	// or ForkCloneParent.
 	EnvFork = "_TUPPER_NSENTER_FORK"
+	// ForkToSubreaper forks with the libc's fork(), whose child's libc
+	// holds the child's own thread id (musl reads it in gettid(), raise()
+	// and abort() and owns its thread-list lock by it); the parent, a
+	// child subreaper, inherits the helper when the intermediate exits.
+	ForkToSubreaper = "subreaper"
+	// ForkCloneParent forks with a raw clone(CLONE_PARENT), for a parent
+	// that is no subreaper (tupper-run, tests that also run runc): the
+	// helper is the parent's child at once, but its libc keeps the
+	// intermediate's thread id.
+	ForkCloneParent = "clone-parent"
 )
 
 // ErrorWire returns the wire form of an Error message as the text before

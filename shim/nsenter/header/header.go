@@ -34,6 +34,7 @@ func Generate() []byte {
 	define("TUPPER_ENV_NSENTER", protocol.EnvNsenter)
 	define("TUPPER_ENV_UNSHARE", protocol.EnvUnshare)
 	define("TUPPER_ENV_FORK", protocol.EnvFork)
+	define("TUPPER_FORK_TO_SUBREAPER", protocol.ForkToSubreaper)
 	begin, end := protocol.ErrorWire()
 	define("TUPPER_MSG_ERROR_BEGIN", begin)
 	define("TUPPER_MSG_ERROR_END", end)
