@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -211,7 +212,15 @@ func TestCgroupOOMBeforeExit(t *testing.T) {
 	if _, err := s.Delete(ctx, &taskAPI.DeleteRequest{ID: "oom"}); err != nil {
 		t.Fatal(err)
 	}
-	rec.wait(t, []string{"/tasks/create", "/tasks/start", "/tasks/oom", "/tasks/exit oom 137", "/tasks/delete"})
+	// The OOM kill goes out before the exit it caused. Its place against
+	// TaskStart is not fixed: the kernel can kill the program as soon as
+	// it is exec'd, before Start has reported it (runc's shim is the same).
+	got := rec.waitCount(t, 5)
+	oom := slices.Index(got, "/tasks/oom")
+	rest := slices.Delete(slices.Clone(got), oom, oom+1)
+	if oom < 1 || oom > 2 || !slices.Equal(rest, []string{"/tasks/create", "/tasks/start", "/tasks/exit oom 137", "/tasks/delete"}) {
+		t.Fatalf("events %q: want create, start, exit and delete in order, and the OOM after create and before the exit", got)
+	}
 }
 
 func TestCgroupCheckFailsCreate(t *testing.T) {

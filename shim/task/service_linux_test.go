@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -85,6 +86,24 @@ func (r *recorder) wait(t *testing.T, want []string) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("events:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitCount waits until n events were published and returns them.
+func (r *recorder) waitCount(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		got := slices.Clone(r.events)
+		r.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events, want %d:\n%s", len(got), n, strings.Join(got, "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
