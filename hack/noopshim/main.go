@@ -17,6 +17,7 @@ import (
 	"time"
 
 	eventstypes "github.com/containerd/containerd/api/events"
+	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/protobuf"
 	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
 	"github.com/containerd/containerd/v2/pkg/shutdown"
@@ -78,20 +79,7 @@ func (s *service) get(id string) (*task, error) {
 }
 
 func (s *service) publish(e any) {
-	_ = s.pub.Publish(context.Background(), topic(e), e)
-}
-
-func topic(e any) string {
-	switch e.(type) {
-	case *eventstypes.TaskCreate:
-		return "/tasks/create"
-	case *eventstypes.TaskStart:
-		return "/tasks/start"
-	case *eventstypes.TaskExit:
-		return "/tasks/exit"
-	default:
-		return "/tasks/delete"
-	}
+	_ = s.pub.Publish(context.Background(), runtime.GetTopic(e), e)
 }
 
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
