@@ -74,39 +74,39 @@ func (r *recorder) Publish(ctx context.Context, topic string, e events.Event) er
 
 func (r *recorder) Close() error { return nil }
 
-func (r *recorder) wait(t *testing.T, want []string) {
-	t.Helper()
+// waitFor polls the published events until done holds for them, for up
+// to 10 s; it returns the last events seen and whether done held.
+func (r *recorder) waitFor(done func([]string) bool) ([]string, bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		r.mu.Lock()
-		got := strings.Join(r.events, "\n")
+		got := slices.Clone(r.events)
 		r.mu.Unlock()
-		if got == strings.Join(want, "\n") {
-			return
+		if done(got) {
+			return got, true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("events:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
+			return got, false
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *recorder) wait(t *testing.T, want []string) {
+	t.Helper()
+	if got, ok := r.waitFor(func(got []string) bool { return slices.Equal(got, want) }); !ok {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
 // waitCount waits until n events were published and returns them.
 func (r *recorder) waitCount(t *testing.T, n int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r.mu.Lock()
-		got := slices.Clone(r.events)
-		r.mu.Unlock()
-		if len(got) >= n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events, want %d:\n%s", len(got), n, strings.Join(got, "\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
+	got, ok := r.waitFor(func(got []string) bool { return len(got) >= n })
+	if !ok {
+		t.Fatalf("%d events, want %d:\n%s", len(got), n, strings.Join(got, "\n"))
 	}
+	return got
 }
 
 func newService(t *testing.T) (*service, *recorder, context.Context) {
